@@ -1,0 +1,453 @@
+"""The concrete reference machine: the hardware manual, executable.
+
+A `Machine` holds the state vector, storage and output log, and runs the
+machine cycle defined by the spec:
+
+1. if a timer interrupt is pending and interrupts are enabled, take it;
+2. fetch the two words at PC through address translation (a fault traps);
+3. decode; an illegal word pair traps;
+4. execute: the instruction retires, or traps and has no effect;
+5. a retired instruction counts the timer down.
+
+Every trap runs the P&G mechanism (old PSW saved, new PSW loaded) unless a
+*host hook* is installed: then the hook receives the trap instead.  That is
+where a VMM sits.  One cycle is one *step*: an instruction retired, an
+instruction trapped, or an interrupt taken.
+
+Speed comes from caching, never from a second definition: decoded
+instructions are cached per virtual PC (dropped when the translation
+context changes or their page is written), and code that runs more than
+once is compiled into straight-line blocks (``popek.model.codegen``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from popek.spec import state as st
+from popek.spec.encoding import decode
+from popek.spec.image import Image
+from popek.spec.instructions import Insn
+from popek.spec.memory import fetch_addresses
+from popek.spec.profiles import Profile
+from popek.spec.sem import ILEN, Effects, Sem
+from popek.spec.state import (
+    BASE,
+    BOUND,
+    FLAGS,
+    HALTED,
+    IE,
+    MODE,
+    NSLOTS,
+    PC,
+    PEND,
+    PTBR,
+    RESOURCES,
+    TIMER,
+    Cause,
+)
+from popek.spec.trace import trace, trace_interrupt, trace_tick, trace_trap
+
+from . import codegen
+from .codegen import Step
+
+HOT = 2  # a line is compiled into a block on its second run
+MAX_BLOCK = 32  # instructions
+
+
+class TrapHook(Protocol):
+    def __call__(self, machine: "Machine", cause: int, info: int) -> bool | None:
+        """Handle a trap instead of the P&G mechanism; return True to stop the run."""
+
+
+@dataclass
+class RunResult:
+    steps: int  # machine cycles run
+    halted: bool
+    stopped: bool = False  # a hook asked to stop
+
+
+# --------------------------------------------------------------------------
+# Compiled code shared by every machine of one profile
+# --------------------------------------------------------------------------
+CLOSURE = "S, M, O, CP, INV, MS"
+
+
+def _routine_maker(name: str, fx: Effects, arch: st.Arch, params: str) -> Callable:
+    binds = {"cause": "cause", "info": "info"}
+    step = Step(fx, binds, f"S[{PC}]")
+    body = codegen.emit_steps(arch, [step], dead_flags=set(), pb=arch.page_bits)
+    return codegen.compile_function(name, params, body, CLOSURE)
+
+
+class Codebook:
+    """Generated Python for one profile: operations, blocks and routines."""
+
+    _cache: dict[int, "Codebook"] = {}
+
+    @classmethod
+    def of(cls, profile: Profile) -> "Codebook":
+        book = cls._cache.get(id(profile))
+        if book is None or book.profile is not profile:
+            book = cls._cache[id(profile)] = cls(profile)
+        return book
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        arch = profile.arch
+        self.arch = arch
+        self.ops: dict[int, Callable] = {}
+        self.blocks: dict[tuple, tuple[Callable, int, bool]] = {}
+        self.trap = _routine_maker("trap", trace_trap(arch), arch, "cause, info")
+        self.interrupt = _routine_maker("interrupt", trace_interrupt(arch), arch, "")
+        self.tick = _routine_maker("tick", trace_tick(arch), arch, "")
+        self.fetch = self._fetch_maker()
+
+    def _fetch_maker(self) -> Callable:
+        s = Sem(self.arch)
+        p0, p1 = fetch_addresses(s)
+        em = codegen._Emitter(self.arch, _bind_state, "f")
+        for cond, _c, info in s.fx.traps:
+            em.count(cond)
+            em.count(info)
+        em.count(p0)
+        em.count(p1)
+        body: list[str] = []
+        for cond, cause, info in s.fx.traps:
+            c = em.expr(cond)
+            i = em.expr(info)
+            body += em.lines
+            em.lines = []
+            body += [f"if {c}:", f"    return (None, {int(cause)}, {i})"]
+        a, b = em.expr(p0), em.expr(p1)
+        body += em.lines + [f"return ({a}, {b}, 0)"]
+        return codegen.compile_function("fetch", "", body, CLOSURE)
+
+    def op(self, insn: Insn) -> Callable:
+        maker = self.ops.get(insn.opcode)
+        if maker is None:
+            step = Step(trace(insn, self.arch), {"rd": "rd", "rs": "rs", "imm": "imm"}, f"S[{PC}]")
+            body = codegen.emit_steps(self.arch, [step], dead_flags=set(), pb=self.arch.page_bits)
+            maker = self.ops[insn.opcode] = codegen.compile_function(
+                f"op_{insn.name}", "rd, rs, imm", body, CLOSURE
+            )
+        return maker
+
+    def block(self, pc: int, decoded: list) -> tuple[Callable, int, bool]:
+        """A block maker for decoded instructions starting at virtual ``pc``."""
+        key = (pc, tuple((d.insn.opcode, d.rd, d.rs, d.imm) for d in decoded))
+        hit = self.blocks.get(key)
+        if hit is not None:
+            return hit
+        mask = self.arch.mask
+        steps = [
+            Step(
+                trace(d.insn, self.arch),
+                {"rd": str(d.rd), "rs": str(d.rs), "imm": str(d.imm)},
+                str((pc + ILEN * k) & mask),
+            )
+            for k, d in enumerate(decoded)
+        ]
+        body = codegen.emit_steps(
+            self.arch, steps, dead_flags=_dead_flags(steps), pb=self.arch.page_bits
+        )
+        maker = codegen.compile_function("block", "", body, CLOSURE)
+        changes_context = _writes_resources(steps[-1].fx)
+        hit = self.blocks[key] = (maker, len(decoded), changes_context)
+        return hit
+
+
+def _bind_state(name: str) -> str:
+    if name == "MEMSIZE":
+        return "MS"
+    if name.startswith("S"):
+        return f"S[{name[1:]}]"
+    raise ValueError(name)
+
+
+def _writes_resources(fx: Effects) -> bool:
+    return any(slot in fx.field_writes for slot in RESOURCES)
+
+
+def _ends_block(fx: Effects, arch: st.Arch) -> bool:
+    """Control leaves the straight line, or the translation context may change."""
+    pc_write = fx.field_writes[PC]
+    falls_through = (
+        pc_write.op == "add"
+        and pc_write.args[0].op == "var"
+        and pc_write.args[0].args[0] == f"S{PC}"
+        and pc_write.args[1].op == "const"
+        and pc_write.args[1].args[0] == ILEN
+    )
+    always_traps = any(c.op == "const" and c.args[0] == 1 for c, _, _ in fx.traps)
+    return not falls_through or _writes_resources(fx) or always_traps
+
+
+def _dead_flags(steps: list[Step]) -> set[int]:
+    dead = set()
+    for k, s in enumerate(steps):
+        if FLAGS not in s.fx.field_writes:
+            continue
+        for j in range(k + 1, len(steps)):
+            if steps[j].fx.traps or steps[j].fx.mem_writes:
+                break
+            if FLAGS in steps[j].fx.field_writes:
+                dead.add(k)
+                break
+    return dead
+
+
+# --------------------------------------------------------------------------
+# The machine
+# --------------------------------------------------------------------------
+class _Line:
+    """What the fetch cache holds for one virtual PC."""
+
+    __slots__ = ("phys", "op", "rd", "rs", "imm", "insn", "hits", "block", "n", "ctx", "decoded")
+
+
+class Machine:
+    """One machine: a profile's instruction set, ``memsize`` words of storage."""
+
+    def __init__(self, profile: Profile, memsize: int = 4096):
+        arch = profile.arch
+        if not st.FIRST_FREE * 2 <= memsize <= (1 << arch.word):
+            raise ValueError(f"memsize must be between {st.FIRST_FREE * 2} and {1 << arch.word}")
+        self.profile = profile
+        self.arch = arch
+        self.memsize = memsize
+        self.S: list[int] = [0] * NSLOTS
+        self.M: list[int] = [0] * (1 << arch.word)
+        self.out: list[int] = []
+        self._watched: set[int] = set()
+        self._lines: dict[int, _Line] = {}
+        self._ctx: tuple = ()
+        self.book = Codebook.of(profile)
+        env = (self.S, self.M, self.out, self._watched, self._invalidate, memsize)
+        self._env = env
+        self._ops: dict[int, Callable] = {}
+        self._trap = self.book.trap(*env)
+        self._interrupt = self.book.interrupt(*env)
+        self._tick = self.book.tick(*env)
+        self._fetch = self.book.fetch(*env)
+        self.reset()
+
+    # -- state access for loaders, VMMs and tests ---------------------------
+    def reset(self, entry: int = st.FIRST_FREE) -> None:
+        """Power on: supervisor mode, R covering all storage, everything else 0."""
+        self.S[:] = [0] * NSLOTS
+        self.S[MODE] = st.SUPERVISOR
+        self.S[BOUND] = self.memsize
+        self.S[PC] = entry & self.arch.mask
+        self.out.clear()
+        self.flush()
+
+    def load(self, image: Image) -> None:
+        """Clear storage, place the image, and reset to its entry point."""
+        self.M[:] = [0] * len(self.M)
+        for addr, word in image.words.items():
+            if not 0 <= addr < self.memsize:
+                raise ValueError(f"image word at {addr:#x} lies outside storage of {self.memsize}")
+            self.M[addr] = word & self.arch.mask
+        self.reset(image.entry)
+
+    def read(self, addr: int) -> int:
+        return self.M[addr]
+
+    def write(self, addr: int, value: int) -> None:
+        """Write physical storage from outside the machine (a loader, a VMM)."""
+        if not 0 <= addr < len(self.M):
+            raise IndexError(f"physical address {addr:#x} does not exist")
+        self.M[addr] = value & self.arch.mask
+        if (addr >> self.arch.page_bits) in self._watched:
+            self._invalidate(addr)
+
+    def flush(self) -> None:
+        """Drop every cached decode; call after changing storage by other means."""
+        self._lines.clear()
+        self._watched.clear()
+        self._ctx = self._context()
+
+    def _invalidate(self, addr: int) -> None:
+        self._lines.clear()
+        self._watched.clear()
+
+    def _context(self) -> tuple:
+        S = self.S
+        return (S[BASE], S[BOUND], S[PTBR], S[MODE])
+
+    def _check_context(self) -> None:
+        ctx = self._context()
+        if ctx != self._ctx:
+            self._lines.clear()
+            self._watched.clear()
+            self._ctx = ctx
+
+    @property
+    def halted(self) -> bool:
+        return bool(self.S[HALTED])
+
+    # -- the machine cycle --------------------------------------------------
+    def trap(self, cause: int, info: int = 0) -> None:
+        """Run the P&G trap mechanism (what a bare machine does on a trap)."""
+        self._trap(cause, info)
+        self._check_context()
+
+    def step(self, on_trap: TrapHook | None = None) -> RunResult:
+        return self.run(1, on_trap, compiled=False)
+
+    def run(
+        self, max_steps: int, on_trap: TrapHook | None = None, *, compiled: bool = True
+    ) -> RunResult:
+        """Run up to ``max_steps`` cycles, or until halt or a hook says stop."""
+        S = self.S
+        lines = self._lines
+        steps = 0
+        while steps < max_steps:
+            if S[HALTED]:
+                return RunResult(steps, True)
+            if S[PEND] and S[IE]:
+                steps += 1
+                if on_trap is None:
+                    self._interrupt()
+                    self._check_context()
+                else:
+                    S[PEND] = 0
+                    if self._hook(on_trap, Cause.TIMER, 0):
+                        return RunResult(steps, bool(S[HALTED]), True)
+                continue
+            pc = S[PC]
+            line = lines.get(pc)
+            if line is None:
+                line = self._fill(pc)
+                if type(line) is tuple:  # fetch or decode trapped
+                    steps += 1
+                    if self._trapped(on_trap, line[1], line[2]):
+                        return RunResult(steps, bool(S[HALTED]), True)
+                    continue
+            block = line.block
+            if block is not None and compiled:
+                n = line.n
+                timer = S[TIMER]
+                if n <= max_steps - steps and (timer == 0 or timer > n):
+                    r = block()
+                    if r is None:
+                        steps += n
+                        if timer:
+                            S[TIMER] = timer - n
+                        if line.ctx:
+                            self._check_context()
+                        continue
+                    k, cause, info = r
+                    steps += k
+                    if timer:
+                        S[TIMER] = timer - k
+                    if cause:
+                        steps += 1
+                        if self._trapped(on_trap, cause, info):
+                            return RunResult(steps, bool(S[HALTED]), True)
+                    continue
+            # one instruction, through the per-opcode operation
+            r = line.op(line.rd, line.rs, line.imm)
+            steps += 1
+            if r is None:
+                self._tick()
+                if line.ctx:
+                    self._check_context()
+                line.hits += 1
+                if line.hits >= HOT and line.block is None and compiled:
+                    self._compile(line, pc)
+            else:
+                if self._trapped(on_trap, r[1], r[2]):
+                    return RunResult(steps, bool(S[HALTED]), True)
+        return RunResult(steps, bool(S[HALTED]))
+
+    def _trapped(self, on_trap: TrapHook | None, cause: int, info: int) -> bool:
+        if on_trap is None:
+            self._trap(cause, info)
+            self._check_context()
+            return False
+        return self._hook(on_trap, cause, info)
+
+    def _hook(self, on_trap: TrapHook, cause: int, info: int) -> bool:
+        stop = on_trap(self, int(cause), int(info))
+        self._check_context()
+        return bool(stop)
+
+    def _fill(self, pc: int) -> _Line | tuple:
+        p0, p1, _ = r = self._fetch()
+        if p0 is None:
+            return r
+        d = decode(self.profile, self.M[p0], self.M[p1])
+        if d is None:
+            return (None, Cause.ILLEGAL, pc)
+        line = _Line()
+        line.phys = p0
+        line.insn = d.insn
+        line.decoded = d
+        line.rd, line.rs, line.imm = d.rd, d.rs, d.imm
+        op = self._ops.get(d.insn.opcode)
+        if op is None:
+            op = self._ops[d.insn.opcode] = self.book.op(d.insn)(*self._env)
+        line.op = op
+        line.hits = 0
+        line.block = None
+        line.n = 1
+        line.ctx = _writes_resources(trace(d.insn, self.arch))
+        self._watch(p0)
+        self._watch(p1)
+        if self.S[PTBR]:
+            self._watch_table(pc)
+        self._lines[pc] = line
+        return line
+
+    def _watch(self, addr: int) -> None:
+        self._watched.add(addr >> self.arch.page_bits)
+
+    def _watch_table(self, vaddr: int) -> None:
+        """With paging on, a cached decode also depends on its page-table entries."""
+        S, pb = self.S, self.arch.page_bits
+        for v in (vaddr, vaddr + 1):
+            linear = (S[BASE] + (v & self.arch.mask)) & self.arch.mask
+            self._watch((S[PTBR] + (linear >> pb)) & self.arch.mask)
+
+    def _compile(self, line: _Line, pc: int) -> None:
+        """Gather the straight run from ``pc`` and build its block."""
+        arch, mask = self.arch, self.arch.mask
+        decoded = []
+        page = arch.page_size
+        room = (page - (line.phys % page)) // ILEN  # whole instructions left in this page
+        bound_room = (self.S[BOUND] - pc) // ILEN if self.S[BOUND] > pc else 0
+        limit = min(MAX_BLOCK, room, bound_room, (self.memsize - line.phys) // ILEN)
+        for k in range(limit):
+            p = line.phys + ILEN * k
+            d = decode(self.profile, self.M[p], self.M[p + 1])
+            if d is None:
+                break
+            if (pc + ILEN * k) & mask != pc + ILEN * k:
+                break
+            decoded.append(d)
+            if _ends_block(trace(d.insn, arch), arch):
+                break
+        if not decoded:
+            return
+        maker, n, ctx = self.book.block(pc, decoded)
+        line.block = maker(*self._env)
+        line.n = n
+        line.ctx = ctx or line.ctx
+        for k in range(n):
+            self._watch(line.phys + ILEN * k)
+            self._watch(line.phys + ILEN * k + 1)
+
+    # -- a readable view of the state ----------------------------------------
+    def snapshot(self) -> dict:
+        """The full state as plain values (for comparisons and printing)."""
+        return {
+            "state": [int(v) for v in self.S],
+            "memory": {a: w for a, w in enumerate(self.M[: self.memsize]) if w},
+            "out": [int(v) for v in self.out],
+        }
+
+    def registers(self) -> dict[str, int]:
+        return {st.FIELD_NAMES[i]: int(v) for i, v in enumerate(self.S)}

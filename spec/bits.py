@@ -1,0 +1,168 @@
+"""The bit-vector vocabulary every instruction is written in.
+
+An instruction's definition never computes on numbers directly: it builds
+`Expr` trees from this small set of operations.  The concrete machine compiles
+those trees to plain Python (``popek.model.codegen``) and the proofs translate
+them to Z3 terms (``popek.proofs.symbolic``), so both run the one definition.
+
+Rules that keep the two back ends in agreement:
+
+* every value has a width; operands of a binary operation must have the same
+  width (as in claripy, mixing widths is an error, not a silent extension);
+* booleans are 1-bit values; branching on a machine value is ``ite``, never a
+  Python ``if``;
+* comparisons say whether they are signed or unsigned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+# Operation names and their arity.  Both back ends must implement each one.
+BINARY = ("add", "sub", "and", "or", "xor", "shl", "lshr", "eq", "ult", "slt")
+UNARY = ("not", "zext", "extract")
+
+Operand = Union["Expr", int]
+
+
+@dataclass(frozen=True, eq=False)
+class Expr:
+    """A node of the expression DAG.  Nodes compare by identity."""
+
+    op: str
+    width: int
+    args: tuple = ()
+
+    # -- arithmetic and logic (same width in, same width out) ------------
+    def __add__(self, o: Operand) -> Expr:
+        return _bin("add", self, o)
+
+    def __sub__(self, o: Operand) -> Expr:
+        return _bin("sub", self, o)
+
+    def __and__(self, o: Operand) -> Expr:
+        return _bin("and", self, o)
+
+    def __or__(self, o: Operand) -> Expr:
+        return _bin("or", self, o)
+
+    def __xor__(self, o: Operand) -> Expr:
+        return _bin("xor", self, o)
+
+    def __lshift__(self, o: Operand) -> Expr:
+        return _bin("shl", self, o)
+
+    def __rshift__(self, o: Operand) -> Expr:
+        """Logical (unsigned) shift right."""
+        return _bin("lshr", self, o)
+
+    def __invert__(self) -> Expr:
+        return Expr("not", self.width, (self,))
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a machine value cannot drive a Python `if`; use ite(cond, a, b)"
+        )
+
+    __hash__ = object.__hash__
+
+
+def const(value: int, width: int) -> Expr:
+    return Expr("const", width, (value & ((1 << width) - 1),))
+
+
+def var(name: str, width: int) -> Expr:
+    """A free input: a state field, an instruction field, a register read."""
+    return Expr("var", width, (name,))
+
+
+def _coerce(o: Operand, width: int) -> Expr:
+    if isinstance(o, Expr):
+        return o
+    if isinstance(o, int):
+        return const(o, width)
+    raise TypeError(f"not a machine value: {o!r}")
+
+
+def _bin(op: str, a: Operand, b: Operand) -> Expr:
+    if isinstance(a, int) and isinstance(b, Expr):
+        a = const(a, b.width)
+    if not isinstance(a, Expr):
+        raise TypeError(f"not a machine value: {a!r}")
+    b = _coerce(b, a.width)
+    if a.width != b.width:
+        raise TypeError(f"{op}: width mismatch {a.width} vs {b.width}")
+    width = 1 if op in ("eq", "ult", "slt") else a.width
+    return Expr(op, width, (a, b))
+
+
+# -- comparisons: explicit about signedness, 1-bit results ---------------
+def eq(a: Operand, b: Operand) -> Expr:
+    return _bin("eq", a, b)
+
+
+def ne(a: Operand, b: Operand) -> Expr:
+    return ~eq(a, b)
+
+
+def ult(a: Operand, b: Operand) -> Expr:
+    return _bin("ult", a, b)
+
+
+def uge(a: Operand, b: Operand) -> Expr:
+    return ~ult(a, b)
+
+
+def slt(a: Operand, b: Operand) -> Expr:
+    return _bin("slt", a, b)
+
+
+def ite(cond: Expr, then: Operand, other: Operand) -> Expr:
+    """If-then-else on machine values: the only way to branch."""
+    if cond.width != 1:
+        raise TypeError("ite condition must be 1 bit wide")
+    if isinstance(then, int) and isinstance(other, Expr):
+        then = const(then, other.width)
+    if not isinstance(then, Expr):
+        raise TypeError("ite needs at least one machine value to know the width")
+    other = _coerce(other, then.width)
+    if then.width != other.width:
+        raise TypeError(f"ite: width mismatch {then.width} vs {other.width}")
+    return Expr("ite", then.width, (cond, then, other))
+
+
+def zext(a: Expr, width: int) -> Expr:
+    """Zero-extend to a wider value."""
+    if width < a.width:
+        raise TypeError("zext cannot narrow")
+    return a if width == a.width else Expr("zext", width, (a,))
+
+
+def bit(a: Expr, index: int) -> Expr:
+    """Bit ``index`` of ``a`` as a 1-bit value."""
+    return extract(a, index, index)
+
+
+def extract(a: Expr, hi: int, lo: int) -> Expr:
+    if not 0 <= lo <= hi < a.width:
+        raise ValueError(f"extract [{hi}:{lo}] out of a {a.width}-bit value")
+    return Expr("extract", hi - lo + 1, (a, hi, lo))
+
+
+def any_of(*conds: Expr) -> Expr:
+    out = conds[0]
+    for c in conds[1:]:
+        out = out | c
+    return out
+
+
+def all_of(*conds: Expr) -> Expr:
+    out = conds[0]
+    for c in conds[1:]:
+        out = out & c
+    return out
+
+
+TRUE = const(1, 1)
+FALSE = const(0, 1)

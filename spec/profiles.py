@@ -1,0 +1,155 @@
+"""Profiles: named variants of the instruction set.
+
+A profile is a table of instructions (by opcode) plus machine features.  The
+three classic profiles differ only in which system instructions trap in user
+mode.  A new profile is a few lines: derive it from an existing one, adding,
+replacing or removing instructions, and register it::
+
+    from popek.spec import instructions as I, profiles
+
+    silent_pg = profiles.PG.derive(
+        "pg-silent-popf", "pg, but popf is x86's",
+        replace=[I.popf],   # the unprivileged, silent definition
+    )
+    profiles.register(silent_pg)
+
+See docs/isa.md for the instruction table of every profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Mapping
+
+from . import instructions as I
+from .instructions import Insn, privileged
+from .state import ARCH, Arch
+
+# Every profile has these; none of them touches a resource.
+COMMON: tuple[Insn, ...] = (
+    I.nop, I.mov, I.li, I.add, I.sub, I.and_, I.or_, I.xor, I.shl, I.shr,
+    I.cmp, I.addi, I.cmpi, I.ld, I.st, I.push, I.pop,
+    I.jmp, I.jz, I.jnz, I.jc, I.jnc, I.jlt, I.jge, I.jr, I.call, I.ret, I.sys,
+)  # fmt: skip
+
+# Privileged in every profile.
+SYSTEM: tuple[Insn, ...] = (
+    I.rti, I.ei, I.di, I.wrr, I.lptb, I.stimer, I.out, I.halt,
+)  # fmt: skip
+
+# The x86-style family: flag push/pop and reads of mode and R.  `pg` makes
+# them privileged; `x86` leaves them as they are.
+X86_STYLE: tuple[Insn, ...] = (I.pushf, I.popf, I.rdmode, I.rdbase, I.rdbound)
+
+
+class ProfileError(ValueError):
+    """A profile whose table is inconsistent."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    summary: str
+    insns: tuple[Insn, ...]
+    arch: Arch = ARCH
+    features: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        seen_op: dict[int, str] = {}
+        seen_name: set[str] = set()
+        for insn in self.insns:
+            if not isinstance(insn, Insn):
+                raise ProfileError(f"profile {self.name!r}: {insn!r} is not an Insn")
+            if insn.opcode in seen_op:
+                raise ProfileError(
+                    f"profile {self.name!r}: opcode {insn.opcode:#x} used by both "
+                    f"{seen_op[insn.opcode]!r} and {insn.name!r}"
+                )
+            if insn.name in seen_name:
+                raise ProfileError(f"profile {self.name!r}: two instructions named {insn.name!r}")
+            if not 0 < insn.opcode < (1 << (self.arch.word - 8)):
+                raise ProfileError(f"profile {self.name!r}: opcode {insn.opcode:#x} out of range")
+            seen_op[insn.opcode] = insn.name
+            seen_name.add(insn.name)
+
+    @cached_property
+    def by_opcode(self) -> Mapping[int, Insn]:
+        return {i.opcode: i for i in self.insns}
+
+    @cached_property
+    def by_name(self) -> Mapping[str, Insn]:
+        return {i.name: i for i in self.insns}
+
+    def __getitem__(self, name: str) -> Insn:
+        return self.by_name[name]
+
+    def derive(
+        self,
+        name: str,
+        summary: str,
+        *,
+        add: Iterable[Insn] = (),
+        replace: Iterable[Insn] = (),
+        remove: Iterable[str] = (),
+        features: Iterable[str] = (),
+    ) -> Profile:
+        """A new profile: this one's table with instructions added, replaced
+        (matched by name) or removed, and extra features."""
+        table = {i.name: i for i in self.insns}
+        for old in remove:
+            if old not in table:
+                raise ProfileError(f"derive {name!r}: {self.name!r} has no {old!r} to remove")
+            del table[old]
+        for new in replace:
+            if new.name not in table:
+                raise ProfileError(f"derive {name!r}: {self.name!r} has no {new.name!r} to replace")
+            table[new.name] = new
+        for new in add:
+            if new.name in table:
+                raise ProfileError(f"derive {name!r}: {new.name!r} already exists; use replace=")
+            table[new.name] = new
+        return Profile(name, summary, tuple(table.values()), self.arch, self.features | set(features))
+
+
+PG = Profile(
+    "pg",
+    "every sensitive instruction is privileged (Theorem 1 holds)",
+    COMMON + tuple(privileged(i) for i in SYSTEM + X86_STYLE),
+    features=frozenset({"paging"}),
+)
+HYBRID = PG.derive(
+    "hybrid",
+    "pg plus jru, an unprivileged jump-to-user (PDP-10 JRST 1): Theorem 3 only",
+    add=[I.jru],
+)
+X86 = PG.derive(
+    "x86",
+    "pushf/popf and reads of mode and R are unprivileged; popf silently keeps IE in user mode",
+    replace=X86_STYLE,
+)
+
+_REGISTRY: dict[str, Profile] = {}
+
+
+def register(profile: Profile) -> Profile:
+    if not isinstance(profile, Profile):
+        raise ProfileError(f"not a Profile: {profile!r}")
+    _REGISTRY[profile.name] = profile
+    return profile
+
+
+def get(name: str) -> Profile:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ProfileError(f"unknown profile {name!r}; known profiles: {known}") from None
+
+
+def all_profiles() -> list[Profile]:
+    return list(_REGISTRY.values())
+
+
+for _p in (PG, HYBRID, X86):
+    register(_p)

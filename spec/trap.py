@@ -1,0 +1,99 @@
+"""The P&G trap mechanism, the timer, and the program status word.
+
+A trap stores the old PSW (mode, program counter, relocation register, and
+here also flags and interrupt enable) in storage and loads a new PSW from
+storage.  The trapping instruction has no other effect, and the saved PC is
+the PC of the instruction that trapped (a system-call handler adds the
+instruction length before returning).  An interrupt is taken between
+instructions, and saves the PC of the instruction not yet run.
+"""
+
+from __future__ import annotations
+
+from .bits import Expr, bit, eq, extract, ite, zext
+from .sem import Sem
+from .state import (
+    BASE,
+    BOUND,
+    FLAGS,
+    IE,
+    MODE,
+    NEW_BASE,
+    NEW_BOUND,
+    NEW_PC,
+    NEW_PSW,
+    OLD_BASE,
+    OLD_BOUND,
+    OLD_CAUSE,
+    OLD_INFO,
+    OLD_PC,
+    OLD_PSW,
+    PC,
+    PEND,
+    PSW_IE_BIT,
+    PSW_MODE_BIT,
+    TIMER,
+)
+
+
+def psw_word(s: Sem, flags: Expr, ie: Expr, mode: Expr) -> Expr:
+    w = s.arch.word
+    return zext(flags, w) | (zext(ie, w) << PSW_IE_BIT) | (zext(mode, w) << PSW_MODE_BIT)
+
+
+def current_psw(s: Sem) -> Expr:
+    return psw_word(s, s.get(FLAGS), s.get(IE), s.get(MODE))
+
+
+def load_psw(s: Sem, psw: Expr, pc: Expr, base: Expr, bound: Expr) -> None:
+    """Make a stored PSW the current one."""
+    s.set(FLAGS, extract(psw, 3, 0))
+    s.set(IE, bit(psw, PSW_IE_BIT))
+    s.set(MODE, bit(psw, PSW_MODE_BIT))
+    s.set(PC, pc)
+    s.set(BASE, base)
+    s.set(BOUND, bound)
+
+
+def enter_trap(s: Sem, cause: Expr, info: Expr) -> None:
+    """Save the old PSW at OLD_PSW and load the new one from NEW_PSW."""
+    for addr, value in (
+        (OLD_PSW, current_psw(s)),
+        (OLD_PC, s.get(PC)),
+        (OLD_BASE, s.get(BASE)),
+        (OLD_BOUND, s.get(BOUND)),
+        (OLD_CAUSE, cause),
+        (OLD_INFO, info),
+    ):
+        s.store_phys(s.word(addr), value)
+    load_psw(
+        s,
+        s.load_phys(s.word(NEW_PSW)),
+        s.load_phys(s.word(NEW_PC)),
+        s.load_phys(s.word(NEW_BASE)),
+        s.load_phys(s.word(NEW_BOUND)),
+    )
+
+
+def return_from_trap(s: Sem) -> None:
+    """Reload the PSW a trap saved: the tail of every trap handler."""
+    load_psw(
+        s,
+        s.load_phys(s.word(OLD_PSW)),
+        s.load_phys(s.word(OLD_PC)),
+        s.load_phys(s.word(OLD_BASE)),
+        s.load_phys(s.word(OLD_BOUND)),
+    )
+
+
+def tick(s: Sem) -> None:
+    """After each retired instruction: count the timer down; at zero, interrupt."""
+    timer = s.get(TIMER)
+    running = ~eq(timer, 0)
+    s.set(TIMER, ite(running, timer - 1, timer))
+    s.set(PEND, s.get(PEND) | (running & eq(timer, 1)))
+
+
+def interrupt_due(s: Sem) -> Expr:
+    """True when a timer interrupt must be taken before the next instruction."""
+    return s.get(PEND) & s.get(IE)
