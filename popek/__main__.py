@@ -1,0 +1,5 @@
+import sys
+
+from popek.cli import main
+
+sys.exit(main())
