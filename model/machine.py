@@ -210,7 +210,9 @@ class _Line:
 class Machine:
     """One machine: a profile's instruction set, ``memsize`` words of storage."""
 
-    def __init__(self, profile: Profile, memsize: int = 4096):
+    def __init__(self, profile: Profile, memsize: int = 4096, *, storage=None):
+        """``storage``: by default a fresh list; a VMM may pass a
+        `popek.model.window.Window` onto host storage instead."""
         arch = profile.arch
         if not st.FIRST_FREE * 2 <= memsize <= (1 << arch.word):
             raise ValueError(f"memsize must be between {st.FIRST_FREE * 2} and {1 << arch.word}")
@@ -218,7 +220,9 @@ class Machine:
         self.arch = arch
         self.memsize = memsize
         self.S: list[int] = [0] * NSLOTS
-        self.M: list[int] = [0] * (1 << arch.word)
+        self.M: list[int] = [0] * (1 << arch.word) if storage is None else storage
+        if len(self.M) != 1 << arch.word:
+            raise ValueError("storage must span the whole address space (2**word words)")
         self.out: list[int] = []
         self._watched: set[int] = set()
         self._lines: dict[int, _Line] = {}
@@ -245,7 +249,8 @@ class Machine:
 
     def load(self, image: Image) -> None:
         """Clear storage, place the image, and reset to its entry point."""
-        self.M[:] = [0] * len(self.M)
+        for addr in range(self.memsize):
+            self.M[addr] = 0
         for addr, word in image.words.items():
             if not 0 <= addr < self.memsize:
                 raise ValueError(f"image word at {addr:#x} lies outside storage of {self.memsize}")

@@ -1,0 +1,81 @@
+"""Calling plug-in code without trusting it.
+
+A VMM written by someone else may raise, loop forever, or return the wrong
+type.  Every call popek makes into a plug-in goes through `call`, which turns
+each of those into a `PluginFailure` naming the plug-in and the method, with
+a bound on the time it may take.  The bound uses SIGALRM, so it applies in
+the main thread of a process (where popek and pytest-xdist workers run
+plug-ins); elsewhere the call runs unbounded.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+DEFAULT_TIMEOUT = 60.0  # seconds for one call into a plug-in
+
+
+class PluginFailure(Exception):
+    """A plug-in misbehaved; the message says which, where and how."""
+
+    def __init__(self, plugin: str, method: str, problem: str, detail: str = ""):
+        super().__init__(f"VMM {plugin!r}: {method}() {problem}")
+        self.plugin, self.method, self.problem, self.detail = plugin, method, problem, detail
+
+
+class _Timeout(BaseException):
+    """Raised inside the plug-in by the alarm; BaseException so that a
+    plug-in's own `except Exception` cannot swallow it."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _Timeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def call(
+    plugin: str,
+    method: str,
+    fn: Callable[..., Any],
+    *args: Any,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    returns: type | tuple[type, ...] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``fn(*args, **kwargs)``, with plug-in failures made into `PluginFailure`."""
+    try:
+        with _time_limit(timeout):
+            result = fn(*args, **kwargs)
+    except _Timeout:
+        raise PluginFailure(plugin, method, f"did not return within {timeout:g} s") from None
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # anything a plug-in raises is the plug-in's failure
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise PluginFailure(
+            plugin,
+            method,
+            f"raised {type(e).__name__}: {e} (at {where.filename}:{where.lineno})",
+            traceback.format_exc(),
+        ) from None
+    if returns is not None and not isinstance(result, returns):
+        want = returns.__name__ if isinstance(returns, type) else " or ".join(t.__name__ for t in returns)
+        raise PluginFailure(plugin, method, f"returned {type(result).__name__}, expected {want}")
+    return result

@@ -1,0 +1,233 @@
+"""The VMM plug-in contract: what popek needs from a virtual machine monitor.
+
+A VMM is a Python class.  popek builds a *host* `Machine` (the real hardware,
+of the profile under test, with all 2**word words of storage) and hands it to
+the VMM's constructor.  Then, for each guest:
+
+1. ``load(image, memsize=...)``: place the guest image in guest-physical
+   storage of ``memsize`` words and reset the virtual CPU as the bare machine
+   resets (supervisor mode, R = (0, memsize), PC = image.entry, all else 0).
+2. ``run(steps)``: run the guest for at most ``steps`` *guest steps* or until
+   the guest halts; return a `GuestRun`.  A guest step is what the bare
+   machine counts: one guest instruction retired, one guest instruction
+   trapped (the trap delivered to the guest), or one interrupt taken.  Two
+   calls ``run(a); run(b)`` must end where one ``run(a + b)`` does.
+3. ``guest_state()``: the `GuestState` the guest would see: what fidelity
+   compares with the bare machine after the same number of steps.
+4. ``counters()``: a `Counters` value for the whole life of the VMM.
+5. ``allocation()``: the host-physical words the VMM gave the guest, and
+   ``reserved()``: host words the VMM keeps for itself.  Safety checks that
+   the guest never changes host storage outside both.
+
+Everything else is declared, not assumed: the class attributes ``name``,
+``summary``, ``supports`` (profile name -> `Support`: whether the design is
+expected to be faithful and efficient there, and why) and ``capabilities``
+(a subset of `CAPABILITIES`; each one names the methods it promises).
+
+The VMM may use the host however it likes (run it with a trap hook, set its
+registers, write its storage through ``host.write``), but must not keep
+state outside the VMM object and the host: popek may build many instances.
+
+This contract is versioned by `CONTRACT_VERSION`; it changes only with a
+deprecation period.  ``popek.conformance.check_vmm`` checks a class against
+it and is meant to be called from a VMM author's own test suite.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from popek.spec import state as st
+from popek.spec.image import Image
+
+if TYPE_CHECKING:
+    from popek.model.machine import Machine
+
+CONTRACT_VERSION = 1
+
+# Optional capabilities and the methods each one promises.
+CAPABILITIES: Mapping[str, tuple[str, ...]] = {
+    # save the whole guest (virtual CPU, guest storage, VMM bookkeeping) and
+    # put it back later, on this VMM instance
+    "snapshot": ("snapshot", "restore"),
+    # several guests on one host; `run` and `guest_state` act on the selected one
+    "multi-guest": ("add_guest", "select_guest", "guests"),
+    # move a running guest to a fresh VMM on another host (pre-copy style)
+    "migration": ("migrate_to",),
+}
+
+
+@dataclass(frozen=True)
+class Support:
+    """What a design expects on one profile (DESIGN.md's verdict table)."""
+
+    faithful: bool
+    efficient: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GuestRun:
+    steps: int  # guest steps actually run
+    halted: bool
+
+
+# The guest-visible registers, in the order they are compared and printed.
+GUEST_FIELDS = (
+    *(st.FIELD_NAMES[i] for i in range(8)),
+    "pc",
+    "flags",
+    "ie",
+    "mode",
+    "base",
+    "bound",
+    "ptbr",
+    "timer",
+    "pend",
+    "halted",
+)
+
+
+@dataclass(frozen=True)
+class GuestState:
+    """Everything fidelity compares: registers, flags as the guest would read
+    them, mode, R, page-table base, timer, guest storage and the output log."""
+
+    regs: Mapping[str, int]  # name -> value, for every name in GUEST_FIELDS
+    memory: tuple[int, ...]  # guest-physical storage, memsize words
+    out: tuple[int, ...]
+
+    @classmethod
+    def from_machine(cls, machine: "Machine") -> "GuestState":
+        """The state of a bare machine, seen as a guest."""
+        regs = {st.FIELD_NAMES[i]: int(v) for i, v in enumerate(machine.S)}
+        return cls(
+            {k: regs[k] for k in GUEST_FIELDS},
+            tuple(machine.M[: machine.memsize]),
+            tuple(int(v) for v in machine.out),
+        )
+
+    def validate(self) -> None:
+        """Raise TypeError if a plug-in built this value wrongly."""
+        if not isinstance(self.regs, Mapping) or set(self.regs) != set(GUEST_FIELDS):
+            raise TypeError(f"GuestState.regs must map exactly {GUEST_FIELDS}")
+        for k, v in self.regs.items():
+            if not isinstance(v, int):
+                raise TypeError(f"GuestState.regs[{k!r}] is {type(v).__name__}, not int")
+        if not isinstance(self.memory, tuple) or not all(isinstance(w, int) for w in self.memory):
+            raise TypeError("GuestState.memory must be a tuple of ints")
+        if not isinstance(self.out, tuple) or not all(isinstance(w, int) for w in self.out):
+            raise TypeError("GuestState.out must be a tuple of ints")
+
+    def differences(self, other: "GuestState", limit: int = 20) -> list[tuple[str, Any, Any]]:
+        """Fields where the two states differ: (name, self's value, other's)."""
+        diffs: list[tuple[str, Any, Any]] = []
+        for k in GUEST_FIELDS:
+            a, b = int(self.regs[k]), int(other.regs[k])
+            if a != b:
+                diffs.append((k, a, b))
+        if len(self.memory) != len(other.memory):
+            diffs.append(("memsize", len(self.memory), len(other.memory)))
+        for addr, (a, b) in enumerate(zip(self.memory, other.memory)):
+            if a != b:
+                diffs.append((f"mem[{addr:#06x}]", a, b))
+                if len(diffs) >= limit:
+                    break
+        if tuple(self.out) != tuple(other.out):
+            diffs.append(("out", list(self.out), list(other.out)))
+        return diffs
+
+
+@dataclass
+class Counters:
+    """What a VMM did.  ``direct + emulated`` must equal the guest steps run."""
+
+    # guest instructions the host executed directly, in real user mode,
+    # with no VMM code in between
+    direct: int = 0
+    # guest steps the VMM carried out in software: instructions emulated,
+    # interpreted or translated, traps and interrupts reflected to the guest
+    emulated: int = 0
+    # traps the host took while running the guest, by cause name
+    traps: Counter = field(default_factory=Counter)
+    # times control entered the VMM
+    vmm_entries: int = 0
+    # design-specific counts: translations, hypercalls, VM exits, shadow faults...
+    extra: Counter = field(default_factory=Counter)
+
+    @property
+    def guest_steps(self) -> int:
+        return self.direct + self.emulated
+
+    @property
+    def efficiency(self) -> float:
+        """Share of guest steps executed directly (P&G's efficiency)."""
+        return self.direct / self.guest_steps if self.guest_steps else 1.0
+
+    def validate(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("traps", "extra"):
+                if not isinstance(v, Mapping) or not all(
+                    isinstance(k, str) and isinstance(n, int) and n >= 0 for k, n in v.items()
+                ):
+                    raise TypeError(f"Counters.{f.name} must map str to non-negative int")
+            elif not isinstance(v, int) or v < 0:
+                raise TypeError(f"Counters.{f.name} must be a non-negative int, got {v!r}")
+
+    def as_dict(self) -> dict:
+        return {
+            "direct": self.direct,
+            "emulated": self.emulated,
+            "guest_steps": self.guest_steps,
+            "efficiency": round(self.efficiency, 4),
+            "traps": dict(self.traps),
+            "vmm_entries": self.vmm_entries,
+            **{f"extra.{k}": v for k, v in sorted(self.extra.items())},
+        }
+
+
+def cause_name(cause: int) -> str:
+    try:
+        return st.Cause(cause).name.lower()
+    except ValueError:
+        return f"cause{cause}"
+
+
+class VMM(abc.ABC):
+    """Base class of every VMM plug-in.  See the module docstring."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    supports: ClassVar[Mapping[str, Support]]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, host: "Machine"):
+        self.host = host
+
+    @abc.abstractmethod
+    def load(self, image: Image, *, memsize: int) -> None:
+        """Place the guest and reset its virtual CPU."""
+
+    @abc.abstractmethod
+    def run(self, steps: int) -> GuestRun:
+        """Run at most ``steps`` guest steps, or to guest halt."""
+
+    @abc.abstractmethod
+    def guest_state(self) -> GuestState:
+        """What the guest sees now."""
+
+    @abc.abstractmethod
+    def counters(self) -> Counters:
+        """Counts since the VMM was built."""
+
+    @abc.abstractmethod
+    def allocation(self) -> range:
+        """Host-physical words holding guest-physical storage."""
+
+    def reserved(self) -> list[range]:
+        """Host-physical words the VMM uses for itself (shadow tables, ...)."""
+        return []
