@@ -14,6 +14,10 @@ import sys
 
 # Commands in the order `popek --help` lists them.
 COMMANDS = (
+    "asm",
+    "disasm",
+    "run",
+    "isa",
 )
 
 

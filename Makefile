@@ -1,0 +1,32 @@
+# popek's entry points.  Each target works on a fresh machine: the first run
+# creates .venv and installs the project with its dev extras; later runs
+# reinstall only when pyproject.toml changes (the stamp file records it).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test verify bench
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+# For now: every profile's instruction table and a smoke program on each.
+# This target will call `$(VENV)/bin/popek verify` once that command lands.
+verify: $(STAMP)
+	$(VENV)/bin/popek isa --all
+	@for p in $$($(PY) -c 'from popek.spec import profiles; print(*(p.name for p in profiles.all_profiles()))'); do \
+		echo; echo "== popek run examples/guests/hello.s --profile $$p"; \
+		$(VENV)/bin/popek run examples/guests/hello.s --profile $$p || exit 1; \
+	done
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)

@@ -1,0 +1,103 @@
+"""`popek run FILE --profile P`: run a program and print where it ended.
+
+The bare-machine run is one function, `run_bare`; printing is another,
+`format_state`, which takes plain register values so that a run under a VMM
+(the guest's view, ``popek.vmm.GuestState.regs``) prints the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Mapping, Sequence
+
+from popek.cli import UserError
+from popek.model.machine import Machine, RunResult
+from popek.program_files import load_program, profile_named
+from popek.spec import state as st
+from popek.spec.image import Image
+from popek.spec.profiles import Profile
+
+DEFAULT_STEPS = 1_000_000
+DEFAULT_MEMSIZE = 4096
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a program on the bare machine and print its final state")
+    p.add_argument("file", help="assembly source (.s) or image (.json)")
+    p.add_argument("--profile", required=True, help="instruction-set profile, e.g. pg, hybrid, x86")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS,
+        help=f"stop after this many steps if the program has not halted (default {DEFAULT_STEPS})",
+    )  # fmt: skip
+    p.add_argument(
+        "--memsize", type=int, default=DEFAULT_MEMSIZE,
+        help=f"words of physical storage (default {DEFAULT_MEMSIZE})",
+    )  # fmt: skip
+    p.set_defaults(func=run)
+
+
+def run_bare(image: Image, profile: Profile, *, steps: int, memsize: int) -> tuple[Machine, RunResult]:
+    """Load ``image`` on a fresh bare machine and run it; traps take the P&G path."""
+    if steps < 0:
+        raise UserError(f"--steps must be at least 0, got {steps}")
+    try:
+        machine = Machine(profile, memsize)
+        machine.load(image)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return machine, machine.run(steps)
+
+
+def flag_letters(flags: int) -> str:
+    """N Z C V, a letter for each flag set and '-' for each clear."""
+    masks = ((st.FLAG_N, "N"), (st.FLAG_Z, "Z"), (st.FLAG_C, "C"), (st.FLAG_V, "V"))
+    return "".join(letter if flags & mask else "-" for mask, letter in masks)
+
+
+def _output_text(out: Sequence[int]) -> str:
+    text = "".join(chr(w) for w in out) if all(32 <= w < 127 or w == 10 for w in out) else ""
+    return f"  {text!r}" if text else ""
+
+
+def format_state(
+    regs: Mapping[str, int], out: Sequence[int], *, steps: int, halted: bool, word: int
+) -> str:
+    """The final state as a short report; ``regs`` is keyed by state field name."""
+    digits = (word + 3) // 4
+
+    def hx(v: int) -> str:
+        return f"{v:#0{digits + 2}x}"
+
+    mode = "supervisor" if regs["mode"] == st.SUPERVISOR else "user"
+    pending = ", tick pending" if regs["pend"] else ""
+    rows = [
+        f"steps   {steps}" + (" (halted)" if halted else " (not halted)"),
+        f"pc      {hx(regs['pc'])}",
+        f"flags   {flag_letters(regs['flags'])}  (NZCV)",
+        f"ie      {regs['ie']}",
+        f"mode    {mode}",
+        f"R       base {hx(regs['base'])}  bound {hx(regs['bound'])}",
+        f"ptbr    {hx(regs['ptbr'])}" + ("" if regs["ptbr"] else "  (paging off)"),
+        f"timer   {regs['timer']}{pending}",
+        f"halted  {'yes' if regs['halted'] else 'no'}",
+    ]
+    names = [st.FIELD_NAMES[i] for i in range(st.SP + 1)]
+    for k in range(0, len(names), 4):
+        rows.append("   ".join(f"{n:<2} {hx(regs[n])}" for n in names[k : k + 4]))
+    shown = " ".join(str(w) for w in out) if out else "(empty)"
+    rows.append(f"output  {shown}{_output_text(out)}")
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = profile_named(args.profile)
+    image = load_program(args.file, profile)
+    machine, result = run_bare(image, profile, steps=args.steps, memsize=args.memsize)
+    print(f"{args.file}: profile {profile.name}, bare machine, memsize {machine.memsize}")
+    print(
+        format_state(
+            machine.registers(), machine.out,
+            steps=result.steps, halted=result.halted, word=profile.arch.word,
+        )  # fmt: skip
+    )
+    return 0
