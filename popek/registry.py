@@ -13,7 +13,11 @@ from popek.vmm import CAPABILITIES, VMM, Support
 ENTRY_POINT_GROUP = "popek.vmms"
 
 # name -> "module:Class"; the designs this repository ships.
-BUILTINS: dict[str, str] = {}
+BUILTINS: dict[str, str] = {
+    "emulator": "popek.model.vmms.emulator:Emulator",
+    "trap-and-emulate": "popek.model.vmms.trap_and_emulate:TrapAndEmulate",
+    "hybrid": "popek.model.vmms.hybrid:HybridVMM",
+}
 
 
 class PluginError(Exception):

@@ -1,0 +1,345 @@
+"""Plumbing every software VMM needs, written once.
+
+A `SoftwareVMM` keeps a guest as P&G describe it: the guest's storage lives
+inside host storage (its *allocation*), and the rest of the guest's state
+lives in a *virtual CPU*: a spec `Machine` whose storage is a `Window` onto
+the allocation.  Whenever the VMM must act for the guest (emulate an
+instruction, take an interrupt, deliver a trap) it makes the virtual CPU do
+it, so the spec's semantics are applied and never written a second time.
+
+Host storage layout (host-physical words)::
+
+    0 ............ guest_offset-1   reserved for the VMM (shadow tables, ...)
+    guest_offset . +memsize-1       the guest's storage (guest-physical 0..)
+    the rest                        untouched
+
+While the guest runs *directly*, the host machine holds its live registers,
+flags, PC and timer; the host runs in real user mode, with interrupts on and
+paging off, and with the real R *composed* from the allocation and the
+guest's virtual R (`real_r`), clipped so that the guest cannot reach outside
+its allocation.  Every host trap enters the VMM through `on_host_trap`.  Out
+of direct execution the virtual CPU holds everything; `pull` and `push`
+move the live part between the two.
+
+Subclasses choose *when* the guest may run directly (`direct_allowed`) and
+*what* a host trap means (`handle_host_trap`); the default handling is
+trap-and-emulate's:
+
+- a timer interrupt on the host is the virtual timer expiring (the host
+  timer mirrors the virtual one, and emulated steps tick the virtual timer
+  through the virtual CPU's own step): the interrupt is taken by the
+  virtual CPU if the guest has interrupts enabled, else left pending;
+- a privileged instruction while the guest is in virtual supervisor mode is
+  emulated: one step of the virtual CPU;
+- anything else is the guest's own trap and is reflected: the virtual CPU's
+  `trap()` stores the PSW the guest would have saved and loads the guest's
+  new PSW.
+
+Guest-step accounting is exact: every host step is either a guest
+instruction retired directly, or a host trap; every host trap is followed
+by at most one virtual-CPU step (a masked timer expiry by none).  So
+``direct + emulated`` is always the number of guest steps run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from popek.model.machine import Machine
+from popek.model.window import Window
+from popek.spec import state as st
+from popek.spec.image import Image
+from popek.spec.state import (
+    BASE,
+    BOUND,
+    FLAGS,
+    HALTED,
+    IE,
+    MODE,
+    PC,
+    PEND,
+    PTBR,
+    SUPERVISOR,
+    TIMER,
+    USER,
+    Cause,
+)
+from popek.vmm import GUEST_FIELDS, VMM, Counters, GuestRun, GuestState, cause_name
+
+# The slots the host holds while the guest runs directly.  Everything else
+# (mode, R, interrupt enable, page-table base, pending tick, halt) is the
+# VMM's to keep in the virtual CPU; the host's own values there are the real
+# resources, which the guest must never set.
+LIVE_SLOTS = (*range(st.ARCH.nregs), PC, FLAGS, TIMER)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a guest lives in host storage."""
+
+    guest_offset: int  # host word holding guest-physical word 0
+    memsize: int  # guest-physical words
+    host_size: int  # host words
+
+    def __post_init__(self) -> None:
+        if self.guest_offset + self.memsize > self.host_size:
+            raise ValueError(
+                f"a guest of {self.memsize} words does not fit at host word "
+                f"{self.guest_offset:#x} of {self.host_size}"
+            )
+
+    @property
+    def allocation(self) -> range:
+        return range(self.guest_offset, self.guest_offset + self.memsize)
+
+    @property
+    def reserved(self) -> range:
+        return range(0, self.guest_offset)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A whole guest, as `SoftwareVMM.snapshot` saves it."""
+
+    state: tuple[int, ...]  # the virtual CPU's state vector
+    memory: tuple[int, ...]  # guest-physical storage
+    out: tuple[int, ...]
+    extra: Any = None  # a design's own bookkeeping (`_save_extra`)
+
+
+@dataclass
+class _Counts:
+    """Mutable counters; `SoftwareVMM.counters` hands out copies."""
+
+    direct: int = 0
+    emulated: int = 0
+    traps: Counter = field(default_factory=Counter)
+    vmm_entries: int = 0
+    extra: Counter = field(default_factory=Counter)
+
+
+class SoftwareVMM(VMM):
+    """Base of the software designs: allocation, virtual CPU, direct runs.
+
+    A subclass sets ``name``, ``summary``, ``supports`` and overrides
+    `direct_allowed` (default: never, which makes a pure interpreter) and,
+    if its traps mean something else, `handle_host_trap`.
+    """
+
+    # Host word where guest-physical 0 lives; the words below are reserved
+    # for the VMM.  Not 0, so that a guest reading the real R sees the
+    # difference, as on real hardware.
+    GUEST_OFFSET: ClassVar[int] = 0x1000
+    capabilities: ClassVar[frozenset[str]] = frozenset({"snapshot"})
+
+    def __init__(self, host: Machine):
+        super().__init__(host)
+        self.layout: Layout | None = None
+        self.vcpu: Machine | None = None
+        self._counts = _Counts()
+        self._vcpu_stale = False  # the guest ran directly since the vCPU last decoded
+        self._host_ctx: tuple = ()
+
+    # -- the contract ----------------------------------------------------
+    def load(self, image: Image, *, memsize: int) -> None:
+        """Place the guest at `GUEST_OFFSET` and reset its virtual CPU."""
+        self.layout = Layout(self.GUEST_OFFSET, memsize, len(self.host.M))
+        window = Window(self.host, self.layout.guest_offset, memsize)
+        self.vcpu = Machine(self.host.profile, memsize, storage=window)
+        self.vcpu.load(image)
+        self._vcpu_stale = False
+
+    def run(self, steps: int) -> GuestRun:
+        """Alternate interpreted stretches and direct runs until ``steps``."""
+        v = self._loaded()
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        done = 0
+        while done < steps and not v.S[HALTED]:
+            if self.runs_directly():
+                done += self.run_direct(steps - done)
+            else:
+                self._counts.vmm_entries += 1
+                done += self.interpret(steps - done)
+        return GuestRun(done, bool(v.S[HALTED]))
+
+    def guest_state(self) -> GuestState:
+        v = self._loaded()
+        regs = {st.FIELD_NAMES[i]: int(x) for i, x in enumerate(v.S)}
+        return GuestState(
+            {k: regs[k] for k in GUEST_FIELDS},
+            tuple(self.host.M[r.start : r.stop]) if (r := self.allocation()) else (),
+            tuple(int(w) for w in v.out),
+        )
+
+    def counters(self) -> Counters:
+        c = self._counts
+        return Counters(c.direct, c.emulated, Counter(c.traps), c.vmm_entries, Counter(c.extra))
+
+    def allocation(self) -> range:
+        return self.layout.allocation if self.layout else range(0)
+
+    def reserved(self) -> list[range]:
+        return [self.layout.reserved] if self.layout else []
+
+    # -- snapshot capability -----------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The whole guest; counters are not part of it (they count the VMM's life)."""
+        v = self._loaded()
+        a = self.allocation()
+        return Snapshot(tuple(v.S), tuple(self.host.M[a.start : a.stop]), tuple(v.out), self._save_extra())
+
+    def restore(self, snap: Snapshot) -> None:
+        v = self._loaded()
+        if not isinstance(snap, Snapshot) or len(snap.memory) != v.memsize:
+            raise ValueError("restore() needs a Snapshot of a guest of the same size")
+        for a, w in enumerate(snap.memory):
+            if v.M[a] != w:
+                v.M[a] = w  # through the window: host decode caches stay exact
+        v.S[:] = snap.state
+        v.out[:] = snap.out
+        v.flush()
+        self._restore_extra(snap.extra)
+
+    def _save_extra(self) -> Any:
+        """A design's own bookkeeping to keep in a snapshot."""
+        return None
+
+    def _restore_extra(self, extra: Any) -> None:
+        pass
+
+    # -- policy: subclasses decide -------------------------------------------
+    def direct_allowed(self) -> bool:
+        """May the guest, in its current virtual state, run directly on the host?"""
+        return False
+
+    def runs_directly(self) -> bool:
+        """`direct_allowed`, unless an interrupt is due (the vCPU takes it)."""
+        S = self.vcpu.S
+        if S[HALTED] or (S[PEND] and S[IE]):
+            return False
+        return self.direct_allowed()
+
+    def handle_host_trap(self, cause: int, info: int) -> None:
+        """Trap-and-emulate's answer to a host trap (see the module docstring).
+        The virtual CPU is current when this is called."""
+        S = self.vcpu.S
+        if cause == Cause.TIMER:
+            S[PEND] = 1  # the virtual timer expired at this very guest instruction
+            if S[IE]:
+                self.emulate_step()
+        elif cause == Cause.PRIVILEGED and S[MODE] == SUPERVISOR:
+            self._counts.extra["emulated_privileged"] += 1
+            self.emulate_step()
+        else:
+            self.reflect(cause, info)
+
+    # -- interpreting ----------------------------------------------------------
+    def interpret(self, budget: int) -> int:
+        """Step the virtual CPU until the guest may run directly again (or
+        ``budget`` steps, or halt).  Returns the guest steps run."""
+        done = 0
+        while done < budget and not self.runs_directly():
+            n = self.emulate_step()
+            if n == 0:
+                break
+            done += n
+        return done
+
+    def emulate_step(self) -> int:
+        """One guest step in software, on the virtual CPU (spec semantics)."""
+        v = self.vcpu
+        if self._vcpu_stale:
+            v.flush()  # the guest may have rewritten code while it ran directly
+            self._vcpu_stale = False
+        n = v.step().steps
+        self._counts.emulated += n
+        return n
+
+    def reflect(self, cause: int, info: int) -> None:
+        """Deliver a trap to the guest as the bare machine would: the virtual
+        CPU's trap mechanism saves the guest's old PSW in guest storage and
+        loads the guest's new PSW.  One guest step."""
+        self.vcpu.trap(cause, info)
+        self._counts.emulated += 1
+        self._counts.extra["reflected"] += 1
+
+    # -- running directly --------------------------------------------------------
+    def real_r(self) -> tuple[int, int]:
+        """The host R for the guest's virtual R = (base b, bound l).
+
+        Guest-virtual address a is legal on the bare machine when a < l and
+        b + a < memsize; it then names guest-physical b + a, which is host
+        word offset + b + a.  So the real base is offset + b and the real
+        bound is min(l, memsize - b): the host's bounds check then traps
+        (MEMORY, same address) exactly where the guest's would, and no
+        address outside the allocation is ever reachable."""
+        S, lay = self.vcpu.S, self.layout
+        b, l = S[BASE], S[BOUND]
+        if b >= lay.memsize:
+            return lay.guest_offset, 0
+        return lay.guest_offset + b, min(l, lay.memsize - b)
+
+    def push(self) -> None:
+        """Make the host hold the guest's live state, ready to run directly."""
+        H, V = self.host.S, self.vcpu.S
+        for i in LIVE_SLOTS:
+            H[i] = V[i]
+        H[BASE], H[BOUND] = self.real_r()
+        H[MODE] = USER
+        H[IE] = 1  # the host keeps interrupts on: the VMM always regains control
+        H[PTBR] = 0
+        H[PEND] = 0  # a due interrupt is never left to the host (`runs_directly`)
+        H[HALTED] = 0
+
+    def pull(self) -> None:
+        """Bring the guest's live state back from the host into the vCPU."""
+        H, V = self.host.S, self.vcpu.S
+        for i in LIVE_SLOTS:
+            V[i] = H[i]
+
+    def run_direct(self, budget: int) -> int:
+        """Run the guest on the host in real user mode, at most ``budget``
+        guest steps; host traps go to `on_host_trap`.  Returns guest steps."""
+        host = self.host
+        self.push()
+        ctx = (host.S[BASE], host.S[BOUND], host.S[PTBR], host.S[MODE])
+        if ctx != self._host_ctx:
+            host.flush()  # decodes cached under another R are not this guest's
+            self._host_ctx = ctx
+        self._traps_this_run = 0
+        steps_before = self._counts.emulated
+        result = host.run(budget, self.on_host_trap)
+        if not result.stopped:  # else the hook left the vCPU current
+            self.pull()
+            self._vcpu_stale = True
+        self._host_ctx = (host.S[BASE], host.S[BOUND], host.S[PTBR], host.S[MODE])
+        direct = result.steps - self._traps_this_run
+        self._counts.direct += direct
+        return direct + (self._counts.emulated - steps_before)
+
+    def on_host_trap(self, host: Machine, cause: int, info: int) -> bool:
+        """The host's trap hook: the VMM entered.  Returns True to stop the
+        direct run (the guest must be interpreted, or has halted)."""
+        c = self._counts
+        c.vmm_entries += 1
+        c.traps[cause_name(cause)] += 1
+        self._traps_this_run += 1
+        self.pull()
+        if self._vcpu_stale:
+            self.vcpu.flush()
+            self._vcpu_stale = False
+        self.handle_host_trap(cause, info)
+        if not self.runs_directly():
+            return True
+        self.push()
+        self._vcpu_stale = True  # the host is about to run the guest again
+        return False
+
+    # -- helpers -----------------------------------------------------------------
+    def _loaded(self) -> Machine:
+        if self.vcpu is None:
+            raise RuntimeError(f"{type(self).__name__}: load() a guest before running it")
+        return self.vcpu
