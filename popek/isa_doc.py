@@ -4,9 +4,9 @@
 Everything that could drift is read from ``popek.spec``: parameters from
 `Arch`, state fields and widths from ``state``, trap causes from the `Cause`
 enum (and the comment beside each member), fixed addresses from the
-constants, the prose of the trap mechanism, translation, timer, encoding and
-assembly syntax from those modules' docstrings, and every instruction's row
-from its `Insn` (mnemonic, opcode, syntax, docstring).  The little prose
+constants, the prose of the effect rules, trap mechanism, translation, timer,
+encoding and assembly syntax from those modules' docstrings, and every
+instruction's row from its `Insn` (mnemonic, opcode, syntax, docstring).  The little prose
 written here says what a field is *for*, never what an instruction does.
 A test regenerates the manual and fails when the committed copy is stale.
 """
@@ -17,7 +17,7 @@ import inspect
 import re
 from typing import Iterable, Sequence
 
-from popek.spec import asm, encoding, memory, state, trap
+from popek.spec import asm, encoding, memory, sem, state, trap
 from popek.spec.instructions import Insn
 from popek.spec.profiles import Profile
 from popek.spec.sem import ILEN
@@ -266,6 +266,10 @@ def manual(profiles: Sequence[Profile]) -> str:
     add("")
     for fn in (trap.enter_trap, trap.return_from_trap, trap.tick, trap.interrupt_due):
         add(f"- `{fn.__name__}`: {one_line(docstring(fn))}")
+    add("")
+    add("## How an instruction is defined")
+    add("")
+    add(docstring(sem))
     add("")
     add("## Address translation")
     add("")
