@@ -129,7 +129,10 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str
 
 def insn_markdown(profile: Profile) -> str:
     """The instruction table of one profile as Markdown (``popek isa --markdown``)."""
-    rows = [(f"`{n}`", op, f"`{syn}`" if syn != "-" else "-", doc) for n, op, syn, doc in map(insn_row, _sorted(profile))]
+    rows = [
+        (f"`{name}`", opcode, f"`{syntax}`" if syntax != "-" else "-", doc)
+        for name, opcode, syntax, doc in map(insn_row, _sorted(profile))
+    ]
     return markdown_table(("mnemonic", "opcode", "operands", "description"), rows)
 
 
@@ -175,7 +178,8 @@ def differences(base: Profile, other: Profile) -> list[str]:
     if changed:
         if out:
             out.append("")
-        out.append(markdown_table(("instruction", f"in `{base.name}`", f"in `{other.name}`"), changed))
+        headers = ("instruction", f"in `{base.name}`", f"in `{other.name}`")
+        out.append(markdown_table(headers, changed))
     return out or ["- the same instructions and features"]
 
 

@@ -75,8 +75,10 @@ def image_from_json(text: str, *, file: str, word_mask: int) -> Image:
         raise UserError(f'{file}: an image is an object with "entry" and "words"')
 
     def number(value: object, what: str) -> int:
+        if isinstance(value, bool):
+            raise UserError(f"{file}: {what} {value!r} is not a number")
         try:
-            n = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value), 0)
+            n = value if isinstance(value, int) else int(str(value), 0)
         except ValueError:
             raise UserError(f"{file}: {what} {value!r} is not a number") from None
         if not 0 <= n <= word_mask:

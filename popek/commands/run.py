@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_bare(image: Image, profile: Profile, *, steps: int, memsize: int) -> tuple[Machine, RunResult]:
+def run_bare(
+    image: Image, profile: Profile, *, steps: int, memsize: int
+) -> tuple[Machine, RunResult]:
     """Load ``image`` on a fresh bare machine and run it; traps take the P&G path."""
     if steps < 0:
         raise UserError(f"--steps must be at least 0, got {steps}")

@@ -245,3 +245,15 @@ def test_help_lists_the_commands(capsys):
 def test_no_command_prints_help_and_fails(capsys):
     rc, out, _ = popek(capsys)
     assert rc == 2 and "usage: popek" in out
+
+
+def test_run_rejects_negative_steps(capsys):
+    rc, out, err = popek(capsys, "run", HELLO, "--profile", "pg", "--steps", "-1")
+    assert_user_error(rc, out, err, "--steps")
+
+
+def test_image_entry_must_be_a_number_not_a_boolean(capsys, tmp_path):
+    image = tmp_path / "bool.json"
+    image.write_text('{"entry": true, "words": {"16": 15360}}')
+    rc, out, err = popek(capsys, "run", image, "--profile", "pg")
+    assert_user_error(rc, out, err, "entry True is not a number")
