@@ -18,6 +18,7 @@ COMMANDS = (
     "disasm",
     "run",
     "isa",
+    "list",
 )
 
 

@@ -16,6 +16,7 @@ from popek.program_files import load_program, profile_named
 from popek.spec import state as st
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
+from popek.vmm_runner import add_vmm_options, print_vmm_run
 
 DEFAULT_STEPS = 1_000_000
 DEFAULT_MEMSIZE = 4096
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--memsize", type=int, default=DEFAULT_MEMSIZE,
         help=f"words of physical storage (default {DEFAULT_MEMSIZE})",
     )  # fmt: skip
+    add_vmm_options(p)
     p.set_defaults(func=run)
 
 
@@ -94,6 +96,8 @@ def format_state(
 def run(args: argparse.Namespace) -> int:
     profile = profile_named(args.profile)
     image = load_program(args.file, profile)
+    if args.vmm:
+        return print_vmm_run(args, image, profile)
     machine, result = run_bare(image, profile, steps=args.steps, memsize=args.memsize)
     print(f"{args.file}: profile {profile.name}, bare machine, memsize {machine.memsize}")
     print(

@@ -1,0 +1,299 @@
+"""The conformance check a VMM author runs from their own test suite.
+
+Like Hypothesis's provider conformance test, `check_vmm` takes your class
+and exercises the plug-in contract (`popek.vmm`), not fidelity::
+
+    from popek.conformance import check_vmm
+    from mypkg.vmm import MyVMM
+
+    def test_my_vmm_meets_the_contract():
+        check_vmm(MyVMM)
+
+It checks what the class declares (name, supports, capabilities), the type
+of every value the plug-in returns, that a run stops where it must, that
+counters add up (``direct + emulated`` equals the guest steps run), that
+the VMM is deterministic (two instances on the same guest agree), that
+``run(a); run(b)`` ends where ``run(a + b)`` does, and that each declared
+capability works (a snapshot restores the state it saved and replays the
+same future).  Whether the guest behaves as on bare hardware is fidelity,
+which ``popek check`` decides; it is not checked here.
+
+Every call into the plug-in goes through `popek.guard.call`, so a plug-in
+that raises, loops or returns the wrong type fails with a message naming
+it; each failure is a `ConformanceError` (an AssertionError, so pytest
+shows it as a test failure with that message).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from popek import guard
+from popek.model.machine import Machine
+from popek.registry import PluginError, validate_class
+from popek.spec import profiles as profile_table
+from popek.spec.asm import assemble
+from popek.spec.image import Image
+from popek.spec.profiles import Profile
+from popek.vmm import VMM, Counters, GuestRun, GuestState
+
+MEMSIZE = 1024  # guest storage used by the checks
+STEPS = 400  # guest steps per check run; the workloads below need more to halt
+
+
+class ConformanceError(AssertionError):
+    """A VMM class that does not meet the plug-in contract."""
+
+
+# Workloads built from instructions every profile has: they exercise
+# relocation, a system call, the timer and user mode, enough to reach the
+# code paths a VMM's bookkeeping goes through.  The first never halts
+# within STEPS; the second halts early.
+_KERNEL = """
+start:  li   r1, 0x20
+        st   r1, 8(r0)
+        li   r1, handler
+        st   r1, 9(r0)
+        st   r0, 10(r0)
+        li   r1, 0x400
+        st   r1, 11(r0)
+        li   r1, 0x10          ; enter user mode with interrupts on
+        st   r1, 0(r0)
+        st   r0, 1(r0)
+        li   r1, 0x200
+        st   r1, 2(r0)
+        li   r1, 0x100
+        st   r1, 3(r0)
+        li   r1, 31
+        stimer r1
+        rti
+handler: ld  r2, 4(r0)
+        out  r2
+        cmpi r2, 5
+        jz   again
+        ld   r2, 1(r0)
+        addi r2, 2
+        st   r2, 1(r0)
+        rti
+again:  li   r1, 31
+        stimer r1
+        rti
+        .org 0x200
+user:   li   r3, 0
+        li   sp, 0x100
+loop:   addi r3, 3
+        push r3
+        sys  1
+        jmp  4
+"""
+_SHORT = """
+start:  li   r1, 5
+again:  out  r1
+        addi r1, -1
+        jnz  again
+        halt
+"""
+WORKLOADS = {"kernel": _KERNEL, "short": _SHORT}
+
+
+def _images(profile: Profile) -> dict[str, Image]:
+    return {name: assemble(text, profile, file=f"<conformance:{name}>") for name, text in WORKLOADS.items()}
+
+
+class _Checker:
+    def __init__(self, cls: type[VMM], label: str, timeout: float):
+        self.cls, self.label, self.timeout = cls, label, timeout
+
+    def fail(self, message: str) -> ConformanceError:
+        return ConformanceError(f"VMM {self.label!r}: {message}")
+
+    def call(self, method: str, fn: Callable, *args: Any, returns: Any = None, **kw: Any) -> Any:
+        try:
+            return guard.call(self.label, method, fn, *args, timeout=self.timeout, returns=returns, **kw)
+        except guard.PluginFailure as e:
+            raise ConformanceError(str(e)) from None
+
+    # -- one fresh VMM with a guest loaded ---------------------------------
+    def fresh(self, profile: Profile, image: Image) -> VMM:
+        host = Machine(profile, 1 << profile.arch.word)
+        vmm = self.call("__init__", self.cls, host, returns=VMM)
+        self.call("load", vmm.load, image, memsize=MEMSIZE)
+        return vmm
+
+    def run(self, vmm: VMM, steps: int) -> GuestRun:
+        r = self.call("run", vmm.run, steps, returns=GuestRun)
+        if not isinstance(r.steps, int) or not isinstance(r.halted, bool):
+            raise self.fail(f"run({steps}) returned {r!r}: steps must be int, halted bool")
+        if not 0 <= r.steps <= steps:
+            raise self.fail(f"run({steps}) reports {r.steps} steps")
+        if not r.halted and r.steps != steps:
+            raise self.fail(f"run({steps}) stopped after {r.steps} steps without the guest halting")
+        return r
+
+    def state(self, vmm: VMM) -> GuestState:
+        s = self.call("guest_state", vmm.guest_state, returns=GuestState)
+        try:
+            s.validate()
+        except TypeError as e:
+            raise self.fail(f"guest_state(): {e}") from None
+        if len(s.memory) != MEMSIZE:
+            raise self.fail(f"guest_state().memory has {len(s.memory)} words, the guest has {MEMSIZE}")
+        return s
+
+    def counters(self, vmm: VMM) -> Counters:
+        c = self.call("counters", vmm.counters, returns=Counters)
+        try:
+            c.validate()
+        except TypeError as e:
+            raise self.fail(f"counters(): {e}") from None
+        return c
+
+    # -- the checks --------------------------------------------------------
+    def layout(self, profile: Profile, image: Image) -> None:
+        vmm = self.fresh(profile, image)
+        alloc = self.call("allocation", vmm.allocation, returns=range)
+        host_size = 1 << profile.arch.word
+        if len(alloc) != MEMSIZE or alloc.step != 1 or alloc.start < 0 or alloc.stop > host_size:
+            raise self.fail(f"allocation() is {alloc!r}: must be {MEMSIZE} consecutive host words")
+        reserved = self.call("reserved", vmm.reserved, returns=list)
+        for r in reserved:
+            if not isinstance(r, range):
+                raise self.fail(f"reserved() holds {type(r).__name__}, not range")
+            if r.step == 1 and len(r) and (r.start < alloc.stop and alloc.start < r.stop):
+                raise self.fail(f"reserved() {r!r} overlaps allocation() {alloc!r}")
+
+    def counts_add_up(self, profile: Profile, image: Image) -> None:
+        vmm = self.fresh(profile, image)
+        total = 0
+        for steps in (0, 1, 37, STEPS):
+            before = self.counters(vmm).guest_steps
+            r = self.run(vmm, steps)
+            total += r.steps
+            c = self.counters(vmm)
+            if c.guest_steps - before != r.steps:
+                raise self.fail(
+                    f"counters: direct + emulated grew by {c.guest_steps - before} "
+                    f"over run({steps}), which ran {r.steps} guest steps"
+                )
+        if self.counters(vmm).guest_steps != total:
+            raise self.fail("counters: direct + emulated differs from the guest steps run")
+
+    def run_zero_is_noop(self, profile: Profile, image: Image) -> None:
+        vmm = self.fresh(profile, image)
+        self.run(vmm, 13)
+        s = self.state(vmm)
+        r = self.run(vmm, 0)
+        if r.steps != 0 or self.state(vmm) != s:
+            raise self.fail("run(0) changed the guest")
+
+    def deterministic(self, profile: Profile, image: Image) -> None:
+        a, b = self.fresh(profile, image), self.fresh(profile, image)
+        ra, rb = self.run(a, STEPS), self.run(b, STEPS)
+        if ra != rb:
+            raise self.fail(f"two instances on the same guest ran differently: {ra} vs {rb}")
+        diffs = self.state(a).differences(self.state(b), limit=3)
+        if diffs:
+            raise self.fail(f"two instances on the same guest disagree: {diffs}")
+        ca, cb = self.counters(a).as_dict(), self.counters(b).as_dict()
+        if ca != cb:
+            raise self.fail(f"two instances on the same guest count differently: {ca} vs {cb}")
+
+    def split_runs(self, profile: Profile, image: Image) -> None:
+        whole = self.fresh(profile, image)
+        rw = self.run(whole, STEPS)
+        parts = self.fresh(profile, image)
+        done = 0
+        for chunk in (1, 2, 50, 97, STEPS):
+            done += self.run(parts, min(chunk, STEPS - done)).steps
+        diffs = self.state(whole).differences(self.state(parts), limit=3)
+        if diffs or done != rw.steps:
+            raise self.fail(
+                f"runs split into pieces end elsewhere than one run of {STEPS} steps "
+                f"({done} vs {rw.steps} steps): {diffs}"
+            )
+
+    def halted_stays(self, profile: Profile, image: Image) -> None:
+        vmm = self.fresh(profile, image)
+        r = self.run(vmm, STEPS)
+        if not r.halted:
+            return
+        s = self.state(vmm)
+        again = self.run(vmm, 10)
+        if again.steps != 0 or not again.halted or self.state(vmm) != s:
+            raise self.fail(f"run() after the guest halted returned {again}")
+
+    def reload(self, profile: Profile, image: Image) -> None:
+        vmm = self.fresh(profile, image)
+        first = self.state(vmm)
+        self.run(vmm, 50)
+        self.call("load", vmm.load, image, memsize=MEMSIZE)
+        diffs = first.differences(self.state(vmm), limit=3)
+        if diffs:
+            raise self.fail(f"load() again does not reset the guest: {diffs}")
+
+    def snapshot(self, profile: Profile, image: Image) -> None:
+        vmm = self.fresh(profile, image)
+        self.run(vmm, 60)
+        saved_state = self.state(vmm)
+        snap = self.call("snapshot", vmm.snapshot)
+        self.run(vmm, 100)
+        later = self.state(vmm)
+        self.call("restore", vmm.restore, snap)
+        diffs = saved_state.differences(self.state(vmm), limit=3)
+        if diffs:
+            raise self.fail(f"restore() does not bring back the snapshot's state: {diffs}")
+        self.run(vmm, 100)
+        diffs = later.differences(self.state(vmm), limit=3)
+        if diffs:
+            raise self.fail(f"after restore(), the same run ends elsewhere: {diffs}")
+
+
+def check_vmm(
+    cls: type[VMM],
+    profiles: Iterable[str] | None = None,
+    *,
+    timeout: float = 20.0,
+) -> list[str]:
+    """Check ``cls`` against the plug-in contract; raise `ConformanceError`.
+
+    ``profiles``: names to check on (default: every profile the class
+    declares in ``supports`` that is registered).  ``timeout`` bounds each
+    call into the plug-in.  Returns the checks run, as "profile: check".
+    """
+    label = getattr(cls, "name", None) or getattr(cls, "__name__", repr(cls))
+    try:
+        validate_class(cls, str(label))
+    except PluginError as e:
+        raise ConformanceError(str(e)) from None
+    declared = list(cls.supports)
+    if profiles is None:
+        names = [p for p in declared if p in {q.name for q in profile_table.all_profiles()}]
+        if not names:
+            raise ConformanceError(
+                f"VMM {label!r}: none of its supported profiles {declared} is registered"
+            )
+    else:
+        names = list(profiles)
+        for p in names:
+            if p not in declared:
+                raise ConformanceError(f"VMM {label!r} does not declare support for profile {p!r}")
+    checker = _Checker(cls, str(label), timeout)
+    checks: list[tuple[str, Callable[[Profile, Image], None]]] = [
+        ("layout", checker.layout),
+        ("counters add up", checker.counts_add_up),
+        ("run(0) does nothing", checker.run_zero_is_noop),
+        ("deterministic", checker.deterministic),
+        ("run(a)+run(b) == run(a+b)", checker.split_runs),
+        ("halted guest stays halted", checker.halted_stays),
+        ("load() resets", checker.reload),
+    ]
+    if "snapshot" in cls.capabilities:
+        checks.append(("snapshot/restore", checker.snapshot))
+    done: list[str] = []
+    for pname in names:
+        profile = profile_table.get(pname)
+        for wname, image in _images(profile).items():
+            for what, check in checks:
+                check(profile, image)
+                done.append(f"{pname}/{wname}: {what}")
+    return done
