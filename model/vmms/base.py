@@ -299,6 +299,9 @@ class SoftwareVMM(VMM):
         H, V = self.host.S, self.vcpu.S
         for i in LIVE_SLOTS:
             V[i] = H[i]
+        if H[PEND]:  # the timer ran out on the last direct instruction; not yet taken
+            V[PEND] = 1
+            H[PEND] = 0
 
     def run_direct(self, budget: int) -> int:
         """Run the guest on the host in real user mode, at most ``budget``
