@@ -1,0 +1,1 @@
+"""popek-toy-vmm: the worked example of docs/writing-a-vmm.md."""
