@@ -64,3 +64,21 @@ def test_popek_list_shows_the_example(toy_installed, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert "toy  (plug-in, toy_vmm.vmm:ToyVMM)" in out
     assert "worked example" in out
+
+
+def test_the_walkthrough_matches_the_example() -> None:
+    """docs/writing-a-vmm.md quotes the example: the files it names exist,
+    and each line of its Python snippets is in the example's source."""
+    import re
+
+    root = EXAMPLE.parents[1]
+    doc = (root / "docs" / "writing-a-vmm.md").read_text()
+    for path in re.findall(r"`((?:examples|model|popek|tests)/[\w/.-]+)`", doc):
+        assert (root / path).exists(), path
+    sources = (EXAMPLE / "toy_vmm" / "vmm.py").read_text() + (
+        EXAMPLE / "tests" / "test_toy_vmm.py"
+    ).read_text()
+    for block in re.findall(r"```python\n(.*?)```", doc, re.S):
+        for line in block.splitlines():
+            code = line.split("#")[0].strip()
+            assert code in sources, code
