@@ -28,6 +28,16 @@ The VMM may use the host however it likes (run it with a trap hook, set its
 registers, write its storage through ``host.write``), but must not keep
 state outside the VMM object and the host: popek may build many instances.
 
+Refinements (same version, nothing removed): a ``run`` on a guest that
+has already halted returns ``GuestRun(0, True)`` and changes nothing; the
+"snapshot" capability's ``snapshot()`` returns an opaque value that
+``restore(snap)`` on the same instance accepts, putting the guest (state,
+storage, output log) back exactly so that the same runs replay the same
+future; counters are not rolled back (they count the VMM's whole life).
+Shared plumbing for designs that run the guest directly is in
+``popek.model.vmms.base.SoftwareVMM``; docs/writing-a-vmm.md walks through
+a complete plug-in.
+
 This contract is versioned by `CONTRACT_VERSION`; it changes only with a
 deprecation period.  ``popek.conformance.check_vmm`` checks a class against
 it and is meant to be called from a VMM author's own test suite.
