@@ -24,18 +24,23 @@ from popek.spec.sem import ILEN
 
 REGENERATE = "popek isa --markdown --all > docs/isa.md"
 
-# What each state field is for (behaviour lives in spec/, not here).
+# What each state field is for, by field name (behaviour lives in spec/, not
+# here).  A field missing from this table is listed with an empty purpose.
 FIELD_PURPOSE = {
-    state.PC: "program counter (a virtual address)",
-    state.FLAGS: "arithmetic flags N Z C V",
-    state.IE: "interrupt enable: a pending timer tick is taken only when set",
-    state.MODE: "1 = supervisor, 0 = user",
-    state.BASE: "relocation base: virtual address a names linear address base + a",
-    state.BOUND: "relocation bound: virtual addresses at or above it trap MEMORY",
-    state.PTBR: "page-table base; 0 = paging off",
-    state.TIMER: "instructions left before a timer tick; 0 = stopped",
-    state.PEND: "a timer tick is pending",
-    state.HALTED: "the machine has stopped",
+    "pc": "program counter (a virtual address)",
+    "flags": "arithmetic flags N Z C V",
+    "ie": "interrupt enable: a pending timer tick is taken only when set",
+    "mode": "1 = supervisor, 0 = user",
+    "base": "relocation base: virtual address a names linear address base + a",
+    "bound": "relocation bound: virtual addresses at or above it trap MEMORY",
+    "ptbr": "page-table base; 0 = paging off",
+    "timer": "instructions left before a timer tick; 0 = stopped",
+    "pend": "a timer tick is pending",
+    "halted": "the machine has stopped",
+    "guest": "vtx: the machine is in guest mode",
+    "vmcs": "vtx: address of the current VMCS",
+    "xctl": "vtx: exit controls, one bit per event that exits guest mode",
+    "nptbr": "vtx: nested page-table base (guest-physical to host-physical)",
 }
 
 # What each fixed storage location holds; addresses come from spec/state.py.
@@ -224,7 +229,7 @@ def manual(profiles: Sequence[Profile]) -> str:
             state.FIELD_NAMES[slot],
             state.field_width(slot, arch),
             "yes" if slot in state.RESOURCES else "",
-            FIELD_PURPOSE.get(slot, ""),
+            FIELD_PURPOSE.get(state.FIELD_NAMES[slot], ""),
         ))  # fmt: skip
     add(markdown_table(("field", "bits", "resource", "purpose"), rows))
     add("")
