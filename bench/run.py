@@ -1,7 +1,9 @@
 """`make bench`: guest instructions per second, medians of several runs.
 
-Sections are modules beside this file, each with a ``BENCHMARKS`` list of
-`harness.Benchmark`; add yours to SECTIONS.  Figures are printed, never
+Sections are modules beside this file; add yours to SECTIONS.  A section
+has either a ``BENCHMARKS`` list of `harness.Benchmark` (measured here, as
+medians of ``--runs`` runs) or a ``bench()`` function that measures itself
+and returns ``(name, value, unit)`` rows.  Figures are printed, never
 asserted: speed is not a test.
 """
 
@@ -20,6 +22,7 @@ from harness import measure, table  # noqa: E402
 # (title, module) in the order they are printed.
 SECTIONS = [
     ("bare machine (profile pg, one core)", "bare_machine"),
+    ("classic VMM designs", "vmm_bench"),
 ]
 
 
@@ -29,8 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run benchmarks whose name contains this text")
     args = parser.parse_args(argv)
     print(f"popek bench: Python {platform.python_version()} on {platform.machine()}")
-    for title, module in SECTIONS:
-        chosen = [b for b in importlib.import_module(module).BENCHMARKS if args.only in b.name]
+    for title, name in SECTIONS:
+        module = importlib.import_module(name)
+        if not hasattr(module, "BENCHMARKS"):
+            if args.only in title:
+                print(f"\n== {title}")
+                for row, value, unit in module.bench():
+                    print(f"{row:<55} {value:>14,.1f} {unit}")
+            continue
+        chosen = [b for b in module.BENCHMARKS if args.only in b.name]
         if not chosen:
             continue
         print(f"\n== {title}, {chosen[0].unit}")
