@@ -68,6 +68,10 @@ from popek.spec.state import (
 )
 from popek.vmm import GUEST_FIELDS, VMM, Counters, GuestRun, GuestState, cause_name
 
+# A vtx machine's guest-mode flag, where the profile family has one: a guest
+# that has itself entered guest mode (nested virtualization) is interpreted.
+_GUEST_MODE_SLOT: int | None = getattr(st, "GUEST", None)
+
 # The slots the host holds while the guest runs directly.  Everything else
 # (mode, R, interrupt enable, page-table base, pending tick, halt) is the
 # VMM's to keep in the virtual CPU; the host's own values there are the real
@@ -219,6 +223,8 @@ class SoftwareVMM(VMM):
         """`direct_allowed`, unless an interrupt is due (the vCPU takes it)."""
         S = self.vcpu.S
         if S[HALTED] or (S[PEND] and S[IE]):
+            return False
+        if _GUEST_MODE_SLOT is not None and S[_GUEST_MODE_SLOT]:
             return False
         return self.direct_allowed()
 
