@@ -308,6 +308,7 @@ class Machine:
         """Run up to ``max_steps`` cycles, or until halt or a hook says stop."""
         S = self.S
         lines = self._lines
+        self._check_context()  # the host may have set R, PTBR or mode since the last run
         steps = 0
         while steps < max_steps:
             if S[HALTED]:
@@ -432,8 +433,13 @@ class Machine:
                 break
             if (pc + ILEN * k) & mask != pc + ILEN * k:
                 break
+            fx = trace(d.insn, arch)
+            if TIMER in fx.field_writes or PEND in fx.field_writes:
+                # run() counts a block's ticks after it, which would overwrite
+                # (and not tick) a timer this instruction sets: it runs alone
+                break
             decoded.append(d)
-            if _ends_block(trace(d.insn, arch), arch):
+            if _ends_block(fx, arch):
                 break
         if not decoded:
             return
