@@ -103,6 +103,7 @@ class Codebook:
         self.interrupt = _routine_maker("interrupt", trace_interrupt(arch), arch, "")
         self.tick = _routine_maker("tick", trace_tick(arch), arch, "")
         self.fetch = self._fetch_maker()
+        self.table_reads = _table_reads_maker(self.arch) if self.arch.vtx else None
 
     def _fetch_maker(self) -> Callable:
         s = Sem(self.arch)
@@ -156,6 +157,48 @@ class Codebook:
         changes_context = _writes_resources(steps[-1].fx)
         hit = self.blocks[key] = (maker, len(decoded), changes_context)
         return hit
+
+
+def _table_reads_maker(arch: st.Arch) -> Callable:
+    """``reads()``: the storage words that translating the fetch at PC reads
+    (page-table and nested-table entries), found in the spec's fetch
+    expressions: each ``mem`` read, kept when the ``ite`` conditions that
+    lead to it hold.  A cached decode depends on exactly these words."""
+    s = Sem(arch)
+    roots = fetch_addresses(s)
+    found: list[tuple[tuple, object]] = []
+    seen: set = set()
+
+    def visit(e, guards: tuple) -> None:
+        if not hasattr(e, "op") or (id(e), guards) in seen:
+            return
+        seen.add((id(e), guards))
+        if e.op == "mem":
+            found.append((guards, e.args[0]))
+        if e.op == "ite":
+            c, a, b = e.args
+            visit(c, guards)
+            visit(a, guards + (c,))
+            visit(b, guards + (~c,))
+            return
+        for arg in e.args[:1] if e.op == "extract" else e.args:
+            visit(arg, guards)
+
+    for r in roots:
+        visit(r, ())
+    em = codegen._Emitter(arch, _bind_state, "w")
+    for guards, addr in found:
+        for x in (*guards, addr):
+            em.count(x)
+    body = ["out = []"]
+    for guards, addr in found:
+        conds = [em.expr(g) for g in guards]
+        a = em.expr(addr)
+        body += em.lines
+        em.lines = []
+        body.append(f"if {' and '.join(conds) or 'True'}: out.append({a})")
+    body.append("return out")
+    return codegen.compile_function("table_reads", "", body, CLOSURE)
 
 
 def _bind_state(name: str) -> str:
@@ -235,6 +278,7 @@ class Machine:
         self._interrupt = self.book.interrupt(*env)
         self._tick = self.book.tick(*env)
         self._fetch = self.book.fetch(*env)
+        self._table_reads = self.book.table_reads(*env) if self.book.table_reads else None
         self.reset()
 
     # -- state access for loaders, VMMs and tests ---------------------------
@@ -280,7 +324,7 @@ class Machine:
 
     def _context(self) -> tuple:
         S = self.S
-        return (S[BASE], S[BOUND], S[PTBR], S[MODE])
+        return (S[BASE], S[BOUND], S[PTBR], S[MODE], S[st.GUEST], S[st.NPTBR])
 
     def _check_context(self) -> None:
         ctx = self._context()
@@ -403,7 +447,10 @@ class Machine:
         line.ctx = _writes_resources(trace(d.insn, self.arch))
         self._watch(p0)
         self._watch(p1)
-        if self.S[PTBR]:
+        if self.S[st.GUEST]:  # vtx guest mode: guest and nested table words, from the spec
+            for addr in self._table_reads():
+                self._watch(addr)
+        elif self.S[PTBR]:
             self._watch_table(pc)
         self._lines[pc] = line
         return line

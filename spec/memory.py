@@ -5,6 +5,9 @@ then names physical word ``base + a``.  Our machine adds paging as a profile
 feature: when the page-table base register is non-zero, ``base + a`` is a
 *linear* address whose page number indexes a table of one-word entries at
 PTBR.  An entry gives the frame (its high bits) and present/write/user bits.
+On a vtx machine in guest mode the resulting address (and the page-table
+entry's own address) is guest-physical and goes through the nested page
+table as well (``Sem.host_physical``, spec/vtx.py): two-dimensional paging.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ def translate(s: Sem, vaddr: Expr, *, write: bool) -> Expr:
     s.trap_if(ult(linear, s.get(BASE)), Cause.MEMORY, vaddr)  # wrapped round
 
     paging = ne(s.get(PTBR), 0)
-    pte = s.load_phys(s.get(PTBR) + (linear >> arch.page_bits))
+    pte = s.load_phys(s.get(PTBR) + (linear >> arch.page_bits), when=paging)
     refused = ~bit(pte, 0)  # not present
     if write:
         refused = refused | ~bit(pte, 1)
@@ -31,6 +34,7 @@ def translate(s: Sem, vaddr: Expr, *, write: bool) -> Expr:
 
     offset_mask = arch.page_size - 1
     physical = ite(paging, (pte & ~s.word(offset_mask)) | (linear & offset_mask), linear)
+    physical = s.host_physical(physical, write=write)  # vtx guest: through the nested table
     s.trap_if(uge(physical, s.memsize), Cause.MEMORY, vaddr)
     return physical
 

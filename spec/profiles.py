@@ -151,5 +151,7 @@ def all_profiles() -> list[Profile]:
     return list(_REGISTRY.values())
 
 
-for _p in (PG, HYBRID, X86):
+from .vtx import VTX  # noqa: E402  (x86 plus the virtualization extension)
+
+for _p in (PG, HYBRID, X86, VTX):
     register(_p)

@@ -131,13 +131,31 @@ class Sem:
         self.set(HALTED, 1)
 
     # -- storage ----------------------------------------------------------
-    def load_phys(self, addr: Expr) -> Expr:
-        """Read physical storage; a word that does not exist reads as 0."""
-        return ite(ult(addr, self.memsize), self._mem(addr), 0)
+    def load_phys(self, addr: Expr, *, when: Expr | None = None) -> Expr:
+        """Read physical storage; a word that does not exist reads as 0.
+        In a vtx guest "physical" is guest-physical: see `host_physical`."""
+        return self.load_host(self.host_physical(addr, write=False, when=when))
 
     def store_phys(self, addr: Expr, value: Expr) -> None:
         """Write physical storage; callers keep ``addr`` below MEMSIZE."""
+        self.store_host(self.host_physical(addr, write=True), value)
+
+    def load_host(self, addr: Expr) -> Expr:
+        """Read the machine's own storage, whatever mode it is in."""
+        return ite(ult(addr, self.memsize), self._mem(addr), 0)
+
+    def store_host(self, addr: Expr, value: Expr) -> None:
         self.fx.mem_writes.append((addr, value))
+
+    def host_physical(self, addr: Expr, *, write: bool, when: Expr | None = None) -> Expr:
+        """Where a physical address really is: itself, except on a vtx
+        machine in guest mode, where the nested page table maps it (a miss
+        traps NPF, counted only ``when`` that condition holds)."""
+        if not self.arch.vtx:
+            return addr
+        from .vtx import nested
+
+        return nested(self, addr, write=write, when=when)
 
     def _mem(self, addr: Expr) -> Expr:
         return Expr("mem", self.arch.word, (addr,))
@@ -150,7 +168,7 @@ class Sem:
     def store(self, vaddr: Expr, value: Expr) -> None:
         from .memory import translate
 
-        self.store_phys(translate(self, vaddr, write=True), value)
+        self.store_host(translate(self, vaddr, write=True), value)
 
     def push(self, value: Expr) -> None:
         """sp <- sp - 1; storage[sp] <- value."""

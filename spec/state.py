@@ -21,6 +21,9 @@ class Arch:
     word: int = 16  # bits in a word; addresses and registers are one word
     nregs: int = 8  # general registers r0..r7; r7 is the stack pointer
     page_bits: int = 6  # a page is 2**page_bits words
+    # the vtx extension (spec/vtx.py): guest mode, VM exits, nested paging.
+    # Off, the vtx slots below exist but nothing reads or writes them.
+    vtx: bool = False
 
     @property
     def mask(self) -> int:
@@ -42,7 +45,9 @@ SP = 7  # the stack pointer is general register 7
 # -- the state vector ------------------------------------------------------
 # Registers occupy slots 0..nregs-1; the named fields follow.
 PC, FLAGS, IE, MODE, BASE, BOUND, PTBR, TIMER, PEND, HALTED = range(8, 18)
-NSLOTS = 18
+# vtx only (spec/vtx.py): guest mode on, current VMCS, exit controls, nested table base
+GUEST, VMCS, XCTL, NPTBR = range(18, 22)
+NSLOTS = 22
 
 FIELD_NAMES = {
     **{i: f"r{i}" for i in range(8)},
@@ -56,19 +61,23 @@ FIELD_NAMES = {
     TIMER: "timer",
     PEND: "pend",
     HALTED: "halted",
+    GUEST: "guest",
+    VMCS: "vmcs",
+    XCTL: "xctl",
+    NPTBR: "nptbr",
 }
 FIELD_BY_NAME = {v: k for k, v in FIELD_NAMES.items()}
 FIELD_NAMES[SP] = "sp"  # printed as sp; r7 still accepted by name
 FIELD_BY_NAME["sp"] = SP
 
 # 1-bit fields; every other field is one word.
-BIT_FIELDS = frozenset({IE, MODE, PEND, HALTED})
+BIT_FIELDS = frozenset({IE, MODE, PEND, HALTED, GUEST})
 FLAG_BITS = 4  # N Z C V
 
 # Fields that are *resources* in the sense of P&G's control-sensitivity,
 # extended (as Penneman et al. do for ARM) to interrupts, paging, timer, halt.
 # Changing one of these without trapping makes an instruction control-sensitive.
-RESOURCES = (MODE, BASE, BOUND, IE, PTBR, TIMER, PEND, HALTED)
+RESOURCES = (MODE, BASE, BOUND, IE, PTBR, TIMER, PEND, HALTED, GUEST, VMCS, XCTL, NPTBR)
 
 SUPERVISOR, USER = 1, 0
 
@@ -101,6 +110,7 @@ class Cause(IntEnum):
     TIMER = 5  # timer interrupt
     ILLEGAL = 6  # undefined opcode or register
     VMEXIT = 7  # vtx: an event the VMCS asks to exit on
+    NPF = 8  # vtx: a guest-physical address the nested page table does not map
 
 
 # -- fixed physical locations of the trap mechanism -------------------------

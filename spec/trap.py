@@ -56,7 +56,12 @@ def load_psw(s: Sem, psw: Expr, pc: Expr, base: Expr, bound: Expr) -> None:
 
 
 def enter_trap(s: Sem, cause: Expr, info: Expr) -> None:
-    """Save the old PSW at OLD_PSW and load the new one from NEW_PSW."""
+    """Save the old PSW at OLD_PSW and load the new one from NEW_PSW.
+    (A vtx machine's mechanism may instead exit guest mode: spec/vtx.py.)"""
+    if s.arch.vtx:
+        from .vtx import enter_trap_or_exit
+
+        return enter_trap_or_exit(s, cause, info)
     for addr, value in (
         (OLD_PSW, current_psw(s)),
         (OLD_PC, s.get(PC)),
