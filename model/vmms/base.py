@@ -144,6 +144,9 @@ class SoftwareVMM(VMM):
         self.vcpu: Machine | None = None
         self._counts = _Counts()
         self._vcpu_stale = False  # the guest ran directly since the vCPU last decoded
+        # guest-physical page -> its words when the vCPU decoded code there;
+        # None: unknown (the vCPU decoded under paging, or ran freely)
+        self._code_pages: dict[int, list[int]] | None = {}
         self._host_ctx: tuple = ()
 
     # -- the contract ----------------------------------------------------
@@ -154,6 +157,7 @@ class SoftwareVMM(VMM):
         self.vcpu = Machine(self.host.profile, memsize, storage=window)
         self.vcpu.load(image)
         self._vcpu_stale = False
+        self._code_pages = {}
 
     def run(self, steps: int) -> GuestRun:
         """Alternate interpreted stretches and direct runs until ``steps``."""
@@ -205,6 +209,7 @@ class SoftwareVMM(VMM):
         v.S[:] = snap.state
         v.out[:] = snap.out
         v.flush()
+        self._code_pages = {}
         self._restore_extra(snap.extra)
 
     def _save_extra(self) -> Any:
@@ -257,9 +262,8 @@ class SoftwareVMM(VMM):
     def emulate_step(self) -> int:
         """One guest step in software, on the virtual CPU (spec semantics)."""
         v = self.vcpu
-        if self._vcpu_stale:
-            v.flush()  # the guest may have rewritten code while it ran directly
-            self._vcpu_stale = False
+        self._refresh_vcpu()
+        self._note_code_pages()
         n = v.step().steps
         self._counts.emulated += n
         return n
@@ -271,6 +275,47 @@ class SoftwareVMM(VMM):
         self.vcpu.trap(cause, info)
         self._counts.emulated += 1
         self._counts.extra["reflected"] += 1
+
+    def _refresh_vcpu(self) -> None:
+        """Drop the vCPU's cached decodes if the guest, running directly,
+        may have rewritten code the vCPU decoded.  Decoding is most of an
+        emulated step's cost, so the check compares the pages the vCPU
+        decoded from (usually one) with what they held then."""
+        if not self._vcpu_stale:
+            return
+        self._vcpu_stale = False
+        pages, M, off = self._code_pages, self.host.M, self.layout.guest_offset
+        size = self.vcpu.arch.page_size
+        if pages is not None and all(
+            M[off + page * size : off + page * size + size] == words for page, words in pages.items()
+        ):
+            return
+        self.vcpu.flush()
+        self._code_pages = {}
+
+    def _note_code_pages(self) -> None:
+        """Remember the page(s) the next vCPU step fetches from (paging off:
+        guest-physical base + pc and base + pc + 1)."""
+        pages, v = self._code_pages, self.vcpu
+        if pages is None:
+            return
+        S, arch = v.S, v.arch
+        if S[PTBR]:  # the decode depends on page-table entries too: give up until a flush
+            self._code_pages = None
+            return
+        size = arch.page_size
+        for a in (S[BASE] + S[PC], S[BASE] + S[PC] + 1):
+            a &= arch.mask
+            page = a >> arch.page_bits
+            if a < v.memsize and page not in pages:
+                start = self.layout.guest_offset + page * size
+                pages[page] = self.host.M[start : start + size]
+
+    def vcpu_ran_freely(self) -> None:
+        """Call after running the vCPU other than through `emulate_step`
+        (its decodes are then not tracked; the next direct run's return
+        flushes them)."""
+        self._code_pages = None
 
     # -- running directly --------------------------------------------------------
     def real_r(self) -> tuple[int, int]:
@@ -337,9 +382,6 @@ class SoftwareVMM(VMM):
         c.traps[cause_name(cause)] += 1
         self._traps_this_run += 1
         self.pull()
-        if self._vcpu_stale:
-            self.vcpu.flush()
-            self._vcpu_stale = False
         self.handle_host_trap(cause, info)
         if not self.runs_directly():
             return True

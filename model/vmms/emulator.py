@@ -31,4 +31,5 @@ class Emulator(SoftwareVMM):
         direct execution to return to, there is nothing to stop for."""
         n = self.vcpu.run(budget).steps
         self._counts.emulated += n
+        self.vcpu_ran_freely()
         return n

@@ -28,6 +28,7 @@ GUESTS: dict[str, tuple[str, ...]] = {
     "pushf": PROFILES,
     "readr": PROFILES,
     "paging": PROFILES,
+    "smc": PROFILES,
     "jru": ("hybrid",),
 }
 
