@@ -100,7 +100,8 @@ def test_disassembly_reassembles_to_the_same_image(program: tuple[str, str]) -> 
     again = assemble(listing, profile, file="<listing>")
     assert again.words == image.words
     assert again.entry == image.entry
-    assert again.code == image.code  # data stays data, code stays code
+    if image.code:  # (an image without code marks is disassembled as code where it decodes)
+        assert again.code == image.code  # data stays data, code stays code
     assert disassemble(again, profile) == listing
 
 
