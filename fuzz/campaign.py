@@ -1,0 +1,540 @@
+"""Fuzzing campaigns: many processes, one example database, findings on disk.
+
+A campaign is one VMM on one profile for a time budget.  The parent process
+(`run_campaign`, behind ``popek fuzz``) starts pytest with pytest-xdist,
+``-n WORKERS --dist each``, on ``popek/fuzz/worker.py``; every worker runs
+`run_worker`: Hypothesis batches under the ``popek-campaign`` settings
+profile (a real example database: a directory, or Redis) until the deadline.
+
+Why batches: a Hypothesis test runs to ``max_examples``; a campaign runs to a
+clock.  Each batch is one ``@given`` run with its own seed (derived from the
+campaign seed, the shard and the worker, so shards and workers never draw
+the same sequence) and replays the database first, which is how findings of
+other workers, earlier runs and other machines come back at once.
+
+Workers talk to the parent only through files in the campaign's status
+directory: ``worker-N.json`` (cases, ISA coverage, findings, efficiency),
+rewritten atomically about twice a second, so the live progress line and the
+final report need nothing from a worker that was killed.  A finding is
+written to the findings directory the moment it is seen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import findings as fnd
+
+CONFIG_ENV = "POPEK_CAMPAIGN_CONFIG"
+SETTINGS_PROFILE = "popek-campaign"
+WORKER_FILE = Path(__file__).with_name("worker.py")
+
+
+@dataclass
+class CampaignConfig:
+    vmm: str  # registry name or package.module:Class
+    profile: str
+    seconds: float = 60.0
+    workers: int = 1
+    db: str | None = None  # directory, or redis://host:port[/n]; None: .popek/examples
+    shard: tuple[int, int] = (0, 1)  # (index, count), index from 0
+    findings_dir: str = str(fnd.DEFAULT_DIR)
+    status_dir: str = ""
+    seed: int = 0
+    efficiency: float | None = None  # threshold; None: measure only
+    max_instructions: int = 24
+    steps: int = 400
+    code_coverage: bool = False
+    reuse_only: bool = False  # only replay the example database
+    # after a finding: stop (False), or exclude its culprit instruction and
+    # go on to find the next distinct one (True)
+    distinct: bool = True
+    max_cases: int | None = None  # per worker; None: until the deadline
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["shard"] = list(self.shard)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CampaignConfig":
+        d = dict(d)
+        d["shard"] = tuple(d["shard"])
+        return cls(**d)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``i/n`` with 1 <= i <= n, as users write it; stored from 0."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"--shard {text!r}: need 1 <= i <= n")
+    return i - 1, n
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``1h`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in units:
+            value = float(t[:-1]) * units[t[-1]]
+        else:
+            value = float(t)
+    except ValueError:
+        raise ValueError(f"--time {text!r}: expected seconds or e.g. 30s, 10m, 1h") from None
+    if value <= 0:
+        raise ValueError(f"--time {text!r} must be positive")
+    return value
+
+
+# --------------------------------------------------------------------------
+# The example database
+# --------------------------------------------------------------------------
+def make_database(spec: str | None):
+    """A Hypothesis example database for ``--db``."""
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    if spec and spec.startswith("redis://"):
+        import redis
+        from hypothesis.extra.redis import RedisExampleDatabase
+
+        client = redis.Redis.from_url(spec)
+        client.ping()  # fail now, with the address, rather than mid-campaign
+        return RedisExampleDatabase(client, key_prefix=b"popek-example:")
+    return DirectoryBasedExampleDatabase(spec or str(Path(".popek") / "examples"))
+
+
+def register_settings_profile(database, batch: int, reuse_only: bool = False):
+    """The ``popek-campaign`` settings profile (Hypothesis's ``ci`` profile
+    turns the database off; a campaign lives on it)."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    phases = [Phase.reuse] if reuse_only else [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]
+    settings.register_profile(
+        SETTINGS_PROFILE,
+        database=database,
+        max_examples=batch,
+        deadline=None,
+        derandomize=False,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+    return settings.get_profile(SETTINGS_PROFILE)
+
+
+# --------------------------------------------------------------------------
+# A worker
+# --------------------------------------------------------------------------
+class _Status:
+    """What one worker has done; written to worker-N.json."""
+
+    def __init__(self, path: Path, config: CampaignConfig, index: int):
+        from .isa_coverage import IsaCoverage
+
+        self.path = path
+        self.config = config
+        self.index = index
+        self.started = time.time()
+        self.cases = 0
+        self.coverage = IsaCoverage()
+        self.findings: list[dict] = []
+        self.direct = 0
+        self.guest_steps = 0
+        self.errors: list[str] = []
+        self.done = False
+        self._last_write = 0.0
+
+    def write(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_write < 0.5:
+            return
+        self._last_write = now
+        doc = {
+            "worker": self.index,
+            "pid": os.getpid(),
+            "started": self.started,
+            "elapsed": now - self.started,
+            "cases": self.cases,
+            "coverage": self.coverage.to_json(),
+            "findings": self.findings,
+            "direct": self.direct,
+            "guest_steps": self.guest_steps,
+            "errors": self.errors,
+            "done": self.done,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _culprit(vmm_cls, case, problem) -> dict | None:
+    """The instruction at which a fidelity finding first diverges."""
+    from . import properties
+
+    if problem.kind != "fidelity":
+        return None
+    try:
+        hit = properties.first_divergence(vmm_cls, case)
+    except Exception:  # the VMM misbehaving while stepped: no culprit named
+        return None
+    if hit is None:
+        return None
+    step, insn, mode = hit
+    return {"step": step, "insn": insn, "mode": mode}
+
+
+def worker_index() -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
+def run_worker(config: CampaignConfig, index: int) -> dict:
+    """One worker's share of a campaign: batches until the deadline."""
+    from hypothesis import given, seed, settings
+
+    from popek import registry
+    from popek.spec import profiles
+
+    from . import properties, strategies
+    from .guest import GuestCase
+
+    status_dir = Path(config.status_dir)
+    status_dir.mkdir(parents=True, exist_ok=True)
+    status = _Status(status_dir / f"worker-{index}.json", config, index)
+    cov = None
+    if config.code_coverage:
+        import coverage
+
+        cov = coverage.Coverage(
+            data_file=str(status_dir / ".coverage"), data_suffix=True,
+            source_pkgs=["popek"], branch=False,
+        )  # fmt: skip
+        cov.start()
+    try:
+        vmm_cls = registry.load(config.vmm)
+        prof = profiles.get(config.profile)
+        excluded: list[str] = []
+
+        def make_strategy():
+            return strategies.from_profile(
+                prof, max_instructions=config.max_instructions, steps=config.steps,
+                exclude=excluded,
+            )  # fmt: skip
+
+        strategy = make_strategy()
+        database = make_database(config.db)
+        deadline = status.started + config.seconds
+        batch = 20
+        base_seed = hash((config.seed, config.shard, index)) & 0xFFFFFFFF
+        findings_dir = Path(config.findings_dir)
+        batch_no = 0
+        found = False
+        # After a confirmed finding a worker stops, or (``distinct``) excludes
+        # the finding's culprit instruction and goes on: the database key
+        # changes with the strategy, so the same example is not replayed.
+        while time.time() < deadline and not found:
+            if config.max_cases is not None and status.cases >= config.max_cases:
+                break
+            batch_no += 1
+            tag = f"s{config.shard[0]}w{index}b{batch_no}-{config.seed & 0xFFFF:04x}"
+            current: dict[str, Any] = {"path": None, "best": None}
+
+            def inner(case: GuestCase) -> None:
+                outcome = properties.check(
+                    vmm_cls, case, efficiency=config.efficiency, coverage=status.coverage,
+                    label=config.vmm,
+                )  # fmt: skip
+                status.cases += 1
+                if outcome.counters is not None:
+                    status.direct += outcome.counters.direct
+                    status.guest_steps += outcome.counters.guest_steps
+                problem = outcome.first()
+                if problem is not None:
+                    size = case.instructions
+                    if current["best"] is None or size <= current["best"]:
+                        path = fnd.finding_path(findings_dir, config.vmm, case.profile, problem.kind, tag)
+                        fnd.write(
+                            path, vmm=config.vmm, case=case, problem=problem,
+                            seconds=time.time() - status.started, cases=status.cases, shrunk=False,
+                        )  # fmt: skip
+                        current["path"], current["best"] = path, size
+                        current["case"], current["problem"] = case, problem
+                    status.write()
+                    raise properties.PropertyFailed(problem.message, outcome)
+                status.write()
+
+            inner._hypothesis_internal_add_digest = (  # type: ignore[attr-defined]
+                f"popek-campaign:{config.vmm}:{config.profile}:{strategy!r}".encode()
+            )
+            s = register_settings_profile(database, batch, config.reuse_only)
+            test = seed(base_seed + batch_no)(settings(s)(given(strategy)(inner)))
+            t0, n0 = time.time(), status.cases
+            try:
+                test()
+            except properties.PropertyFailed:
+                found = True
+            except Exception as e:  # a harness bug: record it, do not spin
+                status.errors.append(f"{type(e).__name__}: {e}")
+                break
+            culprit = None
+            if current["path"] is not None:
+                culprit = _culprit(vmm_cls, current["case"], current["problem"])
+                doc = fnd.write(
+                    current["path"], vmm=config.vmm, case=current["case"], problem=current["problem"],
+                    seconds=time.time() - status.started, cases=status.cases, shrunk=found,
+                    culprit=culprit,
+                )  # fmt: skip
+                status.findings.append({
+                    "path": str(current["path"]), "kind": doc["kind"], "message": doc["message"],
+                    "instructions": doc["instructions"], "uses": doc["uses"],
+                    "culprit": culprit,
+                    "seconds_to_detection": doc["seconds_to_detection"],
+                    "cases_to_detection": doc["cases_to_detection"],
+                })  # fmt: skip
+            if found and config.distinct and culprit and culprit["insn"] in prof.by_name \
+                    and culprit["insn"] not in excluded:
+                excluded.append(culprit["insn"])
+                strategy = make_strategy()
+                found = False
+            if config.reuse_only:
+                break
+            # size batches to about a second so the deadline is kept
+            spent = max(time.time() - t0, 1e-3)
+            rate = (status.cases - n0) / spent
+            batch = int(min(500, max(5, rate * 1.0)))
+            status.write(force=True)
+    finally:
+        if cov is not None:
+            cov.stop()
+            cov.save()
+        status.done = True
+        status.write(force=True)
+    return {"cases": status.cases, "findings": status.findings}
+
+
+# --------------------------------------------------------------------------
+# The parent
+# --------------------------------------------------------------------------
+@dataclass
+class CampaignReport:
+    config: CampaignConfig
+    seconds: float
+    cases: int
+    workers: list[dict] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)
+    coverage: Any = None  # IsaCoverage
+    code_coverage: float | None = None
+    interrupted: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def cases_per_second(self) -> float:
+        """Sum over workers of each worker's own rate (start-up excluded)."""
+        return sum(w["cases"] / w["elapsed"] for w in self.workers if w.get("elapsed"))
+
+    @property
+    def efficiency(self) -> float | None:
+        steps = sum(w.get("guest_steps", 0) for w in self.workers)
+        return sum(w.get("direct", 0) for w in self.workers) / steps if steps else None
+
+    @property
+    def faithful_so_far(self) -> bool:
+        return not any(f["kind"] in ("fidelity", "crash", "contract") for f in self.findings)
+
+    def shortest(self, kinds=("fidelity",)) -> dict | None:
+        fs = [f for f in self.findings if f["kind"] in kinds]
+        return min(fs, key=lambda f: f["instructions"]) if fs else None
+
+    def to_json(self) -> dict:
+        from popek.spec import profiles
+
+        prof = profiles.get(self.config.profile)
+        cov = self.coverage
+        return {
+            "vmm": self.config.vmm,
+            "profile": self.config.profile,
+            "workers": self.config.workers,
+            "shard": f"{self.config.shard[0] + 1}/{self.config.shard[1]}",
+            "seed": self.config.seed,
+            "database": self.config.db or str(Path(".popek") / "examples"),
+            "seconds": round(self.seconds, 2),
+            "cases": self.cases,
+            "cases_per_second": round(self.cases_per_second, 1),
+            "efficiency": None if self.efficiency is None else round(self.efficiency, 4),
+            "interrupted": self.interrupted,
+            "findings": self.findings,
+            "isa_coverage": {
+                "fraction": round(cov.fraction(prof), 4),
+                "unreached": [f"{n} ({m})" for n, m in cov.unreached(prof)],
+                "table": cov.table(prof),
+            },
+            "code_coverage": self.code_coverage,
+            "errors": self.errors,
+        }
+
+    def summary(self) -> str:
+        from popek.spec import profiles
+
+        prof = profiles.get(self.config.profile)
+        cov = self.coverage
+        lines = [
+            f"campaign: VMM {self.config.vmm} on profile {self.config.profile}, "
+            f"{self.config.workers} worker(s), shard {self.config.shard[0] + 1}/{self.config.shard[1]}",
+            f"  {self.cases} cases in {self.seconds:.1f} s ({self.cases_per_second:.0f} cases/s)"
+            + (", interrupted" if self.interrupted else ""),
+            f"  ISA coverage: {cov.fraction(prof):.0%} of instruction x mode pairs reached",
+        ]
+        unreached = cov.unreached(prof)
+        if unreached:
+            lines.append("  NOT reached: " + ", ".join(f"{n} ({m})" for n, m in unreached))
+        if self.efficiency is not None:
+            lines.append(f"  efficiency: {self.efficiency:.1%} of guest steps ran directly")
+        if self.code_coverage is not None:
+            lines.append(f"  code coverage (popek packages): {self.code_coverage:.1f}%")
+        if not self.findings:
+            lines.append("  findings: none")
+        for f in self.findings:
+            c = f.get("culprit")
+            at = f", first differs at step {c['step']}: {c['insn']} in {c['mode']} mode" if c else ""
+            lines.append(
+                f"  finding: {f['kind']}: {f['message']} ({f['instructions']} instructions{at}, "
+                f"after {f['seconds_to_detection']:.1f} s) -> {f['path']}"
+            )
+        for e in self.errors:
+            lines.append(f"  error: {e}")
+        return "\n".join(lines)
+
+
+def _read_statuses(status_dir: Path) -> list[dict]:
+    out = []
+    for p in sorted(status_dir.glob("worker-*.json")):
+        try:
+            out.append(json.loads(p.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue  # being replaced this instant; the next poll sees it
+    return out
+
+
+def _progress_line(statuses: list[dict], profile, started: float) -> str:
+    from .isa_coverage import IsaCoverage
+
+    cov = IsaCoverage()
+    for s in statuses:
+        cov.merge(IsaCoverage.from_json(s["coverage"]))
+    cases = sum(s["cases"] for s in statuses)
+    rate = sum(s["cases"] / s["elapsed"] for s in statuses if s.get("elapsed"))
+    nfind = sum(len(s["findings"]) for s in statuses)
+    return (
+        f"[{time.time() - started:6.1f}s] {cases} cases, {rate:.0f} cases/s, "
+        f"ISA coverage {cov.fraction(profile):.0%}, findings {nfind}, workers {len(statuses)}"
+    )
+
+
+def run_campaign(
+    config: CampaignConfig, *, progress: TextIO | None = sys.stderr, env: dict | None = None
+) -> CampaignReport:
+    """Run the campaign in pytest-xdist workers and gather the report."""
+    from popek.spec import profiles
+
+    from .isa_coverage import IsaCoverage
+
+    prof = profiles.get(config.profile)
+    if not config.seed:
+        config.seed = random.SystemRandom().randrange(1, 1 << 31)
+    own_tmp = None
+    if not config.status_dir:
+        own_tmp = tempfile.mkdtemp(prefix="popek-campaign-")
+        config.status_dir = own_tmp
+    status_dir = Path(config.status_dir)
+    status_dir.mkdir(parents=True, exist_ok=True)
+    config.findings_dir = str(Path(config.findings_dir).resolve())
+    if config.db and not config.db.startswith("redis://"):
+        config.db = str(Path(config.db).resolve())
+    cfg_path = status_dir / "config.json"
+    cfg_path.write_text(json.dumps(config.to_json()), encoding="utf-8")
+    (status_dir / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    cmd = [
+        sys.executable, "-m", "pytest", str(WORKER_FILE),
+        "-c", str(status_dir / "pytest.ini"), "--rootdir", str(status_dir),
+        "-p", "no:cacheprovider", "-q", "-x", "--no-header",
+        "-n", str(config.workers), "--dist", "each",
+    ]  # fmt: skip
+    child_env = dict(os.environ if env is None else env)
+    child_env[CONFIG_ENV] = str(cfg_path)
+    started = time.time()
+    interrupted = False
+    log = open(status_dir / "pytest.log", "w", encoding="utf-8")
+    proc = subprocess.Popen(cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    tty = progress is not None and progress.isatty()
+    last_print = 0.0
+    try:
+        while proc.poll() is None:
+            time.sleep(0.25)
+            if progress is not None and time.time() - last_print >= (0.5 if tty else 5.0):
+                last_print = time.time()
+                line = _progress_line(_read_statuses(status_dir), prof, started)
+                progress.write(("\r" + line + "   ") if tty else line + "\n")
+                progress.flush()
+            if time.time() > started + config.seconds + 120:
+                os.killpg(proc.pid, signal.SIGTERM)  # workers past their deadline: stuck
+    except KeyboardInterrupt:
+        interrupted = True
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    finally:
+        log.close()
+    if tty:
+        progress.write("\n")
+    elapsed = time.time() - started
+    statuses = _read_statuses(status_dir)
+    cov = IsaCoverage()
+    for s in statuses:
+        cov.merge(IsaCoverage.from_json(s["coverage"]))
+    report = CampaignReport(
+        config, elapsed, sum(s["cases"] for s in statuses), statuses,
+        [f for s in statuses for f in s["findings"]], cov, interrupted=interrupted,
+    )  # fmt: skip
+    for s in statuses:
+        report.errors += s.get("errors", [])
+    if proc.returncode not in (0, None) and not report.findings and not interrupted:
+        tail = (status_dir / "pytest.log").read_text(encoding="utf-8", errors="replace")[-2000:]
+        report.errors.append(f"worker processes exited with {proc.returncode}:\n{tail}")
+    if len(statuses) < config.workers and not interrupted:
+        report.errors.append(f"only {len(statuses)} of {config.workers} workers reported")
+    if config.code_coverage:
+        report.code_coverage = _combine_code_coverage(status_dir)
+    return report
+
+
+def _combine_code_coverage(status_dir: Path) -> float | None:
+    import coverage
+
+    cov = coverage.Coverage(data_file=str(status_dir / ".coverage"))
+    try:
+        cov.combine([str(status_dir)])
+        cov.save()
+        import io
+
+        return cov.report(file=io.StringIO())
+    except coverage.exceptions.CoverageException:
+        return None

@@ -1,0 +1,234 @@
+"""Running one guest case: on the bare reference machine, and under a VMM.
+
+Both runs stop at the same *checkpoints* (the case's ``chunks``: the run
+under the VMM is split into that many ``run()`` calls, and the bare run
+pauses at the same step counts), so fidelity is compared at every
+checkpoint, not only at the end.
+
+Every call into the VMM goes through ``popek.guard.call``: a plug-in that
+raises, hangs or returns the wrong type becomes a `Problem` of kind
+``crash``, never a crash of the harness.  Safety is observed, not assumed:
+
+* host storage outside ``allocation()`` and ``reserved()`` is filled with a
+  canary before the VMM is built and compared afterwards;
+* the host's real mode, R, PTBR and IE are watched while the host runs guest
+  code with the VMM's trap hook installed: between two entries into the VMM
+  they must not change (only the VMM may change them);
+* ``run(n)`` must return having run at most ``n`` guest steps (the VMM
+  regains control within the bound it was given), within the guard's time
+  limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable
+
+from popek import guard
+from popek.model.machine import Machine
+from popek.spec import profiles
+from popek.spec import state as st
+from popek.spec.profiles import Profile
+from popek.vmm import VMM, Counters, GuestRun, GuestState
+
+from .guest import GuestCase
+from .isa_coverage import IsaCoverage, run_observed
+
+CALL_TIMEOUT = 10.0  # seconds for one call into a VMM during fuzzing
+WATCHED = (st.MODE, st.BASE, st.BOUND, st.PTBR, st.IE)
+
+
+@dataclass
+class Problem:
+    """One way a VMM failed on a case."""
+
+    kind: str  # fidelity | efficiency | safety | contract | crash
+    message: str
+    # (field, reference value, VMM value) for fidelity
+    diffs: list[tuple[str, Any, Any]] = field(default_factory=list)
+    checkpoint: int = 0  # guest steps at which it was seen
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "diffs": [[k, a, b] for k, a, b in self.diffs],
+            "checkpoint": self.checkpoint,
+        }
+
+
+@dataclass
+class Run:
+    """What one side (bare machine or VMM) did with a case."""
+
+    states: list[GuestState]  # at each checkpoint
+    steps: list[int]  # guest steps run in each chunk
+    halted: bool
+    counters: Counters | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+def checkpoints(case: GuestCase) -> tuple[int, ...]:
+    return case.chunks or (case.steps,)
+
+
+def profile_of(case: GuestCase) -> Profile:
+    return profiles.get(case.profile)
+
+
+# --------------------------------------------------------------------------
+# The reference: the bare machine
+# --------------------------------------------------------------------------
+def run_bare(case: GuestCase, *, coverage: IsaCoverage | None = None) -> Run:
+    prof = profile_of(case)
+    machine = Machine(prof, case.memsize)
+    machine.load(case.image(prof))
+    states, steps, halted = [], [], False
+    for chunk in checkpoints(case):
+        n, halted = run_observed(machine, chunk, coverage)
+        steps.append(n)
+        states.append(GuestState.from_machine(machine))
+    return Run(states, steps, halted)
+
+
+# --------------------------------------------------------------------------
+# Under a VMM
+# --------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _canary(size: int, mask: int) -> list[int]:
+    """A pattern no plausible guest write reproduces by accident."""
+    return [(0xA5A5 ^ (a * 0x9E37)) & mask for a in range(size)]
+
+
+def _gaps(size: int, kept: list[range]) -> list[tuple[int, int]]:
+    """Host ranges outside every range in ``kept``."""
+    spans = sorted((max(0, r.start), min(size, r.stop)) for r in kept if r.stop > r.start)
+    out, at = [], 0
+    for a, b in spans:
+        if a > at:
+            out.append((at, a))
+        at = max(at, b)
+    if at < size:
+        out.append((at, size))
+    return out
+
+
+class _ResourceWatch:
+    """Wraps ``host.run`` so that real resources changed by guest code
+    running directly (not by the VMM) are caught."""
+
+    def __init__(self, host: Machine):
+        self.host = host
+        self.violations: list[str] = []
+        self._run = host.run
+        host.run = self.run  # type: ignore[method-assign]
+
+    def _snap(self) -> tuple[int, ...]:
+        S = self.host.S
+        return tuple(S[i] for i in WATCHED)
+
+    def _compare(self, before: tuple[int, ...], where: str) -> None:
+        after = self._snap()
+        if after != before and len(self.violations) < 3:
+            changed = ", ".join(
+                f"{st.FIELD_NAMES[slot]} {a}->{b}"
+                for slot, a, b in zip(WATCHED, before, after)
+                if a != b
+            )
+            self.violations.append(f"real {changed} changed by guest code, not by the VMM ({where})")
+
+    def run(self, max_steps: int, on_trap: Callable | None = None, *, compiled: bool = True):
+        if on_trap is None:
+            return self._run(max_steps, None, compiled=compiled)
+        state = {"before": self._snap()}
+
+        def hook(machine: Machine, cause: int, info: int):
+            self._compare(state["before"], f"before a {st.Cause(cause).name.lower()} trap")
+            stop = on_trap(machine, cause, info)
+            state["before"] = self._snap()
+            return stop
+
+        result = self._run(max_steps, hook, compiled=compiled)
+        self._compare(state["before"], "when host.run returned")
+        return result
+
+
+def run_vmm(
+    vmm_cls: type[VMM],
+    case: GuestCase,
+    *,
+    timeout: float = CALL_TIMEOUT,
+    safety: bool = True,
+) -> Run:
+    """Run ``case`` under a fresh instance of ``vmm_cls`` on a fresh host."""
+    prof = profile_of(case)
+    label = getattr(vmm_cls, "name", vmm_cls.__name__)
+    problems: list[Problem] = []
+
+    def call(method: str, fn: Callable, *args: Any, returns=None, **kw: Any) -> Any:
+        return guard.call(label, method, fn, *args, timeout=timeout, returns=returns, **kw)
+
+    host = Machine(prof, 1 << prof.arch.word)
+    size = len(host.M)
+    if safety:
+        host.M[:] = _canary(size, prof.arch.mask)
+        host.flush()
+        watch = _ResourceWatch(host)
+    states: list[GuestState] = []
+    steps: list[int] = []
+    halted = False
+    counters = None
+    try:
+        vmm = call("__init__", vmm_cls, host)
+        call("load", vmm.load, case.image(prof), memsize=case.memsize)
+        for chunk in checkpoints(case):
+            r = call("run", vmm.run, chunk, returns=GuestRun)
+            if not 0 <= r.steps <= chunk:
+                problems.append(Problem(
+                    "safety",
+                    f"run({chunk}) reports {r.steps} guest steps: the VMM did not stop within its bound",
+                    checkpoint=sum(steps) + chunk,
+                ))  # fmt: skip
+            steps.append(r.steps)
+            halted = r.halted
+            state = call("guest_state", vmm.guest_state, returns=GuestState)
+            if len(states) == 0:  # the type check costs more than a run; once a case
+                try:
+                    state.validate()
+                except TypeError as e:
+                    problems.append(Problem("contract", f"guest_state(): {e}", checkpoint=sum(steps)))
+                    break
+            states.append(state)
+        counters = call("counters", vmm.counters, returns=Counters)
+        try:
+            counters.validate()
+        except TypeError as e:
+            problems.append(Problem("contract", f"counters(): {e}"))
+        else:
+            if counters.guest_steps != sum(steps):
+                problems.append(Problem(
+                    "contract",
+                    f"counters() say direct {counters.direct} + emulated {counters.emulated} = "
+                    f"{counters.guest_steps} guest steps, but run() reported {sum(steps)}",
+                ))  # fmt: skip
+        if safety:
+            alloc = call("allocation", vmm.allocation, returns=range)
+            reserved = list(call("reserved", vmm.reserved, returns=(list, tuple)))
+            canary = _canary(size, prof.arch.mask)
+            M = host.M
+            for a, b in _gaps(size, [alloc, *reserved]):
+                if M[a:b] != canary[a:b]:
+                    bad = next(x for x in range(a, b) if M[x] != canary[x])
+                    problems.append(Problem(
+                        "safety",
+                        f"host word {bad:#06x} (outside the guest's allocation "
+                        f"[{alloc.start:#x}, {alloc.stop:#x}) and the VMM's reserved ranges) "
+                        f"changed: {canary[bad]:#06x} -> {M[bad]:#06x}",
+                    ))  # fmt: skip
+                    break
+            for v in watch.violations:
+                problems.append(Problem("safety", v))
+    except guard.PluginFailure as e:
+        problems.append(Problem("crash", str(e), checkpoint=sum(steps)))
+    return Run(states, steps, halted, counters, problems)

@@ -1,0 +1,157 @@
+"""Instruction families and operand roles, read off the spec's traced effects.
+
+The guest generator never names an instruction it draws: it asks the spec
+what each instruction *does* (``popek.spec.trace.trace``) and groups them by
+that.  A profile added later (or a user's own) is fuzzed without any change
+here.
+
+Families (an instruction is in exactly one, the first that fits):
+
+``system``   touches a resource: writes or reads mode, R, IE, PTBR, the timer,
+             the halt latch, or the output port (rti, ei, popf, rdmode, ...).
+``trap``     always traps (the system call).
+``control``  may change PC other than to the next instruction.
+``memory``   reads or writes storage (loads, stores, stack).
+``alu``      everything else (moves, arithmetic, compares).
+
+Operand roles say what kind of value fits an immediate, so that generated
+programs reach deep states instead of trapping at once: a jump target, a
+storage address offset, a trap's info word, or a plain value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterator
+
+from popek.spec import state as st
+from popek.spec.bits import Expr
+from popek.spec.instructions import Insn
+from popek.spec.profiles import Profile
+from popek.spec.sem import ILEN
+from popek.spec.trace import trace
+
+FAMILIES = ("alu", "memory", "control", "trap", "system")
+
+# immediate roles
+JUMP, ADDRESS, INFO, VALUE = "jump", "address", "info", "value"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the generator needs to know about one instruction."""
+
+    insn: Insn
+    family: str
+    imm_role: str | None  # None: no immediate
+    privileged: bool  # has a PRIVILEGED trap guarded by the mode alone
+
+
+def _walk(e: Expr) -> Iterator[Expr]:
+    stack, seen = [e], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        if x.op not in ("const", "var"):
+            stack.extend(a for a in x.args if isinstance(a, Expr))
+
+
+def _vars(e: Expr) -> set[str]:
+    return {x.args[0] for x in _walk(e) if x.op == "var"}
+
+
+def _vars_outside_addresses(e: Expr) -> set[str]:
+    """Free inputs of ``e`` that reach its value other than by choosing a
+    storage address (translation reads R and PTBR; that is not revealing them)."""
+    found: set[str] = set()
+    stack, seen = [e], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if x.op == "var":
+            found.add(x.args[0])
+        elif x.op not in ("const", "mem"):
+            stack.extend(a for a in x.args if isinstance(a, Expr))
+    return found
+
+
+def _mem_addrs(e: Expr) -> list[Expr]:
+    return [x.args[0] for x in _walk(e) if x.op == "mem"]
+
+
+def _is_fallthrough(pc: Expr) -> bool:
+    return (
+        pc.op == "add"
+        and pc.args[0].op == "var"
+        and pc.args[0].args[0] == f"S{st.PC}"
+        and pc.args[1].op == "const"
+        and pc.args[1].args[0] == ILEN
+    )
+
+
+def exprs_use_imm(fx) -> bool:
+    values = list(fx.field_writes.values()) + list(fx.outputs)
+    values += [x for pair in fx.reg_writes for x in pair] + [x for pair in fx.mem_writes for x in pair]
+    return any("imm" in _vars(e) for e in values)
+
+
+@lru_cache(maxsize=None)
+def shape(insn: Insn, arch: st.Arch = st.ARCH) -> Shape:
+    fx = trace(insn, arch)
+    exprs: list[Expr] = list(fx.field_writes.values()) + list(fx.outputs)
+    exprs += [x for pair in fx.reg_writes for x in pair]
+    exprs += [x for pair in fx.mem_writes for x in pair]
+    resources = {f"S{slot}" for slot in st.RESOURCES}
+    # mode is read by every definition that checks privilege or translates an
+    # address; what counts is a resource reaching a written value.
+    values = list(fx.field_writes.values()) + list(fx.outputs)
+    values += [v for _r, v in fx.reg_writes] + [v for _a, v in fx.mem_writes]
+    value_reads = set().union(*(_vars_outside_addresses(e) for e in values)) if values else set()
+    writes_resource = any(slot in fx.field_writes for slot in st.RESOURCES)
+    always_traps = any(c.op == "const" and c.args[0] == 1 for c, _, _ in fx.traps)
+    pc = fx.field_writes.get(st.PC)
+    jumps = pc is not None and not _is_fallthrough(pc)
+    touches_memory = bool(fx.mem_writes) or any(_mem_addrs(e) for e in exprs)
+    if writes_resource or fx.outputs or (value_reads & resources):
+        family = "system"
+    elif always_traps:
+        family = "trap"
+    elif jumps:
+        family = "control"
+    elif touches_memory:
+        family = "memory"
+    else:
+        family = "alu"
+
+    role = None
+    if "imm" in insn.fields:
+        if pc is not None and "imm" in _vars(pc) and jumps:
+            role = JUMP
+        elif any("imm" in _vars(a) for e in exprs for a in _mem_addrs(e)) or any(
+            "imm" in _vars(a) for a, _v in fx.mem_writes
+        ):
+            role = ADDRESS
+        elif "imm" in set().union(*(_vars(i) for _c, _k, i in fx.traps)) and not exprs_use_imm(fx):
+            role = INFO
+        else:
+            role = VALUE
+    privileged = any(
+        cause == st.Cause.PRIVILEGED and _vars(cond) == {f"S{st.MODE}"} for cond, cause, _ in fx.traps
+    )
+    return Shape(insn, family, role, privileged)
+
+
+@lru_cache(maxsize=None)
+def by_family(profile: Profile) -> dict[str, tuple[Shape, ...]]:
+    """The profile's instructions grouped by family (every family present, maybe empty)."""
+    groups: dict[str, list[Shape]] = {f: [] for f in FAMILIES}
+    for insn in sorted(profile.insns, key=lambda i: i.opcode):
+        s = shape(insn, profile.arch)
+        groups[s.family].append(s)
+    return {f: tuple(v) for f, v in groups.items()}

@@ -1,0 +1,216 @@
+"""A generated guest: a small operating system and its user program.
+
+`GuestCase` is what the strategies draw and what Hypothesis shrinks: lists
+of instructions in three sections plus a few switches.  `GuestCase.image`
+lays it out in guest-physical storage:
+
+========  =================================================================
+0..5      old-PSW area, written by every trap and read by ``rti``
+8..11     new PSW: the trap handler when the case has one, else the
+          kernel's final ``halt`` (a trap with no handler stops the machine)
+12        the handler's trap counter (bounds how often traps are served)
+0x010     kernel code, run in supervisor mode from reset, then, with a user
+          program, copies the user PSW (kept at 0x2f0) into the old-PSW area
+          and enters it by ``rti``; else ``halt``
+0x0c0     trap handler: its own instructions, then a fixed epilogue that
+          counts the trap (halting at the limit), skips the trapping
+          instruction unless the cause is the timer, and returns by ``rti``
+0x100     user region: R = (0x100, bound); code at virtual 0, data and
+          stack above virtual 0x80
+0x200     kernel data; kernel stack below 0x2c0
+0x300     page table (identity map, random permissions) when paging exists
+========  =================================================================
+
+Jumps in generated code go *forward* only (an instruction stores how many
+instructions to skip), so straight-line code terminates; traps return past
+the trapping instruction and the trap counter bounds the rest.  The step
+budget is the backstop for what a generated ``jr``, ``ret`` or ``rti`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+from popek.spec import state as st
+from popek.spec.encoding import encode
+from popek.spec.image import Image
+from popek.spec.profiles import Profile
+from popek.spec.sem import ILEN
+
+from .families import JUMP, shape
+
+KERNEL = 0x010
+HANDLER = 0x0C0
+USER_BASE = 0x100
+USER_SIZE = 0x100
+USER_DATA = 0x080  # virtual, inside the user region
+KDATA = 0x200
+KSTACK = 0x2C0
+PTABLE = 0x300
+USER_PSW = 0x2F0  # the user program's initial PSW (psw word, pc, base, bound)
+TRAP_COUNT = 12
+MIN_MEMSIZE = 0x400
+
+# Room for each section, in instructions (the terminator included).
+KERNEL_ROOM = (HANDLER - KERNEL) // ILEN
+HANDLER_ROOM = (USER_BASE - HANDLER) // ILEN
+USER_ROOM = USER_DATA // ILEN
+EPILOGUE_LEN = 14
+
+
+class Op(NamedTuple):
+    """One generated instruction.  For an instruction whose immediate is a
+    jump target, ``skip`` says how many following instructions it jumps over
+    (the target is resolved at layout, always forward)."""
+
+    name: str
+    rd: int = 0
+    rs: int = 0
+    imm: int = 0
+    skip: int | None = None
+
+
+@dataclass(frozen=True)
+class GuestCase:
+    profile: str
+    kernel: tuple[Op, ...]
+    handler: tuple[Op, ...] | None = None  # None: no trap handler installed
+    user: tuple[Op, ...] | None = None  # None: no user program / user PSW
+    user_ie: bool = False
+    user_bound: int = USER_SIZE
+    trap_limit: int = 6
+    kdata: tuple[int, ...] = ()
+    page_perms: tuple[int, ...] | None = None  # per page; None: no page table
+    memsize: int = MIN_MEMSIZE
+    steps: int = 400
+    # how the run under the VMM is split into run() calls (sums to steps)
+    chunks: tuple[int, ...] = field(default=())
+
+    # -- size ---------------------------------------------------------------
+    @property
+    def instructions(self) -> int:
+        """Instructions in the image: the counterexample's length."""
+        return len(self.image_code())
+
+    def image_code(self) -> list[int]:
+        return sorted(self.image().code)
+
+    # -- layout ---------------------------------------------------------------
+    def image(self, profile: Profile | None = None) -> Image:
+        from popek.spec import profiles
+
+        prof = profile or profiles.get(self.profile)
+        words: dict[int, int] = {}
+        code: set[int] = set()
+        symbols = {"kernel": KERNEL}
+        mask = prof.arch.mask
+
+        def place(section: str, base: int, vbase: int, ops: tuple[Op, ...], tail: list[Op]) -> None:
+            everything = list(ops) + tail
+            end_index = len(ops)  # jumps never leave the generated part
+            for k, op in enumerate(everything):
+                insn = prof.by_name[op.name]
+                imm = op.imm
+                if op.skip is not None and shape(insn, prof.arch).imm_role == JUMP:
+                    target = min(k + 1 + op.skip, max(end_index, k + 1))
+                    imm = vbase + ILEN * target
+                w0, w1 = encode(prof, insn, op.rd, op.rs, imm & mask)
+                addr = base + ILEN * k
+                words[addr], words[addr + 1] = w0, w1
+                code.add(addr)
+            symbols[section] = vbase
+
+        halt = [Op("halt")] if "halt" in prof.by_name else []
+        kernel = self.kernel[: KERNEL_ROOM - 1]
+        # with a user program the kernel ends by entering it (rti loads the
+        # user PSW placed in the old-PSW area), otherwise by halting
+        enter = _enter_user(prof) if self.user is not None else halt
+        place("kernel", KERNEL, KERNEL, kernel, enter)
+        # With no handler, a trap enters the kernel's final halt: the machine
+        # stops instead of trapping forever through an empty new PSW.
+        new_psw = (1 << st.PSW_MODE_BIT, KERNEL + ILEN * len(kernel), 0, self.memsize)
+        if self.handler is not None:
+            body = self.handler[: HANDLER_ROOM - EPILOGUE_LEN]
+            place("handler", HANDLER, HANDLER, body, _epilogue(prof, len(body), self.trap_limit))
+            new_psw = (1 << st.PSW_MODE_BIT, HANDLER, 0, self.memsize)
+        if halt:
+            for addr, word in zip(range(st.NEW_PSW, st.NEW_BOUND + 1), new_psw):
+                words[addr] = word
+        if self.user is not None:
+            place("user", USER_BASE, 0, self.user[: USER_ROOM - 1], halt)
+            psw = int(self.user_ie) << st.PSW_IE_BIT  # user mode: mode bit clear
+            for k, word in enumerate((psw, 0, USER_BASE, self.user_bound)):
+                words[USER_PSW + k] = word
+        for k, w in enumerate(self.kdata):
+            words[KDATA + k] = w & mask
+        if self.page_perms is not None:
+            page = prof.arch.page_size
+            for k, perm in enumerate(self.page_perms):
+                words[PTABLE + k] = (k * page) | (perm & (page - 1))
+        return Image(words, KERNEL, symbols, code=code)
+
+    # -- storage ------------------------------------------------------------
+    def to_json(self) -> dict:
+        d = asdict(self)
+        for k in ("kernel", "handler", "user"):
+            if d[k] is not None:
+                d[k] = [list(op) for op in d[k]]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "GuestCase":
+        d = dict(d)
+        for k in ("kernel", "handler", "user"):
+            if d.get(k) is not None:
+                d[k] = tuple(Op(*op) for op in d[k])
+        for k in ("kdata", "chunks"):
+            d[k] = tuple(d.get(k, ()))
+        if d.get("page_perms") is not None:
+            d["page_perms"] = tuple(d["page_perms"])
+        return cls(**d)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _enter_user(prof: Profile) -> list[Op]:
+    """Copy the user PSW kept at USER_PSW into the old-PSW area, then ``rti``:
+    how a P&G kernel starts a user program (the area is overwritten by every
+    trap, so the kernel cannot rely on what a loader left there)."""
+    zero, tmp = 6, 5
+    ops = [Op("li", zero, 0, 0)]
+    for k in range(4):
+        ops += [Op("ld", tmp, zero, USER_PSW + k), Op("st", zero, tmp, st.OLD_PSW + k)]
+    return ops + [Op("rti")]
+
+
+def _epilogue(prof: Profile, body_len: int, limit: int) -> list[Op]:
+    """The fixed tail of the handler (see the module docstring).  Uses the
+    common instructions every profile has; registers r5 and r6 are scratch."""
+    here = HANDLER + ILEN * body_len
+
+    def at(k: int) -> int:
+        return here + ILEN * k
+
+    timer, zero, tmp = int(st.Cause.TIMER), 6, 5
+    ops = [
+        Op("li", zero, 0, 0),
+        Op("ld", tmp, zero, TRAP_COUNT),
+        Op("addi", tmp, 0, 1),
+        Op("st", zero, tmp, TRAP_COUNT),
+        Op("cmpi", tmp, 0, limit),
+        Op("jz", 0, 0, at(13)),
+        Op("ld", tmp, zero, st.OLD_CAUSE),
+        Op("cmpi", tmp, 0, timer),
+        Op("jz", 0, 0, at(12)),
+        Op("ld", tmp, zero, st.OLD_PC),
+        Op("addi", tmp, 0, ILEN),
+        Op("st", zero, tmp, st.OLD_PC),
+        Op("rti"),
+        Op("halt"),
+    ]
+    assert len(ops) == EPILOGUE_LEN
+    return ops

@@ -1,0 +1,238 @@
+"""Hypothesis strategies for guests, derived from a profile's instruction table.
+
+``from_profile(profile)`` draws a `popek.fuzz.guest.GuestCase`: a kernel
+that may install a trap handler, enter user mode through ``rti`` (or any
+instruction the profile has for it), program the timer, toggle interrupts,
+write R and the page-table base, with a user program and a handler that
+serves system calls and timer interrupts.  Which instructions exist, which
+immediates make sense for them (jump target, address, trap info, value) and
+which ones are privileged all come from the spec (``popek.fuzz.families``).
+
+Each case first draws which instruction *families* it uses (swarm testing:
+leaving features out of a case makes rare interactions among the rest
+likelier), then its sections.  Everything shrinks toward fewer sections,
+fewer instructions and smaller numbers, so a counterexample is short.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from hypothesis import strategies as hs
+from hypothesis.errors import InvalidArgument
+
+from popek.spec import profiles as _profiles
+from popek.spec import state as st
+from popek.spec.profiles import Profile
+
+from . import guest as g
+from .families import ADDRESS, FAMILIES, INFO, JUMP, VALUE, Shape, by_family
+
+DEFAULT_STEPS = 400
+MAX_STEPS = 100_000
+
+
+def _profile(profile: Profile | str) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    if isinstance(profile, str):
+        try:
+            return _profiles.get(profile)
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
+    raise InvalidArgument(f"profile must be a Profile or a profile name, got {profile!r}")
+
+
+def _int_arg(name: str, value: object, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(f"{name}={value!r} must be an int")
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"{name}={value!r} must be between {lo} and {hi}")
+    return value
+
+
+def interesting_values(profile: Profile, memsize: int) -> list[int]:
+    """Immediates worth loading: PSW bits, the layout's addresses, edges."""
+    mask = profile.arch.mask
+    word = profile.arch.word
+    vals = [0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 31, 32, 48, 0x30]
+    vals += [1 << st.PSW_IE_BIT, 1 << st.PSW_MODE_BIT, st.FLAG_C | st.FLAG_Z]
+    vals += [g.KSTACK, g.KDATA, g.PTABLE, g.USER_BASE, g.USER_SIZE, g.HANDLER, g.USER_DATA]
+    vals += [memsize, memsize - 1, 1 << (word - 1), (1 << (word - 1)) - 1, mask, mask - 1]
+    return sorted(set(v & mask for v in vals), key=vals.index)
+
+
+def kernel_addresses(profile: Profile, memsize: int) -> list[int]:
+    """Address offsets for loads and stores in supervisor mode (R = all storage)."""
+    mask = profile.arch.mask
+    return [
+        g.KDATA, g.KDATA + 1, g.KSTACK - 1, g.TRAP_COUNT,
+        st.OLD_PSW, st.OLD_PC, st.OLD_BASE, st.OLD_BOUND, st.OLD_CAUSE, st.OLD_INFO,
+        st.NEW_PSW, st.NEW_PC, st.NEW_BOUND,
+        g.PTABLE, g.PTABLE + 4, g.USER_BASE + g.USER_DATA, g.KERNEL, g.HANDLER,
+        memsize - 1, memsize, mask,
+    ]  # fmt: skip
+
+
+def user_addresses(profile: Profile) -> list[int]:
+    """Address offsets in user mode (virtual, R = the user region)."""
+    mask = profile.arch.mask
+    return [g.USER_DATA, g.USER_DATA + 1, g.USER_SIZE - 1, 0, 2, g.USER_SIZE, mask]
+
+
+class _Plan:
+    """Everything a draw needs, computed once per strategy."""
+
+    def __init__(self, profile: Profile, families: Sequence[str], memsize: int, exclude: frozenset[str]):
+        self.profile = profile
+        groups = {f: tuple(s for s in v if s.insn.name not in exclude) for f, v in by_family(profile).items()}
+        self.families = tuple(f for f in families if groups[f])
+        self.groups = {f: groups[f] for f in self.families}
+        self.nregs = profile.arch.nregs
+        self.values = interesting_values(profile, memsize)
+        self.kaddr = kernel_addresses(profile, memsize)
+        self.uaddr = user_addresses(profile)
+        self.mask = profile.arch.mask
+        self.paging = "paging" in profile.features
+        needed = ("li", "ld", "st", "addi", "cmpi", "jz", "rti", "halt")
+        self.can_handle = all(n in profile.by_name for n in needed)
+
+
+@hs.composite
+def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool) -> g.Op:
+    s = draw(hs.sampled_from(shapes))
+    fields = s.insn.fields
+    reg = hs.integers(0, plan.nregs - 1)
+    rd = draw(reg) if "rd" in fields else 0
+    rs = draw(reg) if "rs" in fields else 0
+    imm, skip = 0, None
+    if s.imm_role == JUMP:
+        skip = draw(hs.integers(0, 4))
+    elif s.imm_role == ADDRESS:
+        pool = plan.uaddr if user else plan.kaddr
+        imm = draw(hs.sampled_from(pool) | hs.integers(0, plan.mask))
+    elif s.imm_role == INFO:
+        imm = draw(hs.integers(0, 7))
+    elif s.imm_role == VALUE:
+        imm = draw(hs.sampled_from(plan.values) | hs.integers(0, plan.mask))
+    return g.Op(s.insn.name, rd, rs, imm, skip)
+
+
+def _draw_section(draw, plan: _Plan, shapes: Sequence[Shape], max_size: int, user: bool):
+    # hs.lists, not a drawn count: Hypothesis's shrinker deletes list
+    # elements anywhere, which is what makes counterexamples short
+    return tuple(draw(hs.lists(_op(plan, shapes, user), max_size=max_size)))
+
+
+@hs.composite
+def _guests(
+    draw,
+    plan: _Plan,
+    max_instructions: int,
+    steps: int,
+    memsize: int,
+    os_scaffold: bool,
+    split_runs: bool,
+) -> g.GuestCase:
+    # swarm: which families this case may use (shrinks toward fewer)
+    chosen = [f for f in plan.families if not draw(hs.booleans())]
+    if not chosen:
+        chosen = list(plan.families)
+    shapes = [s for f in chosen for s in plan.groups[f]]
+    # the kernel first: dropping the scaffolding below while shrinking then
+    # leaves the kernel's instructions as they were
+    kernel = _draw_section(draw, plan, shapes, max_instructions, False)
+    handler = user = None
+    user_ie, trap_limit, page_perms, kdata = False, 6, None, ()
+    # scaffolding is likelier than not (3 in 4), and shrinks to absent (0)
+    if os_scaffold and plan.can_handle and draw(hs.integers(0, 3)):
+        handler = _draw_section(draw, plan, shapes, max(0, max_instructions // 4), False)
+        trap_limit = draw(hs.integers(1, 16))
+        if draw(hs.integers(0, 3)):
+            user = _draw_section(draw, plan, shapes, max_instructions, True)
+            user_ie = draw(hs.booleans())
+    if os_scaffold and draw(hs.booleans()):
+        kdata = tuple(draw(hs.lists(hs.sampled_from(plan.values), max_size=4)))
+        if plan.paging:
+            perm = hs.sampled_from([7, 3, 5, 1, 0])
+            page_perms = tuple(draw(hs.lists(perm, min_size=memsize // plan.profile.arch.page_size,
+                                             max_size=memsize // plan.profile.arch.page_size)))
+    chunks: tuple[int, ...] = ()
+    if split_runs and draw(hs.booleans()):
+        cuts = sorted(set(draw(hs.lists(hs.integers(1, steps - 1), max_size=3))))
+        bounds = [0, *cuts, steps]
+        chunks = tuple(b - a for a, b in zip(bounds, bounds[1:]))
+    return g.GuestCase(
+        plan.profile.name, kernel, handler, user, user_ie, g.USER_SIZE, trap_limit,
+        kdata, page_perms, memsize, steps, chunks,
+    )  # fmt: skip
+
+
+def from_profile(
+    profile: Profile | str,
+    *,
+    max_instructions: int = 24,
+    families: Iterable[str] | None = None,
+    steps: int = DEFAULT_STEPS,
+    memsize: int = g.MIN_MEMSIZE,
+    os_scaffold: bool = True,
+    split_runs: bool = True,
+    exclude: Iterable[str] = (),
+) -> hs.SearchStrategy[g.GuestCase]:
+    """Guests for ``profile`` (a `Profile` or a registered name).
+
+    ``max_instructions``: most generated instructions per section (kernel,
+    user; the handler gets a quarter).  ``families``: which instruction
+    families cases may draw from (default all; see
+    ``popek.fuzz.families.FAMILIES``).  ``steps``: the step budget each case
+    runs for.  ``memsize``: guest storage in words.  ``os_scaffold``: allow
+    the trap handler, user program and page table (off: bare kernel code
+    only).  ``split_runs``: let a case split the run under the VMM into
+    several ``run()`` calls.  ``exclude``: instruction names never to
+    draw (a campaign excludes the culprit of each finding, to find the next
+    distinct one); the scaffolding still uses what it needs.
+    """
+    prof = _profile(profile)
+    _int_arg("max_instructions", max_instructions, 0, g.KERNEL_ROOM - 1)
+    _int_arg("steps", steps, 1, MAX_STEPS)
+    _int_arg("memsize", memsize, g.MIN_MEMSIZE, 1 << prof.arch.word)
+    if memsize & (memsize - 1):
+        raise InvalidArgument(f"memsize={memsize} must be a power of two")
+    fams = tuple(FAMILIES if families is None else families)
+    unknown = set(fams) - set(FAMILIES)
+    if unknown or not fams:
+        raise InvalidArgument(f"families={fams!r}: choose a non-empty subset of {FAMILIES}")
+    for name, flag in (("os_scaffold", os_scaffold), ("split_runs", split_runs)):
+        if not isinstance(flag, bool):
+            raise InvalidArgument(f"{name}={flag!r} must be a bool")
+    excluded = frozenset(exclude)
+    unknown_names = excluded - set(prof.by_name)
+    if unknown_names:
+        raise InvalidArgument(f"exclude={sorted(unknown_names)}: not instructions of {prof.name!r}")
+    plan = _Plan(prof, fams, memsize, excluded)
+    if not plan.families:
+        raise InvalidArgument(f"profile {prof.name!r} has no instructions in families {fams!r}")
+    strategy = _guests(plan, max_instructions, steps, memsize, os_scaffold, split_runs)
+    args = [repr(prof.name)]
+    defaults = dict(max_instructions=24, families=None, steps=DEFAULT_STEPS,
+                    memsize=g.MIN_MEMSIZE, os_scaffold=True, split_runs=True, exclude=())  # fmt: skip
+    given = dict(max_instructions=max_instructions, families=None if families is None else fams,
+                 steps=steps, memsize=memsize, os_scaffold=os_scaffold, split_runs=split_runs,
+                 exclude=tuple(sorted(excluded)))  # fmt: skip
+    args += [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
+    return _Named(strategy, f"from_profile({', '.join(args)})")
+
+
+class _Named(hs.SearchStrategy):
+    """A strategy that draws from another and prints as the call that built it."""
+
+    def __init__(self, inner: hs.SearchStrategy, text: str):
+        super().__init__()
+        self._inner = inner
+        self._text = text
+
+    def do_draw(self, data):
+        return data.draw(self._inner)
+
+    def __repr__(self) -> str:
+        return self._text

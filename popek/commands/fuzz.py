@@ -1,0 +1,125 @@
+"""`popek fuzz`: a fuzzing campaign for one VMM on one profile, or a replay.
+
+    popek fuzz --vmm trap-and-emulate --profile x86 --workers 2 --time 10m
+    popek fuzz --vmm mypkg.vmm:MyVMM --profile pg --db redis://10.0.0.5:6379 --shard 2/4
+    popek fuzz --vmm trap-and-emulate --profile x86 --replay .popek/findings/X.json
+
+Exit status: 0 when the campaign found nothing, 1 when it found a
+counterexample (or a replay still fails), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from popek.cli import UserError
+
+DEFAULT_TIME = "60s"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fuzz", help="fuzz a VMM against the bare machine (fidelity, efficiency, safety)")
+    add_campaign_arguments(p)
+    p.add_argument("--profile", required=True, help="instruction-set profile, e.g. pg, hybrid, x86")
+    p.add_argument("--replay", metavar="FINDING",
+                   help="re-run one saved finding (.popek/findings/*.json) instead of a campaign")  # fmt: skip
+    p.add_argument("--json", metavar="FILE", help="write the campaign report as JSON to FILE")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.set_defaults(func=run)
+
+
+def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True) -> None:
+    if vmm:
+        p.add_argument("--vmm", required=True, help="registered VMM name or package.module:Class")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (pytest-xdist), default 1")
+    p.add_argument("--time", default=DEFAULT_TIME,
+                   help=f"time budget per campaign, e.g. 90s, 10m, 1h (default {DEFAULT_TIME})")  # fmt: skip
+    p.add_argument("--db", metavar="DIR|redis://HOST:PORT",
+                   help="Hypothesis example database (default .popek/examples)")  # fmt: skip
+    p.add_argument("--shard", default="1/1", metavar="I/N",
+                   help="this machine's share of a multi-machine campaign (default 1/1)")  # fmt: skip
+    p.add_argument("--findings", default=None, metavar="DIR",
+                   help="where counterexamples are written (default .popek/findings)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="campaign seed (default: random, reported)")
+    p.add_argument("--efficiency", type=float, default=None, metavar="SHARE",
+                   help="fail cases whose share of directly executed steps is below SHARE (0..1)")  # fmt: skip
+    p.add_argument("--max-instructions", type=int, default=24, help="longest generated section")
+    p.add_argument("--steps", type=int, default=400, help="step budget of each case")
+    p.add_argument("--code-coverage", action="store_true",
+                   help="measure code coverage of popek's packages with coverage.py (slower)")  # fmt: skip
+    p.add_argument("--reuse-only", action="store_true",
+                   help="only replay the example database; generate nothing")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace, vmm: str, profile: str):
+    from popek.fuzz import findings
+    from popek.fuzz.campaign import CampaignConfig, parse_duration, parse_shard
+
+    try:
+        seconds = parse_duration(args.time)
+        shard = parse_shard(args.shard)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.efficiency is not None and not 0 <= args.efficiency <= 1:
+        raise UserError(f"--efficiency must be between 0 and 1, got {args.efficiency}")
+    if not 1 <= args.steps <= 100_000:
+        raise UserError(f"--steps must be between 1 and 100000, got {args.steps}")
+    return CampaignConfig(
+        vmm=vmm, profile=profile, seconds=seconds, workers=args.workers, db=args.db,
+        shard=shard, findings_dir=args.findings or str(findings.DEFAULT_DIR), seed=args.seed,
+        efficiency=args.efficiency, max_instructions=args.max_instructions, steps=args.steps,
+        code_coverage=args.code_coverage, reuse_only=args.reuse_only,
+    )  # fmt: skip
+
+
+def check_target(vmm: str, profile: str):
+    """Load the VMM (guarded) and check the profile exists; user errors otherwise."""
+    from popek.program_files import profile_named
+    from popek.vmm_runner import load_vmm
+
+    profile_named(profile)
+    return load_vmm(vmm)
+
+
+def replay(vmm_spec: str, profile: str, target: str) -> int:
+    from popek.fuzz import findings, properties
+    from popek.fuzz.report import format_problem
+
+    cls = check_target(vmm_spec, profile)
+    try:
+        doc = findings.read(target)
+        case = findings.case_of(doc)
+    except FileNotFoundError:
+        raise UserError(f"{target}: no such finding") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{target}: not a popek finding: {e}") from None
+    if case.profile != profile:
+        raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
+    outcome = properties.check(cls, case, efficiency=None, label=vmm_spec)
+    problem = outcome.first()
+    if problem is None:
+        print(f"{target}: passes now (VMM {vmm_spec}, profile {profile}, {case.instructions} instructions)")
+        return 0
+    print(format_problem(problem, case, vmm_spec, path=target))
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    from popek.fuzz.campaign import run_campaign
+
+    if args.replay:
+        return replay(args.vmm, args.profile, args.replay)
+    check_target(args.vmm, args.profile)
+    config = config_from_args(args, args.vmm, args.profile)
+    report = run_campaign(config, progress=None if args.quiet else sys.stderr)
+    print(report.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
+    if report.errors and not report.findings:
+        raise UserError("the campaign could not run: " + report.errors[0].splitlines()[0])
+    return 1 if report.findings else 0
