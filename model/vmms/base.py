@@ -164,10 +164,16 @@ class SoftwareVMM(VMM):
         v = self._loaded()
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        done = 0
+        done = idle = 0
         while done < steps and not v.S[HALTED]:
             if self.runs_directly():
-                done += self.run_direct(steps - done)
+                n = self.run_direct(steps - done)
+                done += n
+                # one empty direct run is legitimate (a masked tick took the
+                # host's only step); two mean a trap handler that makes no progress
+                idle = 0 if n else idle + 1
+                if idle > 1:
+                    raise RuntimeError(f"{self.name}: the guest makes no progress on the host")
             else:
                 self._counts.vmm_entries += 1
                 done += self.interpret(steps - done)

@@ -148,3 +148,21 @@ def test_snapshot_restore_replays_the_same_future(design: str) -> None:
     vmm.restore(snap)
     vmm.run(100)
     assert vmm.guest_state() == later
+
+
+def test_a_design_whose_trap_handler_makes_no_progress_is_stopped() -> None:
+    from popek.model.vmms.trap_and_emulate import TrapAndEmulate
+
+    class Stuck(TrapAndEmulate):
+        name = "stuck"
+
+        def handle_host_trap(self, cause: int, info: int) -> None:
+            pass  # neither emulates nor reflects: the host retraps for ever
+
+    from popek.model.machine import Machine
+    from popek.spec.profiles import get
+
+    vmm = Stuck(Machine(get("pg"), 1 << 16))
+    vmm.load(image("syscall", "pg"), memsize=MEMSIZE)
+    with pytest.raises(RuntimeError, match="stuck: the guest makes no progress"):
+        vmm.run(1000)
