@@ -19,6 +19,7 @@ COMMANDS = (
     "run",
     "isa",
     "list",
+    "fuzz",
 )
 
 
