@@ -21,6 +21,7 @@ or (in some examples) to a host hook doing the same from Python.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
@@ -290,3 +291,33 @@ def test_host_changes_to_the_relocation_register_between_runs_are_seen() -> None
     m.S[st.BASE], m.S[st.BOUND] = 0x200, 0x100
     m.run(10)
     assert m.S[1] == 2
+
+
+SELF_MODIFYING = """
+start:  li r3, 5
+loop:   li r4, patch
+        st r3, 1(r4)        ; rewrite the immediate of `patch`, later in this block
+patch:  li r1, 0
+        out r1
+        li r4, spot
+        li r2, 0x0f00       ; `nop`
+        st r2, 0(r4)        ; after the first pass `spot` is a nop, not an `out`
+spot:   out r3
+        addi r3, -1
+        jnz loop
+        halt
+"""
+
+
+@pytest.mark.parametrize("paging", [False, True])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_store_into_the_running_block_is_seen_at_once(compiled: bool, paging: bool) -> None:
+    m = Machine(get("pg"), MEMSIZE)
+    m.load(assemble(SELF_MODIFYING, get("pg")))
+    if paging:
+        for page in range(MEMSIZE // PAGE):
+            m.write(PT + page, page * PAGE | PTE_PRESENT | PTE_WRITE)
+        m.S[st.PTBR] = PT
+    result = m.run(500, compiled=compiled)
+    assert result.halted
+    assert m.out == [5, 4, 3, 2, 1]
