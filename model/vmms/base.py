@@ -371,10 +371,10 @@ class SoftwareVMM(VMM):
             self._host_ctx = ctx
         self._traps_this_run = 0
         steps_before = self._counts.emulated
+        self._vcpu_stale = True  # the guest may rewrite code the vCPU decoded
         result = host.run(budget, self.on_host_trap)
         if not result.stopped:  # else the hook left the vCPU current
             self.pull()
-            self._vcpu_stale = True
         self._host_ctx = (host.S[BASE], host.S[BOUND], host.S[PTBR], host.S[MODE])
         direct = result.steps - self._traps_this_run
         self._counts.direct += direct

@@ -29,6 +29,7 @@ GUESTS: dict[str, tuple[str, ...]] = {
     "readr": PROFILES,
     "paging": PROFILES,
     "smc": PROFILES,
+    "smc_irq": PROFILES,
     "jru": ("hybrid",),
 }
 
