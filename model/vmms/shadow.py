@@ -1,0 +1,282 @@
+"""Shadow page tables: the software way to run a guest on the host with its
+own view of storage, whatever its R and paging.
+
+While a guest runs on the host (in real user mode), the host's paging is
+always on and points at a *shadow table* the VMM keeps in its reserved
+storage, one per virtual mode.  The host's R is the guest's own R, so
+guest-virtual and host-linear addresses agree, and ``rdbase``/``rdbound``
+run directly and read the guest's values; the shadow table maps each
+linear page to the host frame holding the guest-physical page the guest's
+own translation gives (its page table when its paging is on, the identity
+otherwise), inside the guest's allocation.
+
+* Entries are built on demand: a host page fault on a linear page with no
+  shadow entry is answered by walking the guest's translation (the spec's
+  own ``translate``, compiled over the virtual CPU) and filling the entry;
+  the faulting instruction then runs again.  If the guest's translation
+  refuses the access, or the page lies partly outside guest storage, the
+  instruction is emulated on the virtual CPU, which does exactly what the
+  bare machine does (deliver PAGE or MEMORY to the guest, or complete it).
+* Guest page-table pages are *write-protected* (their shadow entries lose
+  the write bit).  A guest write to one faults, is emulated, and drops the
+  shadow entries that came from the entries in that page.  Loading a new
+  page-table base drops every shadow entry.  Subclasses protect pages for
+  their own reasons too (`protect`, `on_guest_write`: translated code).
+* Every write the virtual CPU makes goes through a `TrackingWindow`, so
+  protected pages are noticed whoever writes them.
+
+The host also holds the guest's interrupt-enable flag and pending tick (as
+well as the registers, flags, PC and timer `base` keeps there), so a timer
+tick arrives, or waits, exactly as it would on the guest's machine, and
+``pushf``/``popf`` in user mode see the guest's flag.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+from popek.model import codegen
+from popek.model.machine import Machine
+from popek.model.window import Window
+from popek.spec import state as st
+from popek.spec.bits import Expr, var
+from popek.spec.image import Image
+from popek.spec.memory import translate
+from popek.spec.sem import Sem
+from popek.spec.state import (
+    BASE,
+    BOUND,
+    HALTED,
+    IE,
+    MODE,
+    PC,
+    PEND,
+    PTBR,
+    PTE_PRESENT,
+    PTE_USER,
+    PTE_WRITE,
+    SUPERVISOR,
+    USER,
+    Cause,
+)
+
+from .base import LIVE_SLOTS, Layout, SoftwareVMM
+
+# Slots the host holds while the guest runs: base's, plus IE and PEND.
+SHADOW_LIVE = (*LIVE_SLOTS, IE, PEND)
+
+
+class TrackingWindow(Window):
+    """A `Window` that notes the guest-physical pages written through it."""
+
+    def __init__(self, host: Machine, offset: int, size: int, page_bits: int):
+        super().__init__(host, offset, size)
+        self.page_bits = page_bits
+        self.dirty: set[int] = set()
+
+    def __setitem__(self, a: int, value: int) -> None:
+        super().__setitem__(a, value)
+        self.dirty.add(a >> self.page_bits)
+
+
+# -- the guest's translation, compiled from the spec ---------------------------
+Walk = Callable[[int], tuple]
+
+
+def _mem_reads(roots: list[Expr]) -> list[Expr]:
+    out, seen, stack = [], set(), list(roots)
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, Expr) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if e.op == "mem":
+            out.append(e.args[0])
+        stack.extend(a for a in e.args if isinstance(a, Expr))
+    return out
+
+
+def compile_walk(arch: st.Arch, *, write: bool) -> Callable:
+    """``make(S, M, MS)`` returning ``walk(va) -> (physical, cause, info, reads)``:
+    the spec's `translate` of virtual address ``va`` on state ``S`` and
+    storage ``M`` of ``MS`` words; ``physical`` is None when it traps, and
+    ``reads`` lists the storage words the translation read (table entries)."""
+    s = Sem(arch)
+    phys = translate(s, var("VA", arch.word), write=write)
+
+    def bind(name: str) -> str:
+        if name == "VA":
+            return "va"
+        if name == "MEMSIZE":
+            return "MS"
+        return f"S[{name[1:]}]"
+
+    em = codegen._Emitter(arch, bind, "w")
+    reads = _mem_reads([phys] + [c for c, _, _ in s.fx.traps])
+    for cond, _cause, info in s.fx.traps:
+        em.count(cond)
+        em.count(info)
+    for x in [phys, *reads]:
+        em.count(x)
+    body: list[str] = []
+    read_list = "(" + "".join(f"{em.expr(r)}, " for r in reads) + ")"
+    body += em.lines
+    em.lines = []
+    for cond, cause, info in s.fx.traps:
+        c, i = em.expr(cond), em.expr(info)
+        body += em.lines
+        em.lines = []
+        body += [f"if {c}:", f"    return (None, {int(cause)}, {i}, {read_list})"]
+    p = em.expr(phys)
+    body += em.lines + [f"return ({p}, 0, 0, {read_list})"]
+    return codegen.compile_function("walk", "va", body, "S, M, MS")
+
+
+class ShadowPagingVMM(SoftwareVMM):
+    """A software VMM whose guest runs on the host through shadow page tables.
+
+    Subclasses decide when the guest runs directly (`direct_allowed`) and
+    may protect guest pages for their own use (`protect`, `on_guest_write`).
+    """
+
+    # Host-physical shadow tables, one per virtual mode, in the reserved words.
+    SHADOW_TABLES: ClassVar[dict[int, int]] = {SUPERVISOR: 0x400, USER: 0x800}
+
+    def load(self, image: Image, *, memsize: int) -> None:
+        """As `SoftwareVMM.load`, with a tracking window and empty shadow tables."""
+        arch = self.host.arch
+        self.layout = Layout(self.GUEST_OFFSET, memsize, len(self.host.M))
+        self.window = TrackingWindow(self.host, self.layout.guest_offset, memsize, arch.page_bits)
+        self.vcpu = Machine(self.host.profile, memsize, storage=self.window)
+        self.vcpu.load(image)
+        self.window.dirty.clear()
+        self._vcpu_stale = False
+        env = (self.vcpu.S, self.window, memsize)
+        self._walk_read = compile_walk(arch, write=False)(*env)
+        self._walk_write = compile_walk(arch, write=True)(*env)
+        self._shadow_ptbr = -1
+        self._maps: dict[int, set[int]] = {}  # guest frame -> host words of shadow entries mapping it
+        self._pt_pages: set[int] = set()  # guest frames holding page-table entries we used
+        self.protected: set[int] = set()  # guest frames whose shadow entries are read-only
+        self._zap_shadow()
+
+    # -- what the host holds ---------------------------------------------------
+    def push(self) -> None:
+        H, V = self.host.S, self.vcpu.S
+        for i in SHADOW_LIVE:
+            H[i] = V[i]
+        if V[PTBR] != self._shadow_ptbr:
+            self._zap_shadow()
+            self._shadow_ptbr = V[PTBR]
+        H[BASE], H[BOUND] = V[BASE], V[BOUND]
+        H[MODE] = USER
+        H[PTBR] = self.SHADOW_TABLES[V[MODE]]
+        H[HALTED] = 0
+        ctx = (H[BASE], H[BOUND], H[PTBR], H[MODE])
+        if ctx != self._host_ctx:
+            self.host.flush()
+            self._host_ctx = ctx
+
+    def pull(self) -> None:
+        H, V = self.host.S, self.vcpu.S
+        for i in SHADOW_LIVE:
+            V[i] = H[i]
+
+    def runs_directly(self) -> bool:
+        if self.vcpu.S[st.GUEST]:  # a vtx guest in its own guest mode: interpreted
+            return False
+        return super().runs_directly()
+
+    # -- host traps --------------------------------------------------------------
+    def handle_host_trap(self, cause: int, info: int) -> None:
+        if cause == Cause.PAGE and self.fill_shadow(info):
+            return  # the instruction runs again, now mapped: no guest step
+        if cause == Cause.PAGE:
+            self._counts.extra["shadow_emulated_faults"] += 1
+            self.emulate_step()
+            return
+        super().handle_host_trap(cause, info)
+
+    def emulate_step(self) -> int:
+        n = super().emulate_step()
+        self.after_vcpu()
+        return n
+
+    def reflect(self, cause: int, info: int) -> None:
+        super().reflect(cause, info)
+        self.after_vcpu()
+
+    def after_vcpu(self) -> None:
+        """Act on the virtual CPU's writes to protected pages."""
+        dirty = self.window.dirty
+        if not dirty:
+            return
+        hit = dirty & self.protected
+        dirty.clear()
+        for frame in hit:
+            self.on_guest_write(frame)
+
+    def on_guest_write(self, frame: int) -> None:
+        """The guest wrote protected page ``frame`` (guest-physical page number)."""
+        if frame in self._pt_pages:
+            self._counts.extra["shadow_updates"] += 1
+            self._zap_shadow(keep_protection=True)
+
+    # -- the shadow tables -------------------------------------------------------
+    def _zap_shadow(self, keep_protection: bool = False) -> None:
+        """Drop every shadow entry (a new page-table base, or a table write)."""
+        M = self.host.M
+        size = 1 << (self.host.arch.word - self.host.arch.page_bits)
+        for table in self.SHADOW_TABLES.values():
+            M[table : table + size] = [0] * size
+        self.host.flush()
+        self._maps.clear()
+        self._pt_pages.clear()
+        if not keep_protection:
+            self.protected = set(self.protected_by_design())
+        self._counts.extra["shadow_flushes"] += 1
+
+    def protected_by_design(self) -> set[int]:
+        """Pages a subclass keeps protected across shadow flushes."""
+        return set()
+
+    def protect(self, frame: int) -> None:
+        """Make guest page ``frame`` read-only in every shadow entry."""
+        if frame in self.protected:
+            return
+        self.protected.add(frame)
+        for word in self._maps.get(frame, ()):
+            entry = self.host.M[word]
+            if entry & PTE_WRITE:
+                self.host.write(word, entry & ~PTE_WRITE)
+
+    def fill_shadow(self, vaddr: int) -> bool:
+        """Build the shadow entry for the page of ``vaddr``; False when the
+        fault is the guest's own (or an entry already exists)."""
+        V, arch = self.vcpu.S, self.host.arch
+        pb = arch.page_bits
+        linear = (V[BASE] + vaddr) & arch.mask
+        word = self.SHADOW_TABLES[V[MODE]] + (linear >> pb)
+        if self.host.M[word] & PTE_PRESENT:
+            return False
+        phys, _cause, _info, reads = self._walk_read(vaddr)
+        if phys is None:
+            return False
+        frame = phys >> pb
+        if (frame + 1) << pb > self.layout.memsize:
+            return False  # a page only partly inside guest storage: emulate
+        writable = self._walk_write(vaddr)[0] is not None and frame not in self.protected
+        entry = (self.layout.guest_offset + (frame << pb)) | PTE_PRESENT | PTE_USER
+        self.host.write(word, entry | (PTE_WRITE if writable else 0))
+        self._maps.setdefault(frame, set()).add(word)
+        if V[PTBR]:
+            for addr in reads:
+                pt = addr >> pb
+                self._pt_pages.add(pt)
+                self.protect(pt)
+        self._counts.extra["shadow_faults"] += 1
+        return True
+
+    def guest_translate(self, vaddr: int) -> int | None:
+        """Guest-physical address of a fetch or read at ``vaddr``, or None."""
+        return self._walk_read(vaddr)[0]
