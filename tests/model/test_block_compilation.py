@@ -321,3 +321,40 @@ def test_a_store_into_the_running_block_is_seen_at_once(compiled: bool, paging: 
     result = m.run(500, compiled=compiled)
     assert result.halted
     assert m.out == [5, 4, 3, 2, 1]
+
+
+HOT_LOOP = f"""
+        .org 8
+        .word 0x20, handler, 0, {MEMSIZE}
+        .org 16
+start:  addi r1, 1
+        addi r1, 1
+        addi r1, 1
+        addi r1, 1
+        addi r1, 1
+        addi r1, 1
+        addi r1, 1
+        addi r1, 1
+        jmp start
+handler: halt
+"""
+
+
+@pytest.mark.parametrize("timer", [1, 2, 5, 8, 9, 10, 23])
+@pytest.mark.parametrize("warm", [0, 25, 31])
+def test_timer_interrupt_lands_at_its_instruction_inside_a_hot_block(warm: int, timer: int) -> None:
+    """Run the 9-instruction loop hot, then arm the timer from the host: the
+    interrupt must be taken after exactly `timer` more instructions, wherever
+    that falls in the compiled block, and save the next instruction's pc."""
+    m = Machine(get("pg"), MEMSIZE)
+    m.load(assemble(HOT_LOOP, get("pg")))
+    m.run(warm)
+    m.S[st.TIMER], m.S[st.IE] = timer, 1
+    result = m.run(1000)
+    assert result.halted and result.steps == timer + 2  # instructions, interrupt, halt
+    position = (warm + timer) % 9
+    assert m.M[st.OLD_CAUSE] == Cause.TIMER
+    assert m.M[st.OLD_PC] == 16 + 2 * position
+    adds_before = (warm // 9) * 8 + min(warm % 9, 8)
+    adds_after = ((warm + timer) // 9) * 8 + min((warm + timer) % 9, 8)
+    assert m.S[1] == adds_after and adds_after - adds_before <= timer
