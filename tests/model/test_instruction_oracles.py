@@ -24,7 +24,9 @@ from popek.spec.profiles import Profile, all_profiles, get
 from popek.spec.state import FIELD_BY_NAME, SUPERVISOR, USER, Cause
 
 MEMSIZE = 4096
-ENTRY = st.FIRST_FREE
+# Code sits alone in its page, away from the trap area and the cases' data, so
+# that restoring that data between repeats keeps the compiled block.
+ENTRY = 0x1C0
 HANDLER = 0x200
 NEW_FLAGS = 0b0011  # flags the new PSW carries, so loading them is visible
 NEW_PSW = {
@@ -287,10 +289,17 @@ def _state(before: dict[str, int], mode: int) -> list[int]:
     return S
 
 
-def run_case(profile: Profile, case: Case, mode: int) -> tuple[Machine, list[int], dict[int, int]]:
-    """Place the case's code at base+ENTRY, set the state, run one step."""
+def run_case(
+    profile: Profile, case: Case, mode: int, *, repeats: int = 1
+) -> tuple[Machine, list[int], dict[int, int]]:
+    """Place the case's code at base+ENTRY, set the state, run one step.
+
+    With ``repeats=3`` the step is run three times from the same state (state,
+    storage and output restored in between): the machine compiles the line on
+    its second run, so the third runs the instruction as a compiled block.
+    """
     m = Machine(profile, MEMSIZE)
-    image = assemble(case.asm, profile, file="<case>")
+    image = assemble(f".org {ENTRY:#x}\n{case.asm}", profile, file="<case>")
     S = _state(case.before, mode)
     memory = {**NEW_PSW, **case.mem}
     for addr, word in image.words.items():
@@ -299,8 +308,15 @@ def run_case(profile: Profile, case: Case, mode: int) -> tuple[Machine, list[int
         m.write(addr, word)
     m.S[:] = S
     m.flush()
-    result = m.run(1)
-    assert result.steps == 1
+    pristine = list(m.M[:MEMSIZE])
+    for k in range(repeats):
+        if k:
+            m.S[:] = S
+            m.out.clear()
+            for addr, word in enumerate(pristine):
+                if m.M[addr] != word:
+                    m.write(addr, word)
+        assert m.run(1).steps == 1
     return m, S, memory
 
 
@@ -328,12 +344,13 @@ def expected_after(S: list[int], memory: dict[int, int], outcome: Outcome):
     return S, memory, list(outcome.out)
 
 
+@pytest.mark.parametrize("repeats", [1, 3], ids=["operation", "block"])
 @pytest.mark.parametrize("mode", [SUPERVISOR, USER], ids=_mode_name)
 @pytest.mark.parametrize(
     "profile_name, insn_name",
     [(p.name, i.name) for p in all_profiles() for i in p.insns],
 )
-def test_instruction(profile_name: str, insn_name: str, mode: int) -> None:
+def test_instruction(profile_name: str, insn_name: str, mode: int, repeats: int) -> None:
     profile = get(profile_name)
     cases = CASES.get(insn_name)
     assert cases, f"no oracle for {insn_name}"
@@ -342,7 +359,7 @@ def test_instruction(profile_name: str, insn_name: str, mode: int) -> None:
             outcome = TRAP(Cause.PRIVILEGED)
         else:
             outcome = case.expected(mode)
-        m, S, memory = run_case(profile, case, mode)
+        m, S, memory = run_case(profile, case, mode, repeats=repeats)
         want_S, want_mem, want_out = expected_after(S, memory, outcome)
         got = m.snapshot()
         assert m.registers() == {st.FIELD_NAMES[i]: v for i, v in enumerate(want_S)}, case.asm
