@@ -1,0 +1,233 @@
+"""Binary translation: guest kernel code is translated before it runs.
+
+VMware's answer to x86 (Adams & Agesen 2006, the lecture's "binary
+translation"): code the guest runs in *virtual supervisor* mode never runs
+as it is.  The VMM translates it block by block into code for the host:
+
+* a *block* is a straight run of guest instructions from one guest PC, up to
+  a control transfer, a page end, or an instruction that needs the VMM;
+* every innocuous instruction is translated to itself (identity
+  translation, as in VMware's translator): the block is compiled by the
+  host's own code generator from the spec's effects (``Codebook.block``)
+  and runs on the host processor, in real user mode, over the guest's
+  state, storage and shadow page tables (`shadow`);
+* an instruction that needs the VMM (`sensitive.needs_vmm`, read off the
+  spec's effects, so x86's silent ``popf`` and the reads of mode and R are
+  caught along with the privileged ones) is not in any block: reaching it
+  is a *call into the VMM*, which emulates it on the virtual CPU.
+
+Translations live in a *translation cache* keyed by guest PC and the
+guest's translation context (R and page-table base).  Guest pages that
+translated code came from are *write-protected* in the shadow tables; a
+write to one (self-modifying code, or code and data sharing a page) traps,
+is emulated, and invalidates every translation made from that page, so the
+next run translates what is there now.
+
+Code in *virtual user* mode runs directly on the host, untranslated: with
+the guest's own R, interrupt flag and mode mirrored on the host (see
+`shadow`), the x86 family's user-mode forms (``pushf``, ``popf``,
+``rdmode``, ``rdbase``, ``rdbound``) read and keep exactly what they would
+on the guest's machine, and privileged instructions trap as usual.
+
+Counting: instructions run from the translation cache are executed by the
+host directly (they are the guest's own, unchanged) and count as ``direct``;
+``extra`` counts them again as ``translated_steps``, with
+``translations``, ``translations_invalidated`` and ``callouts``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Mapping
+
+from popek.spec.encoding import decode
+from popek.spec.image import Image
+from popek.spec.sem import ILEN
+from popek.spec.state import HALTED, IE, MODE, PC, PEND, TIMER, USER
+from popek.vmm import Support
+
+from .sensitive import footprint
+from .shadow import ShadowPagingVMM
+
+MAX_BLOCK = 32  # guest instructions per translated block
+
+
+@dataclass
+class Translation:
+    """One translation-cache entry."""
+
+    run: Callable | None  # compiled block over the host's state; None: call the VMM
+    n: int  # guest instructions in the block
+    pages: frozenset[int] = field(default_factory=frozenset)  # guest frames it came from
+
+
+_WHY = "kernel code is translated with sensitive instructions as VMM calls; user code runs directly"
+
+
+class BinaryTranslationVMM(ShadowPagingVMM):
+    name: ClassVar[str] = "binary-translation"
+    summary: ClassVar[str] = "translates guest kernel code block by block; user code runs directly"
+    supports: ClassVar[Mapping[str, Support]] = {
+        p: Support(True, True, _WHY) for p in ("pg", "hybrid", "x86", "vtx")
+    }
+
+    def load(self, image: Image, *, memsize: int) -> None:
+        self.tc: dict[tuple, Translation] = {}
+        self._tc_by_page: dict[int, set[tuple]] = {}
+        super().load(image, memsize=memsize)
+
+    def direct_allowed(self) -> bool:
+        return self.vcpu.S[MODE] == USER
+
+    def protected_by_design(self) -> set[int]:
+        return set(self._tc_by_page)
+
+    # -- virtual supervisor mode: run translations ---------------------------
+    def interpret(self, budget: int) -> int:
+        done = 0
+        while done < budget and not self.runs_directly():
+            S = self.vcpu.S
+            if S[HALTED]:
+                break
+            due = S[PEND] and S[IE]
+            entry = None if due else self.translation(S[PC])
+            if entry is None or entry.run is None:
+                if not due:
+                    self._counts.extra["callouts"] += 1
+                n = self.emulate_step()
+                if n == 0:
+                    break
+                done += n
+                continue
+            done += self.run_translated(budget - done)
+        return done
+
+    def _key(self, pc: int) -> tuple:
+        S = self.vcpu.S
+        from popek.spec.state import BASE, BOUND, PTBR
+
+        return (pc, S[BASE], S[BOUND], S[PTBR])
+
+    def translation(self, pc: int) -> Translation | None:
+        """The cached translation at guest PC ``pc``, made now if missing;
+        None when the fetch itself faults (the virtual CPU delivers that)."""
+        key = self._key(pc)
+        entry = self.tc.get(key)
+        if entry is None:
+            entry = self._translate(pc, key)
+        return entry
+
+    def _translate(self, pc: int, key: tuple) -> Translation | None:
+        host, arch, W = self.host, self.host.arch, self.window
+        pb = arch.page_bits
+        decoded = []
+        page = None
+        for k in range(MAX_BLOCK):
+            va = pc + ILEN * k
+            if va + 1 > arch.mask:
+                break
+            p0, p1 = self.guest_translate(va), self.guest_translate(va + 1)
+            if p0 is None or p1 is None:
+                break
+            if page is None:
+                page = p0 >> pb
+                if (page + 1) << pb > self.layout.memsize:
+                    break  # partly outside guest storage: the virtual CPU runs it
+            if p0 >> pb != page or p1 >> pb != page:
+                break
+            d = decode(host.profile, W[p0], W[p1])
+            if d is None:
+                break
+            fp = footprint(d.insn, arch)
+            if fp.needs_vmm:
+                break
+            decoded.append(d)
+            if not fp.falls_through:
+                break
+        if page is None:
+            return None  # the fetch faults: not cached
+        if decoded:
+            maker, n, _ = host.book.block(pc, decoded)
+            entry = Translation(maker(*host._env), n, frozenset({page}))
+            self._counts.extra["translations"] += 1
+        else:
+            entry = Translation(None, 0, frozenset({page}))
+        self.tc[key] = entry
+        self._tc_by_page.setdefault(page, set()).add(key)
+        self.protect(page)
+        return entry
+
+    def run_translated(self, budget: int) -> int:
+        """Run translated blocks on the host until a VMM call, a trap, a due
+        interrupt or ``budget`` guest steps.  Returns the guest steps run."""
+        host = self.host
+        H = host.S
+        self.push()
+        self._traps_this_run = 0
+        emulated_before = self._counts.emulated
+        tc = self.tc
+        S = self.vcpu.S
+        from popek.spec.state import BASE, BOUND, PTBR
+
+        ctx = (S[BASE], S[BOUND], S[PTBR])
+        direct = 0
+        current = True  # the host holds the guest's live state
+        self._vcpu_stale = True
+        while direct < budget:
+            if H[PEND] and H[IE]:
+                break
+            pc = H[PC]
+            entry = tc.get((pc, *ctx))
+            if entry is None:
+                entry = self._translate(pc, (pc, *ctx))
+                if entry is None:
+                    break
+            run = entry.run
+            if run is None:
+                break
+            n = entry.n
+            timer = H[TIMER]
+            if n > budget - direct or (timer and timer <= n):
+                r = host.run(1, self.on_host_trap)
+                if r.stopped:
+                    current = False
+                    break
+                direct += r.steps
+                continue
+            r = run()
+            if r is None:
+                direct += n
+                if timer:
+                    H[TIMER] = timer - n
+                continue
+            k, cause, info = r
+            direct += k
+            if timer:
+                H[TIMER] = timer - k
+            if cause:
+                self.on_host_trap(host, cause, info)
+                current = False
+                break
+        if current:
+            self.pull()
+        self._counts.direct += direct
+        self._counts.extra["translated_steps"] += direct
+        return direct + self._counts.emulated - emulated_before
+
+    # -- self-modifying code -------------------------------------------------------
+    def on_guest_write(self, frame: int) -> None:
+        super().on_guest_write(frame)
+        keys = self._tc_by_page.pop(frame, None)
+        if keys:
+            for key in keys:
+                self.tc.pop(key, None)
+            self._counts.extra["translations_invalidated"] += len(keys)
+            if frame not in self._pt_pages:
+                self.unprotect(frame)
+
+    def unprotect(self, frame: int) -> None:
+        """Let the guest write ``frame`` directly again (its shadow entries are
+        dropped and rebuilt, writable, on the next fault)."""
+        self.protected.discard(frame)
+        for word in self._maps.pop(frame, ()):
+            self.host.write(word, 0)
