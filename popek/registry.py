@@ -17,6 +17,9 @@ BUILTINS: dict[str, str] = {
     "emulator": "popek.model.vmms.emulator:Emulator",
     "trap-and-emulate": "popek.model.vmms.trap_and_emulate:TrapAndEmulate",
     "hybrid": "popek.model.vmms.hybrid:HybridVMM",
+    "binary-translation": "popek.model.vmms.binary_translation:BinaryTranslationVMM",
+    "paravirt": "popek.model.vmms.paravirt:ParavirtVMM",
+    "hardware-assisted": "popek.model.vmms.hardware_assisted:HardwareAssistedVMM",
 }
 
 

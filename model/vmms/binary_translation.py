@@ -43,7 +43,7 @@ from typing import Callable, ClassVar, Mapping
 from popek.spec.encoding import decode
 from popek.spec.image import Image
 from popek.spec.sem import ILEN
-from popek.spec.state import HALTED, IE, MODE, PC, PEND, TIMER, USER
+from popek.spec.state import BASE, BOUND, HALTED, IE, MODE, PC, PEND, PTBR, TIMER, USER
 from popek.vmm import Support
 
 from .sensitive import footprint
@@ -76,6 +76,10 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         self._tc_by_page: dict[int, set[tuple]] = {}
         super().load(image, memsize=memsize)
 
+    def forget_derived(self) -> None:
+        self.tc.clear()
+        self._tc_by_page.clear()
+
     def direct_allowed(self) -> bool:
         return self.vcpu.S[MODE] == USER
 
@@ -104,8 +108,6 @@ class BinaryTranslationVMM(ShadowPagingVMM):
 
     def _key(self, pc: int) -> tuple:
         S = self.vcpu.S
-        from popek.spec.state import BASE, BOUND, PTBR
-
         return (pc, S[BASE], S[BOUND], S[PTBR])
 
     def translation(self, pc: int) -> Translation | None:
@@ -167,8 +169,6 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         emulated_before = self._counts.emulated
         tc = self.tc
         S = self.vcpu.S
-        from popek.spec.state import BASE, BOUND, PTBR
-
         ctx = (S[BASE], S[BOUND], S[PTBR])
         direct = 0
         current = True  # the host holds the guest's live state

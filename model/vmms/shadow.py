@@ -160,6 +160,16 @@ class ShadowPagingVMM(SoftwareVMM):
         self.protected: set[int] = set()  # guest frames whose shadow entries are read-only
         self._zap_shadow()
 
+    def _restore_extra(self, extra: object) -> None:
+        """A restored guest has new storage: nothing derived from the old stays."""
+        self.window.dirty.clear()
+        self.forget_derived()
+        self._shadow_ptbr = -1
+        self._zap_shadow()
+
+    def forget_derived(self) -> None:
+        """Drop what a subclass derived from guest storage (translations...)."""
+
     # -- what the host holds ---------------------------------------------------
     def push(self) -> None:
         H, V = self.host.S, self.vcpu.S
