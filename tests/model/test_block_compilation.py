@@ -244,7 +244,7 @@ def run_sliced(sc: dict, slices: list[int], compiled: bool = True) -> dict:
     return outcome(m, steps, hook)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_compiled_blocks_match_single_stepping(sc: dict) -> None:
     want = run_reference(sc)
