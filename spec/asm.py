@@ -138,7 +138,10 @@ def assemble(text: str, profile: Profile, *, file: str = "<input>") -> Image:
 
     def value(textv: str, line: int, col: int) -> int:
         if _NUMBER.match(textv):
-            return int(textv, 0) & arch.mask
+            n = int(textv, 0)
+            if not -(1 << (arch.word - 1)) <= n <= arch.mask:
+                raise fail(line, col, f"{textv} does not fit in a {arch.word}-bit word")
+            return n & arch.mask
         m = _SYMREF.match(textv)
         if m and m.group(1) in symbols:
             v = symbols[m.group(1)]

@@ -365,7 +365,10 @@ def lptb(s: Sem, i: Operands) -> None:
 
 @insn("stimer", 0x3A, "rs")
 def stimer(s: Sem, i: Operands) -> None:
-    """Set the timer to rs instructions (0 stops it); clears a pending tick."""
+    """Set the timer to rs (0 stops it) and clear a pending tick.  The timer
+    counts retired instructions, this one included, so the interrupt becomes
+    pending when rs instructions have retired: `stimer` with rs = 1 makes it
+    pending at once."""
     s.set(TIMER, s.reg(i.rs))
     s.set(PEND, 0)
 

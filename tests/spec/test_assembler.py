@@ -16,10 +16,12 @@ REGISTERS = [f"r{k}" for k in range(7)] + ["sp", "r7", "R3", "SP"]
 
 
 def number(value: int) -> hs.SearchStrategy[str]:
-    """``value`` written in one of the assembler's number forms."""
-    return hs.sampled_from(
-        [str(value), hex(value), bin(value), f"-{(-value) & 0xFFFF}", f"0x{value:X}"]
-    )
+    """``value`` written in one of the assembler's number forms (the negative
+    form only where it fits a signed word)."""
+    forms = [str(value), hex(value), bin(value), f"0x{value:X}"]
+    if value >= 0x8000:
+        forms.append(f"-{(-value) & 0xFFFF}")
+    return hs.sampled_from(forms)
 
 
 @hs.composite
@@ -155,6 +157,8 @@ ERRORS = [
     ("  .org 1, 2\n", 1, 3, ".org takes one number"),
     (" .space -1\n", 1, 9, ".space -1 is out of range"),
     (" .org 0x10000\n", 1, 7, ".org 65536 is out of range"),
+    (" li r1, 70000\n", 1, 9, "70000 does not fit in a 16-bit word"),
+    (" .word -32769\n", 1, 8, "-32769 does not fit in a 16-bit word"),
     ("  mov r1, r9\n", 1, 11, "expected a register r0..r7 or sp, found 'r9'"),
     ("  push pc\n", 1, 8, "expected a register r0..r7 or sp, found 'pc'"),
     ("  add r1\n", 1, 3, "add takes 2 operand(s) (rd, rs), got 1"),
