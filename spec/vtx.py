@@ -34,7 +34,8 @@ instruction, so the concrete machine and the Z3 proofs both see it:
 * **Nested paging** (`nested`): in guest mode every "physical" address,
   including the page-table entries the guest's own paging reads, is
   guest-physical and is mapped by the nested table at `NPTBR` (one level,
-  entries shaped like ordinary page-table entries, the user bit ignored).
+  entries shaped like ordinary page-table entries, the user bit ignored;
+  an entry naming storage that does not exist counts as not present).
 
 The timer ticks after every retired instruction, `vmrun` included, and in
 guest mode the timer slot is the guest's; so VM entry loads the saved
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .bits import Expr, any_of, bit, eq, ite, ne, ult, zext
+from .bits import Expr, any_of, bit, eq, ite, ne, uge, ult, zext
 from .instructions import Insn
 from .sem import Operands, Sem
 from .state import (
@@ -127,12 +128,11 @@ def nested_walk(s: Sem, gpa: Expr, *, write: bool) -> tuple[Expr, Expr]:
     arch = s.arch
     on = in_guest(s) & ne(s.get(NPTBR), 0)
     npte = s.load_host(s.get(NPTBR) + (gpa >> arch.page_bits))
-    refused = ~bit(npte, 0)  # not present
+    mapped = (npte & ~s.word(arch.page_size - 1)) | (gpa & (arch.page_size - 1))
+    refused = ~bit(npte, 0) | uge(mapped, s.memsize)  # not present, or no such storage
     if write:
         refused = refused | ~bit(npte, 1)
-    mask = arch.page_size - 1
-    host = ite(on, (npte & ~s.word(mask)) | (gpa & mask), gpa)
-    return host, on & refused
+    return ite(on, mapped, gpa), on & refused
 
 
 def nested(s: Sem, gpa: Expr, *, write: bool, when: Expr | None = None) -> Expr:

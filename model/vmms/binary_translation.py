@@ -43,7 +43,7 @@ from typing import Callable, ClassVar, Mapping
 from popek.spec.encoding import decode
 from popek.spec.image import Image
 from popek.spec.sem import ILEN
-from popek.spec.state import BASE, BOUND, HALTED, IE, MODE, PC, PEND, PTBR, TIMER, USER
+from popek.spec.state import BASE, BOUND, GUEST, HALTED, IE, MODE, PC, PEND, PTBR, TIMER, USER
 from popek.vmm import Support
 
 from .sensitive import footprint
@@ -93,7 +93,8 @@ class BinaryTranslationVMM(ShadowPagingVMM):
             S = self.vcpu.S
             if S[HALTED]:
                 break
-            due = S[PEND] and S[IE]
+            # a due interrupt, or a vtx guest in its own guest mode: the virtual CPU
+            due = (S[PEND] and S[IE]) or S[GUEST]
             entry = None if due else self.translation(S[PC])
             if entry is None or entry.run is None:
                 if not due:

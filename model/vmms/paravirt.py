@@ -21,10 +21,8 @@ rewrite without changing what the guest sees:
 
 * an image without a code map (data and code cannot be told apart);
 * an instruction overlapping another, or a code word that does not decode;
-* an instruction whose immediate names a rewritten word and that reads or
-  writes storage (code that reads its own instructions would read the
-  hypercall; code that writes them is fine, but cannot be told apart from
-  code that reads them);
+* an instruction whose immediate names a rewritten word and that reads
+  storage (code that reads its own instructions would read the hypercall);
 * a direct jump into data (code the pass has not seen).
 
 **The VMM.**  The rewritten guest runs directly on the host in real user
@@ -35,10 +33,16 @@ original instruction on the virtual CPU (the spec's semantics: nothing is
 written twice).  Privileged instructions the pass did not see still trap and
 are emulated, as in trap-and-emulate.
 
-**The guest's view.**  `guest_state` shows guest storage with every
-hypercall pair that is still in storage where the pass (or the guest, by
-copying) put one, on an instruction boundary the pass knew of, replaced by
-the original instruction's words: the guest never sees its rewritten code.
+Pages holding hypercalls are write-protected (in the shadow tables): a guest
+that overwrites a hypercall, wholly or one word of it, gets what it wrote
+(with the original in the word it did not write), rewritten again if that
+needs the VMM.  What the pass cannot see, it trusts: an address computed in
+registers that reads a rewritten word reads the hypercall (Xen trusts its
+ported kernels in the same way).
+
+**The guest's view.**  `guest_state` shows guest storage with every live
+hypercall replaced by the original instruction's words: the guest's final
+storage is compared as if it had never been rewritten.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from popek.spec.encoding import decode
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
 from popek.spec.sem import ILEN
-from popek.spec.state import Cause
+from popek.spec.state import HALTED, IE, PC, PEND, Cause
 from popek.vmm import GuestState, Support
 
 from .sensitive import footprint, needs_vmm
@@ -91,11 +95,10 @@ def rewrite(image: Image, profile: Profile) -> Rewritten:
     patched = {a + k for a in sites for k in range(ILEN)}
     for addr, d in decoded.items():
         fp = footprint(d.insn, arch)
-        if fp.memory and "imm" in d.insn.fields and d.imm in patched:
+        if fp.loads and "imm" in d.insn.fields and d.imm in patched:
             raise RewriteError(
-                f"{d.insn.name} at {addr:#06x} reads or writes {d.imm:#06x}, a word of a "
-                "rewritten instruction: code that reads its own instructions cannot be "
-                "paravirtualized"
+                f"{d.insn.name} at {addr:#06x} reads {d.imm:#06x}, a word of a rewritten "
+                "instruction: code that reads its own instructions cannot be paravirtualized"
             )
         if fp.jump_to_imm and d.imm in words and d.imm not in image.code:
             raise RewriteError(f"{d.insn.name} at {addr:#06x} jumps to {d.imm:#06x}, which is data")
@@ -120,10 +123,19 @@ class ParavirtVMM(ShadowPagingVMM):
     def load(self, image: Image, *, memsize: int) -> None:
         """Rewrite the guest (raising `RewriteError` if unsafe), then load it."""
         self.rewritten = rewrite(image, self.host.profile)
+        self.calls = list(self.rewritten.calls)
+        self.sites = {a: k for k, a in enumerate(sorted(self.rewritten.sites))}
+        self._serving = False
+        self._pending: set[int] = set()
         super().load(self.rewritten.image, memsize=memsize)
 
     def direct_allowed(self) -> bool:
         return True
+
+    def protected_by_design(self) -> set[int]:
+        """Pages holding hypercalls: a guest write there must keep them right."""
+        pb = self.host.arch.page_bits
+        return {(a + d) >> pb for a in self.sites for d in range(ILEN)}
 
     def handle_host_trap(self, cause: int, info: int) -> None:
         if cause == Cause.ILLEGAL and self._hypercall_at(info) is not None:
@@ -131,36 +143,94 @@ class ParavirtVMM(ShadowPagingVMM):
             return
         super().handle_host_trap(cause, info)
 
+    def interpret(self, budget: int) -> int:
+        """Step the virtual CPU (a due interrupt, or a vtx guest in its own
+        guest mode), serving the hypercalls it reaches."""
+        done = 0
+        while done < budget and not self.runs_directly():
+            S = self.vcpu.S
+            if S[HALTED]:
+                break
+            if not (S[PEND] and S[IE]) and self._hypercall_at(S[PC]) is not None:
+                n = self._serve(S[PC])
+            else:
+                n = self.emulate_step()
+            if n == 0:
+                break
+            done += n
+        return done
+
     def _hypercall_at(self, pc: int) -> int | None:
         """The hypercall number at guest-virtual ``pc``, if a hypercall is there."""
         p0, p1 = self.guest_translate(pc), self.guest_translate(pc + 1)
         if p0 is None or p1 is None:
             return None
         w0, k = self.window[p0], self.window[p1]
-        return k if w0 == HYPERCALL and k < len(self.rewritten.calls) else None
+        return k if w0 == HYPERCALL and k < len(self.calls) else None
 
-    def _serve(self, pc: int) -> None:
+    def _serve(self, pc: int) -> int:
         """Run the original instruction of the hypercall at ``pc`` on the
-        virtual CPU: put its words back for one step, then the hypercall."""
+        virtual CPU: its words are put back for that one step."""
         k = self._hypercall_at(pc)
         p0, p1 = self.guest_translate(pc), self.guest_translate(pc + 1)
-        w0, w1 = self.rewritten.calls[k]
+        w0, w1 = self.calls[k]
         M = self.window
         M[p0], M[p1] = w0, w1
+        self.window.dirty.clear()
         self.vcpu.flush()
         self._vcpu_stale = False
         self._counts.extra["hypercalls"] += 1
-        self.emulate_step()
+        self._serving = True
+        try:
+            n = self.emulate_step()
+        finally:
+            self._serving = False
         if (M[p0], M[p1]) == (w0, w1):  # the step did not overwrite its own words
             M[p0], M[p1] = HYPERCALL, k
         self.window.dirty.clear()
+        pending, self._pending = self._pending, set()
+        for frame in pending:
+            self._check_sites(frame)
+        self.window.dirty.clear()
         self.vcpu.flush()
+        return n
+
+    def on_guest_write(self, frame: int) -> None:
+        super().on_guest_write(frame)
+        if self._serving:
+            self._pending.add(frame)
+        else:
+            self._check_sites(frame)
+            self.window.dirty.clear()
+
+    def _check_sites(self, frame: int) -> None:
+        """The guest wrote page ``frame``: a hypercall it overwrote, wholly or
+        in part, becomes what the guest wrote (with the original word where
+        it wrote only one), rewritten again if that needs the VMM."""
+        pb, M = self.host.arch.page_bits, self.window
+        for a, k in list(self.sites.items()):
+            if a >> pb != frame and (a + 1) >> pb != frame:
+                continue
+            now = (M[a], M[a + 1])
+            if now == (HYPERCALL, k):
+                continue
+            del self.sites[a]
+            orig = self.calls[k]
+            w0 = orig[0] if now[0] == HYPERCALL else now[0]
+            w1 = orig[1] if now[1] == k else now[1]
+            d = decode(self.host.profile, w0, w1)
+            if d is not None and needs_vmm(d.insn, self.host.arch):
+                self.sites[a] = len(self.calls)
+                self.calls.append((w0, w1))
+                M[a], M[a + 1] = HYPERCALL, self.sites[a]
+                self._counts.extra["rewritten_at_run_time"] += 1
+            else:
+                M[a], M[a + 1] = w0, w1
 
     def guest_state(self) -> GuestState:
         state = super().guest_state()
         memory = list(state.memory)
-        calls = self.rewritten.calls
-        for addr in self.rewritten.image.code:
-            if addr + 1 < len(memory) and memory[addr] == HYPERCALL and memory[addr + 1] < len(calls):
-                memory[addr], memory[addr + 1] = calls[memory[addr + 1]]
+        for a, k in self.sites.items():
+            if (memory[a], memory[a + 1]) == (HYPERCALL, k):
+                memory[a], memory[a + 1] = self.calls[k]
         return GuestState(state.regs, tuple(memory), state.out)

@@ -54,6 +54,7 @@ class Footprint:
     physical: bool  # reads storage by physical address
     output: bool  # writes the output port
     memory: bool  # reads or writes storage at all
+    loads: bool  # reads storage
     jump_to_imm: bool  # the new PC depends on the immediate (a direct jump)
     falls_through: bool  # the new PC is always the next instruction
 
@@ -104,6 +105,7 @@ def footprint(insn: Insn, arch: Arch) -> Footprint:
         physical="MEMSIZE" in names,
         output=bool(fx.outputs),
         memory="<mem>" in names or bool(fx.mem_writes),
+        loads="<mem>" in names,
         jump_to_imm="imm" in pc_names,
         falls_through=pc_write is None,
     )
