@@ -23,8 +23,10 @@ pass:   mov  r2, r6
         addi r2, 7              ; present | write | user
         st   r2, 0x30f(r0)      ; page 15 -> that frame: a page-table write
         li   r3, 20             ; ACCESSES this pass
-acc:    st   r3, 0x3c0(r3)
-        ld   r4, 0x3c0(r3)
+acc:    li   r1, 63
+        and  r1, r3             ; a word of page 15
+        st   r3, 0x3c0(r1)
+        ld   r4, 0x3c0(r1)
         add  r5, r4
         addi r3, -1
         jnz  acc
