@@ -266,11 +266,14 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 problem = outcome.first()
                 if problem is not None:
                     size = case.instructions
+                    if current["best"] is None:  # first seen: when it was detected
+                        current["seconds"] = time.time() - status.started
+                        current["cases"] = status.cases
                     if current["best"] is None or size <= current["best"]:
                         path = fnd.finding_path(findings_dir, config.vmm, case.profile, problem.kind, tag)
                         fnd.write(
                             path, vmm=config.vmm, case=case, problem=problem,
-                            seconds=time.time() - status.started, cases=status.cases, shrunk=False,
+                            seconds=current["seconds"], cases=current["cases"], shrunk=False,
                         )  # fmt: skip
                         current["path"], current["best"] = path, size
                         current["case"], current["problem"] = case, problem
@@ -296,7 +299,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 culprit = _culprit(vmm_cls, current["case"], current["problem"])
                 doc = fnd.write(
                     current["path"], vmm=config.vmm, case=current["case"], problem=current["problem"],
-                    seconds=time.time() - status.started, cases=status.cases, shrunk=found,
+                    seconds=current["seconds"], cases=current["cases"], shrunk=found,
                     culprit=culprit,
                 )  # fmt: skip
                 status.findings.append({

@@ -58,7 +58,7 @@ MIN_MEMSIZE = 0x400
 KERNEL_ROOM = (HANDLER - KERNEL) // ILEN
 HANDLER_ROOM = (USER_BASE - HANDLER) // ILEN
 USER_ROOM = USER_DATA // ILEN
-EPILOGUE_LEN = 14
+EPILOGUE_LEN = 17  # at most
 
 
 class Op(NamedTuple):
@@ -82,6 +82,9 @@ class GuestCase:
     user_ie: bool = False
     user_bound: int = USER_SIZE
     trap_limit: int = 6
+    # with a user program: the timer the kernel starts before entering it,
+    # and the handler re-arms after each tick (0: no timer)
+    timer: int = 0
     kdata: tuple[int, ...] = ()
     page_perms: tuple[int, ...] | None = None  # per page; None: no page table
     memsize: int = MIN_MEMSIZE
@@ -127,14 +130,15 @@ class GuestCase:
         kernel = self.kernel[: KERNEL_ROOM - 1]
         # with a user program the kernel ends by entering it (rti loads the
         # user PSW placed in the old-PSW area), otherwise by halting
-        enter = _enter_user(prof) if self.user is not None else halt
+        enter = _enter_user(prof, self.timer) if self.user is not None else halt
         place("kernel", KERNEL, KERNEL, kernel, enter)
         # With no handler, a trap enters the kernel's final halt: the machine
         # stops instead of trapping forever through an empty new PSW.
         new_psw = (1 << st.PSW_MODE_BIT, KERNEL + ILEN * len(kernel), 0, self.memsize)
         if self.handler is not None:
             body = self.handler[: HANDLER_ROOM - EPILOGUE_LEN]
-            place("handler", HANDLER, HANDLER, body, _epilogue(prof, len(body), self.trap_limit))
+            tail = _epilogue(prof, len(body), self.trap_limit, self.timer if self.user is not None else 0)
+            place("handler", HANDLER, HANDLER, body, tail)
             new_psw = (1 << st.PSW_MODE_BIT, HANDLER, 0, self.memsize)
         if halt:
             for addr, word in zip(range(st.NEW_PSW, st.NEW_BOUND + 1), new_psw):
@@ -176,41 +180,48 @@ class GuestCase:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _enter_user(prof: Profile) -> list[Op]:
-    """Copy the user PSW kept at USER_PSW into the old-PSW area, then ``rti``:
-    how a P&G kernel starts a user program (the area is overwritten by every
-    trap, so the kernel cannot rely on what a loader left there)."""
+def _enter_user(prof: Profile, timer: int) -> list[Op]:
+    """Start the timer (if the case has one), copy the user PSW kept at
+    USER_PSW into the old-PSW area, then ``rti``: how a P&G kernel starts a
+    user program (the area is overwritten by every trap, so the kernel
+    cannot rely on what a loader left there)."""
     zero, tmp = 6, 5
-    ops = [Op("li", zero, 0, 0)]
+    ops = [Op("li", tmp, 0, timer), Op("stimer", 0, tmp)] if timer else []
+    ops.append(Op("li", zero, 0, 0))
     for k in range(4):
         ops += [Op("ld", tmp, zero, USER_PSW + k), Op("st", zero, tmp, st.OLD_PSW + k)]
     return ops + [Op("rti")]
 
 
-def _epilogue(prof: Profile, body_len: int, limit: int) -> list[Op]:
+def _epilogue(prof: Profile, body_len: int, limit: int, timer: int) -> list[Op]:
     """The fixed tail of the handler (see the module docstring).  Uses the
     common instructions every profile has; registers r5 and r6 are scratch."""
     here = HANDLER + ILEN * body_len
+    rearm = [Op("li", 5, 0, timer), Op("stimer", 0, 5)] if timer else []
+    n = len(rearm)  # the halt is at 13, or 16 with the re-arm
 
     def at(k: int) -> int:
         return here + ILEN * k
 
-    timer, zero, tmp = int(st.Cause.TIMER), 6, 5
+    timer_cause, zero, tmp = int(st.Cause.TIMER), 6, 5
+    tick = at(13) if rearm else at(12)
     ops = [
         Op("li", zero, 0, 0),
         Op("ld", tmp, zero, TRAP_COUNT),
         Op("addi", tmp, 0, 1),
         Op("st", zero, tmp, TRAP_COUNT),
         Op("cmpi", tmp, 0, limit),
-        Op("jz", 0, 0, at(13)),
+        Op("jz", 0, 0, at(13 + n + (1 if rearm else 0))),  # the final halt
         Op("ld", tmp, zero, st.OLD_CAUSE),
-        Op("cmpi", tmp, 0, timer),
-        Op("jz", 0, 0, at(12)),
-        Op("ld", tmp, zero, st.OLD_PC),
+        Op("cmpi", tmp, 0, timer_cause),
+        Op("jz", 0, 0, tick),
+        Op("ld", tmp, zero, st.OLD_PC),  # a synchronous trap: skip the instruction
         Op("addi", tmp, 0, ILEN),
         Op("st", zero, tmp, st.OLD_PC),
         Op("rti"),
+        *rearm,  # a tick re-arms the timer (a time slice) and returns
+        *([Op("rti")] if rearm else []),
         Op("halt"),
     ]
-    assert len(ops) == EPILOGUE_LEN
+    assert len(ops) <= EPILOGUE_LEN
     return ops

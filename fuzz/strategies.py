@@ -99,10 +99,10 @@ class _Plan:
 
 
 @hs.composite
-def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool) -> g.Op:
+def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool, regs: Sequence[int]) -> g.Op:
     s = draw(hs.sampled_from(shapes))
     fields = s.insn.fields
-    reg = hs.integers(0, plan.nregs - 1)
+    reg = hs.sampled_from(regs)
     rd = draw(reg) if "rd" in fields else 0
     rs = draw(reg) if "rs" in fields else 0
     imm, skip = 0, None
@@ -118,10 +118,12 @@ def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool) -> g.Op:
     return g.Op(s.insn.name, rd, rs, imm, skip)
 
 
-def _draw_section(draw, plan: _Plan, shapes: Sequence[Shape], max_size: int, user: bool):
-    # hs.lists, not a drawn count: Hypothesis's shrinker deletes list
-    # elements anywhere, which is what makes counterexamples short
-    return tuple(draw(hs.lists(_op(plan, shapes, user), max_size=max_size)))
+def _draw_section(draw, plan: _Plan, shapes: Sequence[Shape], max_size: int, user: bool, regs):
+    # Lists, not a drawn count: Hypothesis's shrinker deletes list elements
+    # anywhere, which is what makes counterexamples short.  A list of short
+    # runs, because one flat list averages only a handful of elements.
+    runs = draw(hs.lists(hs.lists(_op(plan, shapes, user, regs), max_size=8), max_size=max(1, max_size // 3)))
+    return tuple(op for run in runs for op in run)[:max_size]
 
 
 @hs.composite
@@ -139,18 +141,27 @@ def _guests(
     if not chosen:
         chosen = list(plan.families)
     shapes = [s for f in chosen for s in plan.groups[f]]
-    # the kernel first: dropping the scaffolding below while shrinking then
-    # leaves the kernel's instructions as they were
-    kernel = _draw_section(draw, plan, shapes, max_instructions, False)
+    # swarm over registers too: a case that uses few registers passes values
+    # from one instruction to the next far more often (li then stimer, wrr,
+    # ld ...); shrinks toward r0 alone
+    regs = draw(hs.lists(hs.integers(0, plan.nregs - 1), min_size=1, max_size=4, unique=True))
+    # How much operating system the case has: 0 bare kernel code, 1-2 a trap
+    # handler too, 3-7 a handler and a user program.  Likelier than not, and
+    # shrinks to 0.  The sections are lists, so shrinking this leaves the
+    # kernel's instructions as they were.
+    level = draw(hs.integers(0, 7)) if os_scaffold and plan.can_handle else 0
+    # a kernel that starts a user program is kept short, so that it reaches
+    # the user program more often than it halts or jumps away first
+    kernel = _draw_section(draw, plan, shapes, max_instructions // (4 if level >= 3 else 1), False, regs)
     handler = user = None
-    user_ie, trap_limit, page_perms, kdata = False, 6, None, ()
-    # scaffolding is likelier than not (3 in 4), and shrinks to absent (0)
-    if os_scaffold and plan.can_handle and draw(hs.integers(0, 3)):
-        handler = _draw_section(draw, plan, shapes, max(0, max_instructions // 4), False)
-        trap_limit = draw(hs.integers(1, 16))
-        if draw(hs.integers(0, 3)):
-            user = _draw_section(draw, plan, shapes, max_instructions, True)
+    user_ie, trap_limit, page_perms, kdata, timer = False, 6, None, (), 0
+    if level:
+        handler = _draw_section(draw, plan, shapes, max(0, max_instructions // 4), False, regs)
+        trap_limit = draw(hs.integers(4, 40))
+        if level >= 3:
+            user = _draw_section(draw, plan, shapes, max_instructions, True, regs)
             user_ie = draw(hs.booleans())
+            timer = draw(hs.integers(0, 40))
     if os_scaffold and draw(hs.booleans()):
         kdata = tuple(draw(hs.lists(hs.sampled_from(plan.values), max_size=4)))
         if plan.paging:
@@ -163,8 +174,9 @@ def _guests(
         bounds = [0, *cuts, steps]
         chunks = tuple(b - a for a, b in zip(bounds, bounds[1:]))
     return g.GuestCase(
-        plan.profile.name, kernel, handler, user, user_ie, g.USER_SIZE, trap_limit,
-        kdata, page_perms, memsize, steps, chunks,
+        plan.profile.name, kernel, handler, user, user_ie=user_ie, user_bound=g.USER_SIZE,
+        trap_limit=trap_limit, timer=timer, kdata=kdata, page_perms=page_perms,
+        memsize=memsize, steps=steps, chunks=chunks,
     )  # fmt: skip
 
 

@@ -1,0 +1,265 @@
+"""Deliberately broken VMMs: each one small, plausible bug in a built-in design.
+
+The harness is only as good as the bugs it finds.  Every class here is a
+built-in design with one mistake of the kind people make when writing a
+VMM; `BUGS` lists each with the profile it is fuzzed on and the
+requirement it breaks.  ``test_quality.py`` asserts that a default-budget
+campaign finds every one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from popek.model.vmms.base import SoftwareVMM
+from popek.model.vmms.hybrid import HybridVMM
+from popek.model.vmms.trap_and_emulate import TrapAndEmulate
+from popek.spec import state as st
+from popek.spec.encoding import decode
+from popek.vmm import Support
+
+PLANTED = {p: Support(True, True, "planted bug: should be found") for p in ("pg", "hybrid", "x86")}
+
+
+def next_insn(vmm: SoftwareVMM) -> str | None:
+    """The name of the instruction the virtual CPU is about to run."""
+    v = vmm.vcpu
+    if v.S[st.PEND] and v.S[st.IE]:
+        return None
+    p0, p1, _ = v._fetch()
+    if p0 is None:
+        return None
+    d = decode(v.profile, v.M[p0], v.M[p1])
+    return d.insn.name if d else None
+
+
+class _EmulateHook:
+    """Mixin: ``after_emulate(name)`` runs after each emulated instruction."""
+
+    def emulate_step(self) -> int:
+        if self._vcpu_stale:
+            self.vcpu.flush()
+            self._vcpu_stale = False
+        name = next_insn(self)
+        before = list(self.vcpu.S)
+        n = super().emulate_step()
+        if n:
+            self.after_emulate(name, before)
+        return n
+
+    def after_emulate(self, name: str | None, before: list[int]) -> None:
+        pass
+
+
+# -- emulation bugs ----------------------------------------------------------
+class PopfForgetsFlags(_EmulateHook, TrapAndEmulate):
+    """Emulated popf sets IE but forgets the arithmetic flags."""
+
+    name = "bug-popf-forgets-flags"
+    supports = PLANTED
+
+    def after_emulate(self, name, before):
+        if name == "popf":
+            self.vcpu.S[st.FLAGS] = before[st.FLAGS]
+
+
+class PushfShowsRealIE(_EmulateHook, TrapAndEmulate):
+    """IE virtualized for popf, but emulated pushf pushes the real IE (always on)."""
+
+    name = "bug-pushf-real-ie"
+    supports = PLANTED
+
+    def after_emulate(self, name, before):
+        if name == "pushf":
+            v = self.vcpu
+            sp = v.S[st.SP]
+            # the word just pushed, through the guest's own translation
+            phys = (v.S[st.BASE] + sp) & 0xFFFF
+            if v.S[st.PTBR] == 0 and sp < v.S[st.BOUND] and phys < v.memsize:
+                v.M[phys] = v.M[phys] | (1 << st.PSW_IE_BIT)
+
+
+class OutDropped(_EmulateHook, TrapAndEmulate):
+    """The output of an emulated `out` is dropped."""
+
+    name = "bug-out-dropped"
+    supports = PLANTED
+
+    def after_emulate(self, name, before):
+        if name == "out" and self.vcpu.out:
+            self.vcpu.out.pop()
+
+
+class RtiKeepsIE(_EmulateHook, TrapAndEmulate):
+    """Emulated rti restores mode, PC and R but leaves the interrupt flag."""
+
+    name = "bug-rti-keeps-ie"
+    supports = PLANTED
+
+    def after_emulate(self, name, before):
+        if name == "rti":
+            self.vcpu.S[st.IE] = before[st.IE]
+
+
+class WrrKeepsBound(_EmulateHook, TrapAndEmulate):
+    """Emulated wrr loads the new base but keeps the old bound."""
+
+    name = "bug-wrr-bound-not-set"
+    supports = PLANTED
+
+    def after_emulate(self, name, before):
+        if name == "wrr":
+            self.vcpu.S[st.BOUND] = before[st.BOUND]
+
+
+# -- trap reflection bugs ----------------------------------------------------
+class SyscallSavesNextPC(TrapAndEmulate):
+    """A reflected system call saves the PC of the *next* instruction."""
+
+    name = "bug-syscall-saved-pc"
+    supports = PLANTED
+
+    def reflect(self, cause, info):
+        super().reflect(cause, info)
+        if cause == st.Cause.SYSCALL:
+            v = self.vcpu
+            v.M[st.OLD_PC] = (v.M[st.OLD_PC] + 2) & 0xFFFF
+
+
+class MemoryFaultAsPageFault(TrapAndEmulate):
+    """A reflected bounds violation is reported with the page-fault cause."""
+
+    name = "bug-wrong-cause"
+    supports = PLANTED
+
+    def reflect(self, cause, info):
+        if cause == st.Cause.MEMORY:
+            cause = st.Cause.PAGE
+        super().reflect(cause, info)
+
+
+class FaultInfoLost(TrapAndEmulate):
+    """A reflected trap's info word (fault address, syscall number) is dropped."""
+
+    name = "bug-trap-info-lost"
+    supports = PLANTED
+
+    def reflect(self, cause, info):
+        super().reflect(cause, 0)
+
+
+class EmulatesUserPrivileged(TrapAndEmulate):
+    """Emulates a privileged instruction even in virtual user mode, as if the
+    guest were its kernel (forgets to reflect it to the guest's handler)."""
+
+    name = "bug-emulates-user-privileged"
+    supports = PLANTED
+
+    def handle_host_trap(self, cause, info):
+        v = self.vcpu
+        if cause == st.Cause.PRIVILEGED and v.S[st.MODE] == st.USER:
+            v.S[st.MODE] = st.SUPERVISOR
+            self.emulate_step()
+            if v.S[st.MODE] == st.SUPERVISOR:  # the instruction did not change it
+                v.S[st.MODE] = st.USER
+            return
+        super().handle_host_trap(cause, info)
+
+
+# -- timer bugs --------------------------------------------------------------
+class TimerOffByOne(TrapAndEmulate):
+    """The host timer is programmed one instruction late."""
+
+    name = "bug-timer-off-by-one"
+    supports = PLANTED
+
+    def push(self):
+        super().push()
+        if self.host.S[st.TIMER]:
+            self.host.S[st.TIMER] += 1
+
+
+class MaskedTickLost(TrapAndEmulate):
+    """A timer expiry while the guest has interrupts off is dropped, not left pending."""
+
+    name = "bug-masked-tick-lost"
+    supports = PLANTED
+
+    def handle_host_trap(self, cause, info):
+        super().handle_host_trap(cause, info)
+        if cause == st.Cause.TIMER and not self.vcpu.S[st.IE]:
+            self.vcpu.S[st.PEND] = 0
+
+
+# -- memory / safety bugs -------------------------------------------------------
+class RNotComposed(TrapAndEmulate):
+    """The real R is the guest's virtual R, not composed with the allocation."""
+
+    name = "bug-r-not-composed"
+    supports = PLANTED
+
+    def real_r(self):
+        S = self.vcpu.S
+        return S[st.BASE], S[st.BOUND]
+
+
+class BoundNotClipped(TrapAndEmulate):
+    """The real bound is the guest's bound, not clipped to the allocation."""
+
+    name = "bug-bound-not-clipped"
+    supports = PLANTED
+
+    def real_r(self):
+        base, _ = super().real_r()
+        return base, self.vcpu.S[st.BOUND]
+
+
+# -- accounting ---------------------------------------------------------------
+class ReflectCountedDirect(TrapAndEmulate):
+    """A reflected trap is counted as a direct step as well as an emulated one."""
+
+    name = "bug-counts-reflect-twice"
+    supports = PLANTED
+
+    def reflect(self, cause, info):
+        super().reflect(cause, info)
+        self._counts.direct += 1
+
+
+# -- the hybrid design ------------------------------------------------------------
+class HybridRunsKernelDirect(HybridVMM):
+    """The hybrid VMM runs virtual-supervisor code directly once paging is off
+    and interrupts are on (an over-eager fast path)."""
+
+    name = "bug-hybrid-kernel-direct"
+    supports = PLANTED
+
+    def direct_allowed(self):
+        S = self.vcpu.S
+        return S[st.PTBR] == 0 and (S[st.MODE] == st.USER or S[st.IE] == 1)
+
+
+@dataclass(frozen=True)
+class Bug:
+    cls: type
+    profile: str
+    breaks: str  # the requirement a campaign must report: fidelity, safety, contract
+
+
+BUGS = [
+    Bug(PopfForgetsFlags, "pg", "fidelity"),
+    Bug(PushfShowsRealIE, "pg", "fidelity"),
+    Bug(OutDropped, "pg", "fidelity"),
+    Bug(RtiKeepsIE, "pg", "fidelity"),
+    Bug(WrrKeepsBound, "pg", "fidelity"),
+    Bug(SyscallSavesNextPC, "pg", "fidelity"),
+    Bug(MemoryFaultAsPageFault, "pg", "fidelity"),
+    Bug(FaultInfoLost, "pg", "fidelity"),
+    Bug(EmulatesUserPrivileged, "pg", "fidelity"),
+    Bug(TimerOffByOne, "pg", "fidelity"),
+    Bug(MaskedTickLost, "pg", "fidelity"),
+    Bug(RNotComposed, "pg", "fidelity"),
+    Bug(BoundNotClipped, "pg", "fidelity"),
+    Bug(ReflectCountedDirect, "pg", "contract"),
+    Bug(HybridRunsKernelDirect, "hybrid", "fidelity"),
+]
