@@ -20,6 +20,7 @@ BUILTINS: dict[str, str] = {
     "binary-translation": "popek.model.vmms.binary_translation:BinaryTranslationVMM",
     "paravirt": "popek.model.vmms.paravirt:ParavirtVMM",
     "hardware-assisted": "popek.model.vmms.hardware_assisted:HardwareAssistedVMM",
+    "hardware-assisted+shadow": "popek.model.vmms.hardware_assisted:HardwareAssistedShadowVMM",
 }
 
 

@@ -55,6 +55,7 @@ from popek.spec.state import (
     PSW_MODE_BIT,
     PTBR,
     PTE_PRESENT,
+    PTE_USER,
     PTE_WRITE,
     SUPERVISOR,
     TIMER,
@@ -92,6 +93,7 @@ class HardwareAssistedVMM(SoftwareVMM):
         "vtx": Support(True, True, "guest mode gives the guest its own sensitive state; only host-owned effects exit"),
     }
 
+    paging: ClassVar[str] = "nested"
     NPT: ClassVar[int] = 0x400  # nested page table (host-physical)
     VMCS_AT: ClassVar[int] = 0x800
     ENTRY: ClassVar[int] = 0xC00  # the host program: vmrun r1
@@ -147,6 +149,8 @@ class HardwareAssistedVMM(SoftwareVMM):
         for k, name in enumerate(V.SAVED):
             if name == "psw":
                 value = psw
+            elif name == "ptbr":
+                value = self.guest_ptbr()
             elif name in _SLOT_OF:
                 value = S[_SLOT_OF[name]]
             else:
@@ -179,12 +183,20 @@ class HardwareAssistedVMM(SoftwareVMM):
         c.vmm_entries += 1
         c.traps[cause_name(reason)] += 1
         c.extra[f"vm_exits.{self._exit_name(reason, qual)}"] += 1
+        return guest_steps + self.handle_exit(reason, qual)
+
+    def handle_exit(self, reason: int, qual: int) -> int:
+        """Finish the guest step that exited; returns guest steps (0 or 1)."""
         if reason in (Cause.VMEXIT, Cause.NPF):
             if reason == Cause.NPF:
-                c.extra["nested_faults"] += 1
-            return guest_steps + self.emulate_step()
+                self._counts.extra["nested_faults"] += 1
+            return self.emulate_step()
         self.reflect(reason, qual)
-        return guest_steps + 1
+        return 1
+
+    def guest_ptbr(self) -> int:
+        """The page-table base the guest runs with in guest mode: its own."""
+        return self.vcpu.S[PTBR]
 
     def _exit_name(self, reason: int, qual: int) -> str:
         """An instruction exit by the instruction's name; others by cause."""
@@ -211,8 +223,131 @@ class HardwareAssistedVMM(SoftwareVMM):
                 S[FLAGS] = value & 0xF
                 S[IE] = (value >> PSW_IE_BIT) & 1
                 S[MODE] = (value >> PSW_MODE_BIT) & 1
+            elif name == "ptbr":
+                if self.paging == "nested":
+                    S[PTBR] = value  # with shadow paging, lptb exits: the vCPU's is current
             elif name in _SLOT_OF:
                 S[_SLOT_OF[name]] = value
             else:
                 S[int(name[1:])] = value
         self._vcpu_stale = True
+
+
+class HardwareAssistedShadowVMM(HardwareAssistedVMM):
+    """The same design on hardware without nested paging (VT-x before EPT):
+    the guest runs in guest mode with its page-table base pointing at a
+    *shadow table* the VMM keeps, and the user chooses this variant by name.
+
+    Without a nested table a guest-physical address in guest mode is a
+    host-physical one, so everything that uses physical addresses must exit:
+    every guest trap and interrupt (the PSW words are physical), and the
+    instructions whose effects read storage by physical address (``rti``) or
+    load the page-table base (``lptb``): found from the spec, as
+    `exit_controls` finds ``halt`` and ``out``.  The guest's R is its own, so
+    the shadow table maps guest-linear pages to host frames in the
+    allocation, one table for both modes (an entry's user bit is the guest's
+    own answer for user mode).  Entries are built when a page fault exits;
+    the guest's page-table pages are write-protected and a write to one
+    (emulated) drops the table, as does an ``lptb``.
+    """
+
+    name: ClassVar[str] = "hardware-assisted+shadow"
+    summary: ClassVar[str] = "hardware-assisted without nested paging: shadow page tables, traps exit"
+    supports: ClassVar[Mapping[str, Support]] = {
+        "vtx": Support(True, False, "every guest trap, rti and lptb exits (no nested paging)"),
+    }
+    paging: ClassVar[str] = "shadow"
+    SHADOW: ClassVar[int] = 0x400  # the shadow table, where the nested one would be
+
+    def load(self, image: Image, *, memsize: int) -> None:
+        from .shadow import TrackingWindow, compile_walk
+
+        HardwareAssistedVMM.load(self, image, memsize=memsize)
+        host, arch = self.host, self.host.arch
+        # the base class placed the guest in a plain Window: track its writes instead
+        self.window = TrackingWindow(host, self.layout.guest_offset, memsize, arch.page_bits)
+        state, out = list(self.vcpu.S), list(self.vcpu.out)
+        self.vcpu = Machine(host.profile, memsize, storage=self.window)
+        self.vcpu.S[:] = state
+        self.vcpu.out[:] = out
+        self.vcpu.flush()
+        env = (self.vcpu.S, self.window, memsize)
+        self._walk = {(w, m): compile_walk(arch, write=w)(*env) for w in (False, True) for m in (0, 1)}
+        ctrl = self.ctrl
+        for name, bit in V.EXIT_CONTROL.items():
+            insn = host.profile.by_name.get(name)
+            fp = footprint(insn, arch) if insn is not None else None
+            if fp is not None and (fp.physical or PTBR in fp.writes):
+                ctrl |= 1 << bit
+        self.ctrl = ctrl | 1 << V.X_EXC | 1 << V.X_INTR
+        host.write(self.VMCS_AT + V.CTRL, self.ctrl)
+        host.write(self.VMCS_AT + V.NPT, 0)
+        self._counts.extra.pop("nested_entries", None)
+        self._shadow_ptbr = -1
+        self._zap()
+
+    def guest_ptbr(self) -> int:
+        if self.vcpu.S[PTBR] != self._shadow_ptbr:
+            self._zap()
+            self._shadow_ptbr = self.vcpu.S[PTBR]
+        return self.SHADOW
+
+    def _zap(self) -> None:
+        size = 1 << (self.host.arch.word - self.host.arch.page_bits)
+        self.host.M[self.SHADOW : self.SHADOW + size] = [0] * size
+        self.host.flush()
+        self._pt_pages: set[int] = set()
+        self._counts.extra["shadow_flushes"] += 1
+
+    def _restore_extra(self, extra: object) -> None:
+        self.window.dirty.clear()
+        self._shadow_ptbr = -1
+
+    def handle_exit(self, reason: int, qual: int) -> int:
+        if reason == Cause.PAGE and self._fill(qual):
+            return 0  # the instruction runs again, now mapped
+        if reason == Cause.TIMER:  # the interrupt exited: the vCPU takes it
+            self.vcpu.S[PEND] = 1
+            reason = Cause.VMEXIT
+        if reason == Cause.PAGE:
+            self._counts.extra["shadow_emulated_faults"] += 1
+            reason = Cause.VMEXIT
+        n = super().handle_exit(reason, qual)
+        self._after_vcpu()
+        return n
+
+    def _after_vcpu(self) -> None:
+        dirty, self.window.dirty = self.window.dirty, set()
+        if dirty & self._pt_pages:
+            self._counts.extra["shadow_updates"] += 1
+            self._shadow_ptbr = -1  # rebuilt at the next entry
+
+    def _fill(self, vaddr: int) -> bool:
+        """Build the shadow entry for ``vaddr``'s page, if the guest maps it."""
+        S, arch = self.vcpu.S, self.host.arch
+        pb = arch.page_bits
+        word = self.SHADOW + (((S[BASE] + vaddr) & arch.mask) >> pb)
+        if self.host.M[word] & PTE_PRESENT:
+            return False
+        saved = S[MODE]
+        try:
+            S[MODE] = SUPERVISOR
+            phys, _c, _i, reads = self._walk[(False, 1)](vaddr)
+            writable = self._walk[(True, 1)](vaddr)[0] is not None
+            S[MODE] = 0
+            user = self._walk[(False, 0)](vaddr)[0] is not None
+        finally:
+            S[MODE] = saved
+        if phys is None:
+            return False
+        frame = phys >> pb
+        if (frame + 1) << pb > self.layout.memsize:
+            return False
+        if S[PTBR]:
+            self._pt_pages.update(a >> pb for a in reads)
+        writable = writable and frame not in self._pt_pages
+        entry = (self.layout.guest_offset + (frame << pb)) | PTE_PRESENT
+        entry |= (PTE_USER if user else 0) | (PTE_WRITE if writable else 0)
+        self.host.write(word, entry)
+        self._counts.extra["shadow_faults"] += 1
+        return True

@@ -15,6 +15,7 @@ DESIGN_PROFILES = {
     "binary-translation": ("pg", "hybrid", "x86", "vtx"),
     "paravirt": ("pg", "hybrid", "x86", "vtx"),
     "hardware-assisted": ("vtx",),
+    "hardware-assisted+shadow": ("vtx",),
 }
 
 # guest -> why the paravirtualizing pass refuses it (and must)
@@ -50,7 +51,8 @@ def test_guest_gives_the_bare_result(guest: str, profile: str, design: str) -> N
 
 
 SLICED = [(g, d, p) for g in ("timer", "pt_heavy", "smc_patch", "syscall") for d, p in
-          (("binary-translation", "x86"), ("paravirt", "x86"), ("hardware-assisted", "vtx"))]  # fmt: skip
+          (("binary-translation", "x86"), ("paravirt", "x86"), ("hardware-assisted", "vtx"),
+           ("hardware-assisted+shadow", "vtx"))]  # fmt: skip
 
 
 @pytest.mark.parametrize("guest, design, profile", SLICED, ids=["-".join(c) for c in SLICED])

@@ -153,6 +153,17 @@ def test_nested_paging_costs_no_exit_on_page_table_writes() -> None:
     assert c.efficiency > 0.99
 
 
+def test_shadow_variant_of_hardware_assistance_exits_on_traps_and_table_loads() -> None:
+    img = image("pt_heavy", "vtx")
+    bare, steps, _ = run_bare(img, "vtx")
+    vmm = vmm_for("hardware-assisted+shadow", img, "vtx")
+    vmm.run(steps)
+    x = vmm.counters().extra
+    assert vmm.guest_state().differences(bare) == []
+    assert x["vm_exits.lptb"] == 2 and x["shadow_updates"] >= 8
+    assert "nested_entries" not in x
+
+
 def test_popek_list_shows_all_six_designs(capsys: pytest.CaptureFixture) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -54,7 +54,7 @@ def random_image(profile_name: str, rng: random.Random, *, no_stores_or_loads: b
     return Image(words, 16, code=set(range(16, 320, 2)))
 
 
-CASES = [("binary-translation", "vtx"), ("hardware-assisted", "vtx"),
+CASES = [("binary-translation", "vtx"), ("hardware-assisted", "vtx"), ("hardware-assisted+shadow", "vtx"),
          ("paravirt", "pg"), ("paravirt", "x86"), ("paravirt", "vtx")]  # fmt: skip
 
 
