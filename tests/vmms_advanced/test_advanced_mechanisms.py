@@ -169,3 +169,17 @@ def test_popek_list_shows_all_six_designs(capsys: pytest.CaptureFixture) -> None
     out = capsys.readouterr().out
     for name in ("emulator", "trap-and-emulate", "hybrid", "binary-translation", "paravirt", "hardware-assisted"):
         assert f"{name}  (built-in" in out
+
+
+# -- the footprint against the Z3 classification --------------------------------------
+@pytest.mark.parametrize("profile", ["pg", "hybrid", "x86", "vtx"])
+def test_every_instruction_z3_finds_sensitive_needs_the_vmm(profile: str) -> None:
+    """`sensitive.needs_vmm` is the fast, conservative test the designs use;
+    it must catch everything the proofs find sensitive (it may catch more)."""
+    from popek.proofs.classify import YES, classify_profile
+
+    p = get(profile)
+    proved = {c.insn for c in classify_profile(p) if c.answer("sensitive") == YES}
+    caught = {i.name for i in p.insns if needs_vmm(i, p.arch)}
+    assert proved, "the classification found nothing sensitive"
+    assert proved <= caught, sorted(proved - caught)
