@@ -54,6 +54,7 @@ from .codegen import Step
 
 HOT = 2  # a line is compiled into a block on its second run
 MAX_BLOCK = 32  # instructions
+MAX_CACHED_BLOCKS = 4096  # compiled blocks kept per profile
 
 
 class TrapHook(Protocol):
@@ -154,6 +155,8 @@ class Codebook:
             self.arch, steps, dead_flags=_dead_flags(steps), pb=self.arch.page_bits
         )
         maker = codegen.compile_function("block", "", body, CLOSURE)
+        if len(self.blocks) >= MAX_CACHED_BLOCKS:  # long campaigns: forget, do not grow
+            self.blocks.clear()
         changes_context = _writes_resources(steps[-1].fx)
         hit = self.blocks[key] = (maker, len(decoded), changes_context)
         return hit
@@ -228,17 +231,32 @@ def _ends_block(fx: Effects, arch: st.Arch) -> bool:
 
 
 def _dead_flags(steps: list[Step]) -> set[int]:
+    """Steps whose FLAGS write no one can see: a later step overwrites it, and
+    no step up to that one reads FLAGS, may trap, or may leave the block."""
     dead = set()
+    flags_input = f"S{FLAGS}"
     for k, s in enumerate(steps):
         if FLAGS not in s.fx.field_writes:
             continue
         for j in range(k + 1, len(steps)):
-            if steps[j].fx.traps or steps[j].fx.mem_writes:
+            fx = steps[j].fx
+            if fx.traps or fx.mem_writes or flags_input in fx.inputs():
                 break
-            if FLAGS in steps[j].fx.field_writes:
+            if FLAGS in fx.field_writes:
                 dead.add(k)
                 break
     return dead
+
+
+_TIMER_INPUTS = frozenset({f"S{TIMER}", f"S{PEND}"})
+
+
+def _runs_alone(fx: Effects) -> bool:
+    """run() counts a block's ticks after the block, so an instruction that
+    reads or writes the timer must not sit inside one."""
+    return bool(
+        TIMER in fx.field_writes or PEND in fx.field_writes or _TIMER_INPUTS & fx.inputs()
+    )
 
 
 # --------------------------------------------------------------------------
@@ -263,9 +281,15 @@ class Machine:
         self.arch = arch
         self.memsize = memsize
         self.S: list[int] = [0] * NSLOTS
+        self._windows: list = []  # windows onto this machine's storage (see model.window)
+        self._window = None  # the window this machine's storage is, if any
         self.M: list[int] = [0] * (1 << arch.word) if storage is None else storage
         if len(self.M) != 1 << arch.word:
             raise ValueError("storage must span the whole address space (2**word words)")
+        attach = getattr(self.M, "attach", None)
+        if attach is not None:
+            attach(self)
+            self._window = self.M
         self.out: list[int] = []
         self._watched: set[int] = set()
         self._lines: dict[int, _Line] = {}
@@ -317,10 +341,20 @@ class Machine:
         self._lines.clear()
         self._watched.clear()
         self._ctx = self._context()
+        self._flush_windows()
 
     def _invalidate(self, addr: int) -> None:
+        """A watched page was written: forget every cached decode here and in
+        any machine whose storage is a window onto this one."""
         self._lines.clear()
         self._watched.clear()
+        self._flush_windows()
+
+    def _flush_windows(self) -> None:
+        for window in self._windows:
+            if window.owner is not None:
+                window.owner._lines.clear()
+                window.owner._watched.clear()
 
     def _context(self) -> tuple:
         S = self.S
@@ -329,8 +363,7 @@ class Machine:
     def _check_context(self) -> None:
         ctx = self._context()
         if ctx != self._ctx:
-            self._lines.clear()
-            self._watched.clear()
+            self._lines.clear()  # decodes depend on the context; watched pages do not
             self._ctx = ctx
 
     @property
@@ -457,6 +490,9 @@ class Machine:
 
     def _watch(self, addr: int) -> None:
         self._watched.add(addr >> self.arch.page_bits)
+        window = self._window
+        if window is not None:  # the host must tell us when it writes this word
+            window.host._watch(window.offset + addr)
 
     def _watch_table(self, vaddr: int) -> None:
         """With paging on, a cached decode also depends on its page-table entries."""
@@ -481,9 +517,7 @@ class Machine:
             if (pc + ILEN * k) & mask != pc + ILEN * k:
                 break
             fx = trace(d.insn, arch)
-            if TIMER in fx.field_writes or PEND in fx.field_writes:
-                # run() counts a block's ticks after it, which would overwrite
-                # (and not tick) a timer this instruction sets: it runs alone
+            if _runs_alone(fx):
                 break
             decoded.append(d)
             if _ends_block(fx, arch):

@@ -22,6 +22,14 @@ class Window:
             raise ValueError(f"window [{offset:#x}, {offset + size:#x}) is outside host storage")
         self.host, self.offset, self.size = host, offset, size
         self._space = len(host.M)  # the address space the generated code may index
+        self.owner: "Machine | None" = None  # the machine using this as storage
+        host._windows.append(self)
+
+    def attach(self, owner: "Machine") -> None:
+        """Called by the `Machine` built over this window.  The owner's cached
+        decodes watch host pages, so any write to them, through the window,
+        `host.write` or the guest running on the host, drops those decodes."""
+        self.owner = owner
 
     def __len__(self) -> int:
         return self._space

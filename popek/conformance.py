@@ -219,7 +219,11 @@ class _Checker:
     def halted_stays(self, profile: Profile, image: Image) -> None:
         vmm = self.fresh(profile, image)
         r = self.run(vmm, STEPS)
+        bare = Machine(profile, MEMSIZE)
+        bare.load(image)
         if not r.halted:
+            if bare.run(STEPS).halted:  # the guest halts within STEPS on bare hardware
+                raise self.fail(f"run({STEPS}) never reported the halt the guest reaches")
             return
         s = self.state(vmm)
         again = self.run(vmm, 10)

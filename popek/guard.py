@@ -42,7 +42,8 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         raise _Timeout()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # repeat the alarm: a plug-in with a bare `except:` swallows the first one
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)
     try:
         yield
     finally:

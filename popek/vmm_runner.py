@@ -84,6 +84,11 @@ def run_under_vmm(
         counters.validate()
     except TypeError as e:
         raise UserError(f"VMM {name!r}: {e}") from None
+    if len(state.memory) != memsize:
+        raise UserError(
+            f"VMM {name!r}: guest_state() has {len(state.memory)} words of storage, "
+            f"the guest was given {memsize}"
+        )
     if not isinstance(result.steps, int) or not 0 <= result.steps <= steps:
         raise UserError(f"VMM {name!r}: run({steps}) reported {result.steps!r} steps")
     if counters.guest_steps != result.steps:

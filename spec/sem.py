@@ -52,6 +52,34 @@ class Effects:
     outputs: list[Expr] = field(default_factory=list)
     traps: list[tuple[Expr, Cause, Expr]] = field(default_factory=list)
 
+    def roots(self) -> list[Expr]:
+        """Every expression the effects are made of."""
+        out: list[Expr] = []
+        for cond, _cause, info in self.traps:
+            out += [cond, info]
+        for idx, val in self.reg_writes:
+            out += [idx, val]
+        out += self.field_writes.values()
+        for addr, val in self.mem_writes:
+            out += [addr, val]
+        return out + self.outputs
+
+    def inputs(self) -> frozenset[str]:
+        """Names of the free inputs the effects read (state slots are ``S<n>``)."""
+        seen: set[int] = set()
+        names: set[str] = set()
+        todo = self.roots()
+        while todo:
+            e = todo.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            if e.op == "var":
+                names.add(e.args[0])
+            elif e.op != "const":
+                todo.extend(a for a in e.args if isinstance(a, Expr))
+        return frozenset(names)
+
 
 class Sem:
     """Records the effects of one instruction (or machine routine)."""

@@ -87,3 +87,41 @@ class TrapsUncounted(Emulator):
 
     def counters(self) -> Counters:
         return Counters(0, 0, Counter(), 0, Counter())
+
+
+class ShortMemory(Emulator):
+    """guest_state() drops half of guest storage."""
+
+    name = "short-memory"
+
+    def guest_state(self):
+        s = super().guest_state()
+        return GuestState(s.regs, s.memory[: len(s.memory) // 2], s.out)
+
+
+class NeverHalts(Emulator):
+    """Counts a halted guest's idle cycles as steps and never reports the halt."""
+
+    name = "never-halts"
+
+    def run(self, steps):
+        r = super().run(steps)
+        self._counts.emulated += steps - r.steps
+        return GuestRun(steps, False)
+
+
+class SwallowsTimeouts(Emulator):
+    """Loops, swallowing every exception, even the guard's (a bare except)."""
+
+    name = "swallows-timeouts"
+
+    def run(self, steps):
+        swallowed = 0
+        while swallowed < 3:
+            try:
+                while True:
+                    pass
+            except BaseException:  # noqa: BLE001 - the misbehaviour under test
+                swallowed += 1
+        while True:
+            pass
