@@ -59,6 +59,8 @@ class CampaignConfig:
     # after a finding: stop (False), or exclude its culprit instruction and
     # go on to find the next distinct one (True)
     distinct: bool = True
+    # stop once a finding's culprit is one of these (tests use it)
+    stop_culprits: tuple[str, ...] = ()
     max_cases: int | None = None  # per worker; None: until the deadline
 
     def to_json(self) -> dict:
@@ -70,6 +72,7 @@ class CampaignConfig:
     def from_json(cls, d: dict) -> "CampaignConfig":
         d = dict(d)
         d["shard"] = tuple(d["shard"])
+        d["stop_culprits"] = tuple(d.get("stop_culprits", ()))
         return cls(**d)
 
 
@@ -180,6 +183,27 @@ class _Status:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc), encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+def _minimize(current: dict, vmm_cls, config: CampaignConfig) -> None:
+    """After Hypothesis's shrinking, `popek.fuzz.minimize`'s pass."""
+    from . import properties
+    from .minimize import minimize
+
+    kind = current["problem"].kind
+
+    def outcome(case):
+        return properties.check(vmm_cls, case, efficiency=config.efficiency, label=config.vmm)
+
+    def still_fails(case) -> bool:
+        p = outcome(case).first()
+        return p is not None and p.kind == kind
+
+    small = minimize(current["case"], still_fails)
+    if small != current["case"]:
+        problem = outcome(small).first()
+        if problem is not None:
+            current["case"], current["problem"] = small, problem
 
 
 def _culprit(vmm_cls, case, problem) -> dict | None:
@@ -296,6 +320,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 break
             culprit = None
             if current["path"] is not None:
+                if found:
+                    _minimize(current, vmm_cls, config)
                 culprit = _culprit(vmm_cls, current["case"], current["problem"])
                 doc = fnd.write(
                     current["path"], vmm=config.vmm, case=current["case"], problem=current["problem"],
@@ -309,6 +335,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     "seconds_to_detection": doc["seconds_to_detection"],
                     "cases_to_detection": doc["cases_to_detection"],
                 })  # fmt: skip
+            if found and culprit and culprit["insn"] in config.stop_culprits:
+                break
             if found and config.distinct and culprit and culprit["insn"] in prof.by_name \
                     and culprit["insn"] not in excluded:
                 excluded.append(culprit["insn"])

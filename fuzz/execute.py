@@ -126,6 +126,11 @@ class _ResourceWatch:
 
     def _snap(self) -> tuple[int, ...]:
         S = self.host.S
+        if self.host.arch.vtx and S[st.GUEST]:  # the host's own resources wait in the VMCS
+            from popek.spec.vtx import host_state
+
+            saved = host_state(S, self.host.M)
+            return tuple(saved.get(i, S[i]) for i in WATCHED)
         return tuple(S[i] for i in WATCHED)
 
     def _compare(self, before: tuple[int, ...], where: str) -> None:

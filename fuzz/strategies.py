@@ -118,12 +118,29 @@ def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool, regs: Sequence[i
     return g.Op(s.insn.name, rd, rs, imm, skip)
 
 
-def _draw_section(draw, plan: _Plan, shapes: Sequence[Shape], max_size: int, user: bool, regs):
-    # Lists, not a drawn count: Hypothesis's shrinker deletes list elements
-    # anywhere, which is what makes counterexamples short.  A list of short
-    # runs, because one flat list averages only a handful of elements.
-    runs = draw(hs.lists(hs.lists(_op(plan, shapes, user, regs), max_size=8), max_size=max(1, max_size // 3)))
-    return tuple(op for run in runs for op in run)[:max_size]
+# Where a drawn instruction goes: 0-1 kernel, 2 handler, 3-5 user program.
+KERNEL, HANDLER, USER = 0, 2, 3
+SECTION_TAGS = 5
+
+
+@hs.composite
+def _tagged_op(draw, plan: _Plan, shapes: Sequence[Shape], regs: Sequence[int]):
+    tag = draw(hs.integers(0, SECTION_TAGS))
+    return tag, draw(_op(plan, shapes, tag >= USER, regs))
+
+
+def _draw_sections(draw, plan: _Plan, shapes, regs, max_size: int) -> list[tuple[int, g.Op]]:
+    """All generated instructions as one list, each tagged with its section.
+
+    One list, not three: when shrinking removes the user program or the
+    handler, their instructions fall into the kernel instead of vanishing,
+    so a bug first seen in a handler can shrink to two kernel instructions.
+    Lists, not a drawn count, because Hypothesis's shrinker deletes list
+    elements anywhere; a list of short runs, because one flat list averages
+    only a handful of elements."""
+    run = hs.lists(_tagged_op(plan, shapes, regs), max_size=8)
+    runs = draw(hs.lists(run, max_size=max(1, max_size // 4)))
+    return [t for r in runs for t in r]
 
 
 @hs.composite
@@ -150,16 +167,27 @@ def _guests(
     # shrinks to 0.  The sections are lists, so shrinking this leaves the
     # kernel's instructions as they were.
     level = draw(hs.integers(0, 7)) if os_scaffold and plan.can_handle else 0
+    tagged = _draw_sections(draw, plan, shapes, regs, 2 * max_instructions)
+
+    def home(tag: int) -> int:
+        """Absent sections fold into the kernel."""
+        if (tag >= USER and level < 3) or (tag >= HANDLER and level == 0):
+            return KERNEL
+        return tag
+
+    def section(lo: int, hi: int, limit: int) -> tuple[g.Op, ...]:
+        return tuple(op for tag, op in tagged if lo <= home(tag) <= hi)[:limit]
+
     # a kernel that starts a user program is kept short, so that it reaches
     # the user program more often than it halts or jumps away first
-    kernel = _draw_section(draw, plan, shapes, max_instructions // (4 if level >= 3 else 1), False, regs)
+    kernel = section(KERNEL, HANDLER - 1, max_instructions // (4 if level >= 3 else 1))
     handler = user = None
     user_ie, trap_limit, page_perms, kdata, timer = False, 6, None, (), 0
     if level:
-        handler = _draw_section(draw, plan, shapes, max(0, max_instructions // 4), False, regs)
+        handler = section(HANDLER, HANDLER, max(0, max_instructions // 4))
         trap_limit = draw(hs.integers(4, 40))
         if level >= 3:
-            user = _draw_section(draw, plan, shapes, max_instructions, True, regs)
+            user = section(USER, SECTION_TAGS, max_instructions)
             user_ie = draw(hs.booleans())
             timer = draw(hs.integers(0, 40))
     if os_scaffold and draw(hs.booleans()):

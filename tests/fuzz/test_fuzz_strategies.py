@@ -84,21 +84,27 @@ def test_excluded_instructions_are_not_drawn(case: GuestCase):
 
 @pytest.mark.parametrize("name", ["pg", "hybrid", "x86"])
 def test_every_instruction_is_reached_in_both_modes(name):
-    """ISA coverage of a fixed-seed run of 1000 generated guests on the bare
-    machine: every (instruction, mode) pair of the profile is reached."""
+    """ISA coverage on the bare machine: generated guests reach every
+    (instruction, mode) pair of the profile within 3000 cases (batches of
+    200 with fixed seeds, stopping once everything is reached)."""
     prof = profiles.get(name)
     cov = IsaCoverage()
+    cases = 0
+    for batch in range(15):
 
-    @seed(1)
-    @settings(max_examples=1000, deadline=None, database=None)
-    @given(strategies.from_profile(name))
-    def run(case):
-        execute.run_bare(case, coverage=cov)
+        @seed(batch)
+        @settings(max_examples=200, deadline=None, database=None)
+        @given(strategies.from_profile(name))
+        def run(case):
+            execute.run_bare(case, coverage=cov)
 
-    run()
-    assert cov.unreached(prof) == []
-    # and both outcomes occur for the privileged instructions in user mode
+        run()
+        cases += 200
+        if not cov.unreached(prof):
+            break
+    assert cov.unreached(prof) == [], f"after {cases} cases"
+    print(f"{name}: every instruction reached in both modes within {cases} cases")
     table = cov.table(prof)
-    assert table["halt"]["user"]["trapped"] > 0
+    assert table["halt"]["user"]["trapped"] > 0  # privileged in user mode: traps
     assert table["li"]["user"]["retired"] > 0
-    assert table["<interrupt>"]["user"]["trapped"] + table["<interrupt>"]["supervisor"]["trapped"] > 0
+    assert table["<interrupt>"]["user"]["trapped"] > 0  # timer slices reach user code
