@@ -167,6 +167,32 @@ def _load_state(s: Sem, v: dict[str, Expr], keep: Expr | None = None, timer: Exp
     s.set(PEND, pick(bit(v["pend"], 0), s.get(PEND)))
 
 
+def saved_state(M, at: int, arch=ARCH) -> dict[int, int]:
+    """A state area of a VMCS in storage ``M`` (at word ``at``), as state
+    slots and plain values: for tools and VMMs reading what entry or exit
+    saved (the layout is `SAVED`; the PSW word holds flags, IE and mode)."""
+    from .state import FLAGS, IE, MODE, PSW_IE_BIT, PSW_MODE_BIT
+
+    out: dict[int, int] = {}
+    slots = {"pc": PC, "base": BASE, "bound": BOUND, "ptbr": PTBR, "timer": TIMER, "pend": PEND}
+    for k, name in enumerate(SAVED):
+        value = M[at + k]
+        if name == "psw":
+            out[FLAGS] = value & ((1 << 4) - 1)
+            out[IE] = (value >> PSW_IE_BIT) & 1
+            out[MODE] = (value >> PSW_MODE_BIT) & 1
+        elif name in slots:
+            out[slots[name]] = value
+        else:
+            out[int(name[1:])] = value
+    return out
+
+
+def host_state(S, M) -> dict[int, int]:
+    """In guest mode, the host's own state, waiting in the current VMCS."""
+    return saved_state(M, S[VMCS] + HOST_AREA)
+
+
 # -- VM entry ----------------------------------------------------------------------
 VMRUN_OPCODE = 0x41
 

@@ -216,20 +216,10 @@ class HardwareAssistedVMM(SoftwareVMM):
 
     def _read_guest(self) -> None:
         """The guest state the exit saved in the VMCS, into the virtual CPU."""
-        S, M, at = self.vcpu.S, self.host.M, self.VMCS_AT + V.GUEST_AREA
-        for k, name in enumerate(V.SAVED):
-            value = M[at + k]
-            if name == "psw":
-                S[FLAGS] = value & 0xF
-                S[IE] = (value >> PSW_IE_BIT) & 1
-                S[MODE] = (value >> PSW_MODE_BIT) & 1
-            elif name == "ptbr":
-                if self.paging == "nested":
-                    S[PTBR] = value  # with shadow paging, lptb exits: the vCPU's is current
-            elif name in _SLOT_OF:
-                S[_SLOT_OF[name]] = value
-            else:
-                S[int(name[1:])] = value
+        S = self.vcpu.S
+        for slot, value in V.saved_state(self.host.M, self.VMCS_AT + V.GUEST_AREA).items():
+            if slot != PTBR or self.paging == "nested":  # with shadow paging, lptb exits:
+                S[slot] = value  # the vCPU's page-table base is current
         self._vcpu_stale = True
 
 
