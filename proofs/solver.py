@@ -32,12 +32,24 @@ class Answer:
     seconds: float = 0.0
 
 
-def _solver() -> z3.Solver:
-    """Simplify and eliminate the equations a query is full of (fields copied
-    from one state to another, fixed operands) before the SMT core sees it:
-    on these queries that is one to two orders of magnitude faster, and
-    far less erratic, than the default solver."""
-    return z3.Then("simplify", "propagate-values", "solve-eqs", "simplify", "smt").solver()
+_PREPARE = ("simplify", "propagate-values", "solve-eqs", "simplify")
+
+# Solver configurations, by name.  Each first simplifies and eliminates the
+# equations a query is full of (fields copied from one state to another,
+# fixed operands): on these queries that is one to two orders of magnitude
+# faster, and far less erratic, than handing the query over as it is.
+STRATEGIES = {
+    "smt": lambda: z3.Then(*_PREPARE, "smt").solver(),
+    "qfaufbv": lambda: z3.Then(*_PREPARE, z3.Tactic("qfaufbv")).solver(),
+    "default": z3.Solver,
+}
+
+# Bit-vector queries are erratic: the same query can take 0.1 s or 20 s
+# depending on term order.  A portfolio tries configurations one after the
+# other, each with a slice of the time budget, and answers with the first
+# that decides.
+PORTFOLIO = (("smt", 1.0),)
+ARITHMETIC_PORTFOLIO = (("qfaufbv", 0.15), ("smt", 0.25), ("default", 0.6))
 
 
 STATS = {"queries": 0, "seconds": 0.0, "unknown": 0}
@@ -48,13 +60,25 @@ def check(
     *,
     prefer: list[z3.BoolRef] = (),  # type: ignore[assignment]
     timeout_ms: int = TIMEOUT_MS,
+    portfolio: tuple[tuple[str, float], ...] = PORTFOLIO,
 ) -> Answer:
-    """Decide the conjunction of ``constraints``."""
+    """Decide the conjunction of ``constraints`` within ``timeout_ms`` in all."""
     start = time.perf_counter()
-    s = _solver()
-    s.set("timeout", timeout_ms)
-    s.add(*constraints)
-    r = s.check()
+    reasons = []
+    for name, share in portfolio:
+        s = STRATEGIES[name]()
+        s.set("timeout", max(1, int(timeout_ms * share)))
+        s.add(*constraints)
+        try:
+            r = s.check()
+        except z3.Z3Exception as e:  # a configuration that cannot take this query
+            reasons.append(f"{name}: {e}")
+            continue
+        if r != z3.unknown:
+            break
+        reasons.append(f"{name}: {s.reason_unknown()}")
+    else:
+        r = z3.unknown
     answer: Answer
     if r == z3.sat:
         model = s.model()
@@ -68,7 +92,7 @@ def check(
     elif r == z3.unsat:
         answer = Answer(UNSAT)
     else:
-        answer = Answer(UNKNOWN, reason=s.reason_unknown())
+        answer = Answer(UNKNOWN, reason="; ".join(reasons))
         STATS["unknown"] += 1
     answer.seconds = time.perf_counter() - start
     STATS["queries"] += 1

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from popek.spec.asm import format_insn
 from popek.spec.encoding import encode
 from popek.spec.profiles import Profile
-from popek.spec.state import FIELD_NAMES, MODE, PC, RESOURCES, TIMER, USER, Cause
+from popek.spec.state import BASE, BOUND, FIELD_NAMES, MODE, PC, RESOURCES, TIMER, USER, Cause
 
 from .concrete import ConcreteState, StepRecord, predict_step, run_step
 
@@ -81,6 +81,7 @@ CLAIMS = {
     "location": "R.base and storage moved by a relocation, both retire, results differ "
     "after moving back",
     "resource": "differing only in one field, both retire, results differ outside it",
+    "unsafe": "in user mode, retires and changes a resource or writes outside R",
 }
 
 
@@ -125,8 +126,6 @@ def _diff(a: Result, b: Result, *, skip: tuple[int, ...] = ()) -> list[str]:
 
 def _unrelocate(r: Result, shift: int, mask: int) -> Result:
     S = list(r.record.S)
-    from popek.spec.state import BASE
-
     S[BASE] = (S[BASE] - shift) & mask
     rec = StepRecord(r.record.trapped, r.record.cause, r.record.info, S, {}, r.record.out)
     return Result(rec, {(a - shift) & mask: v for a, v in r.storage.items()}, r.default)
@@ -162,6 +161,18 @@ def replay(profile: Profile, w: Witness) -> Replay:
     if any(r.trapped for r in records):
         return Replay(False, f"{w.id}: a state trapped: "
                       + "; ".join(r.summary() for r in records), records)
+    if claim == "unsafe":
+        (state,), (rec,) = w.states, records
+        changed = [FIELD_NAMES[i] for i in RESOURCES if state.S[i] != rec.S[i]]
+        if rec.out:
+            changed.append("output")
+        base, bound = state.S[BASE], state.S[BOUND]
+        outside = [a for a in rec.writes if not (a - base) & mask < bound]
+        if outside:
+            changed.append("storage outside R at " + ", ".join(hex(a) for a in outside))
+        ok = bool(changed) and state.S[MODE] == USER
+        return Replay(ok, "in user mode, without a trap: " + (", ".join(changed) or "nothing"),
+                      records)
     if claim in ("control", "control_user"):
         (state,), (rec,) = w.states, records
         changed = [FIELD_NAMES[i] for i in RESOURCES if state.S[i] != rec.S[i]]
