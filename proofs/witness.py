@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from popek.spec.asm import format_insn
-from popek.spec.encoding import encode
+from popek.spec.encoding import decode, encode
 from popek.spec.profiles import Profile
 from popek.spec.state import BASE, BOUND, FIELD_NAMES, MODE, PC, RESOURCES, TIMER, USER, Cause
 
-from .concrete import ConcreteState, StepRecord, predict_step, run_step
+from .concrete import ConcreteState, StepRecord, fetch_addresses_at, predict_step, run_step
 
 MEMORY_CAUSES = frozenset({int(Cause.MEMORY), int(Cause.PAGE)} | (
     {int(Cause.NPF)} if hasattr(Cause, "NPF") else set()
@@ -135,6 +135,11 @@ def replay(profile: Profile, w: Witness) -> Replay:
     """Run the witness on the concrete machine and check the claim there."""
     records: list[StepRecord] = []
     for label, s in zip(w.labels, w.states):
+        where = fetch_addresses_at(s, profile.arch)
+        if where is not None:
+            d = decode(profile, s.word(where[0]), s.word(where[1]))
+            if d is None or (d.insn.name, (d.rd, d.rs, d.imm)) != (w.insn, w.ops):
+                return Replay(False, f"{w.id}: state {label} does not hold {w.insn} {w.ops} at pc")
         if s.S[TIMER] != 0:
             return Replay(False, f"{w.id}: state {label} has a running timer; its tick "
                           "would blur the comparison")
