@@ -7,10 +7,11 @@ A campaign is one VMM on one profile for a time budget.  The parent process
 profile (a real example database: a directory, or Redis) until the deadline.
 
 Why batches: a Hypothesis test runs to ``max_examples``; a campaign runs to a
-clock.  Each batch is one ``@given`` run with its own seed (derived from the
-campaign seed, the shard and the worker, so shards and workers never draw
-the same sequence) and replays the database first, which is how findings of
-other workers, earlier runs and other machines come back at once.
+clock.  Each batch is one ``@given`` run that replays the database first,
+which is how findings of other workers, earlier runs and other machines come
+back at once.  The batches' random seeds come from one generator seeded by
+the campaign seed, the shard and the worker, so shards and workers draw
+different sequences and a campaign with ``--seed`` can be repeated.
 
 Workers talk to the parent only through files in the campaign's status
 directory: ``worker-N.json`` (cases, ISA coverage, findings, efficiency),
@@ -185,6 +186,23 @@ class _Status:
         os.replace(tmp, self.path)
 
 
+def _seed_hypothesis(value: int) -> None:
+    """Make this worker's sequence of Hypothesis runs reproducible and
+    distinct from every other worker's and shard's.
+
+    ``@seed`` would do it but turns the example database off, and a
+    campaign lives on its database; so this seeds the generator Hypothesis
+    draws each run's seed from (a private attribute: if a later Hypothesis
+    lacks it, runs are seeded from the OS, distinct but not reproducible)."""
+    import random as _random
+
+    import hypothesis.core as hc
+
+    local = getattr(hc, "threadlocal", None)
+    if local is not None and hasattr(local, "_hypothesis_global_random"):
+        local._hypothesis_global_random = _random.Random(value)
+
+
 def _minimize(current: dict, vmm_cls, config: CampaignConfig) -> None:
     """After Hypothesis's shrinking, `popek.fuzz.minimize`'s pass."""
     from . import properties
@@ -199,7 +217,7 @@ def _minimize(current: dict, vmm_cls, config: CampaignConfig) -> None:
         p = outcome(case).first()
         return p is not None and p.kind == kind
 
-    small = minimize(current["case"], still_fails)
+    small = minimize(current["case"], still_fails, seconds=3.0)
     if small != current["case"]:
         problem = outcome(small).first()
         if problem is not None:
@@ -229,7 +247,7 @@ def worker_index() -> int:
 
 def run_worker(config: CampaignConfig, index: int) -> dict:
     """One worker's share of a campaign: batches until the deadline."""
-    from hypothesis import given, seed, settings
+    from hypothesis import given, settings
 
     from popek import registry
     from popek.spec import profiles
@@ -264,7 +282,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         database = make_database(config.db)
         deadline = status.started + config.seconds
         batch = 20
-        base_seed = hash((config.seed, config.shard, index)) & 0xFFFFFFFF
+        _seed_hypothesis(hash((config.seed, config.shard, index)) & 0xFFFFFFFF)
         findings_dir = Path(config.findings_dir)
         batch_no = 0
         found = False
@@ -309,7 +327,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 f"popek-campaign:{config.vmm}:{config.profile}:{strategy!r}".encode()
             )
             s = register_settings_profile(database, batch, config.reuse_only)
-            test = seed(base_seed + batch_no)(settings(s)(given(strategy)(inner)))
+            test = settings(s)(given(strategy)(inner))
             t0, n0 = time.time(), status.cases
             try:
                 test()

@@ -52,14 +52,14 @@ class _EmulateHook:
 
 
 # -- emulation bugs ----------------------------------------------------------
-class PopfForgetsFlags(_EmulateHook, TrapAndEmulate):
-    """Emulated popf sets IE but forgets the arithmetic flags."""
+class RtiForgetsFlags(_EmulateHook, TrapAndEmulate):
+    """Emulated rti restores mode, PC, R and IE but forgets the arithmetic flags."""
 
-    name = "bug-popf-forgets-flags"
+    name = "bug-rti-forgets-flags"
     supports = PLANTED
 
     def after_emulate(self, name, before):
-        if name == "popf":
+        if name == "rti":
             self.vcpu.S[st.FLAGS] = before[st.FLAGS]
 
 
@@ -247,7 +247,7 @@ class Bug:
 
 
 BUGS = [
-    Bug(PopfForgetsFlags, "pg", "fidelity"),
+    Bug(RtiForgetsFlags, "pg", "fidelity"),
     Bug(PushfShowsRealIE, "pg", "fidelity"),
     Bug(OutDropped, "pg", "fidelity"),
     Bug(RtiKeepsIE, "pg", "fidelity"),
