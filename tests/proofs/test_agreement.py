@@ -28,6 +28,17 @@ MASK = ARCH.mask
 
 CASES = [(p, i) for p in all_profiles() for i in p.insns]
 
+# Profiles share instruction objects (pg's add is x86's add).  The first
+# profile that has a definition tests it thoroughly; later ones check their
+# own decode table with a few examples.
+_FIRST: dict = {}
+for _p, _i in CASES:
+    _FIRST.setdefault((_i, _p.arch), _p.name)
+
+
+def _examples(profile: Profile, insn) -> int:
+    return 15 if _FIRST[(insn, profile.arch)] == profile.name else 4
+
 
 def _word() -> hs.SearchStrategy[int]:
     """Words biased towards the edges where traps and carries happen."""
@@ -110,7 +121,7 @@ def test_z3_semantics_agree_with_machine(case) -> None:
     profile, insn = case
 
     @settings(
-        max_examples=15,
+        max_examples=_examples(profile, insn),
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
