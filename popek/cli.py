@@ -20,6 +20,7 @@ COMMANDS = (
     "isa",
     "list",
     "fuzz",
+    "prove",
 )
 
 
