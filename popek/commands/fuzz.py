@@ -52,6 +52,9 @@ def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True) -> N
                    help="measure code coverage of popek's packages with coverage.py (slower)")  # fmt: skip
     p.add_argument("--reuse-only", action="store_true",
                    help="only replay the example database; generate nothing")  # fmt: skip
+    p.add_argument("--first", action="store_true",
+                   help="stop at the first counterexample (default: exclude each finding's "
+                        "culprit instruction and go on looking for distinct ones)")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace, vmm: str, profile: str):
@@ -73,7 +76,7 @@ def config_from_args(args: argparse.Namespace, vmm: str, profile: str):
         vmm=vmm, profile=profile, seconds=seconds, workers=args.workers, db=args.db,
         shard=shard, findings_dir=args.findings or str(findings.DEFAULT_DIR), seed=args.seed,
         efficiency=args.efficiency, max_instructions=args.max_instructions, steps=args.steps,
-        code_coverage=args.code_coverage, reuse_only=args.reuse_only,
+        code_coverage=args.code_coverage, reuse_only=args.reuse_only, distinct=not args.first,
     )  # fmt: skip
 
 
