@@ -16,6 +16,8 @@ import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from popek.vmm import GuestRefused
+
 DEFAULT_TIMEOUT = 60.0  # seconds for one call into a plug-in
 
 
@@ -66,8 +68,8 @@ def call(
             result = fn(*args, **kwargs)
     except _Timeout:
         raise PluginFailure(plugin, method, f"did not return within {timeout:g} s") from None
-    except KeyboardInterrupt:
-        raise
+    except (KeyboardInterrupt, GuestRefused):
+        raise  # a refusal is the plug-in's declared answer, not a failure
     except Exception as e:  # anything a plug-in raises is the plug-in's failure
         where = traceback.extract_tb(e.__traceback__)[-1]
         raise PluginFailure(

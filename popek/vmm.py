@@ -7,6 +7,7 @@ the VMM's constructor.  Then, for each guest:
 1. ``load(image, memsize=...)``: place the guest image in guest-physical
    storage of ``memsize`` words and reset the virtual CPU as the bare machine
    resets (supervisor mode, R = (0, memsize), PC = image.entry, all else 0).
+   A design that cannot host this guest raises `GuestRefused`.
 2. ``run(steps)``: run the guest for at most ``steps`` *guest steps* or until
    the guest halts; return a `GuestRun`.  A guest step is what the bare
    machine counts: one guest instruction retired, one guest instruction
@@ -205,6 +206,13 @@ def cause_name(cause: int) -> str:
         return st.Cause(cause).name.lower()
     except ValueError:
         return f"cause{cause}"
+
+
+class GuestRefused(Exception):
+    """Raised by ``load()`` when a design cannot host this guest at all (a
+    paravirtualizing pass that cannot rewrite it safely, say).  popek reports
+    it as a refusal with this message: neither a fidelity failure nor a
+    plug-in crash.  Subclass it for your own reasons."""
 
 
 class VMM(abc.ABC):

@@ -16,7 +16,7 @@ from popek.cli import UserError
 from popek.model.machine import Machine
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
-from popek.vmm import VMM, Counters, GuestRun, GuestState, Support
+from popek.vmm import GuestRefused, VMM, Counters, GuestRun, GuestState, Support
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ def run_under_vmm(
             return guard.call(name, method, fn, *args, timeout=timeout, returns=returns, **kw)
         except guard.PluginFailure as e:
             raise UserError(str(e)) from None
+        except GuestRefused as e:
+            raise UserError(f"VMM {name!r} refuses this guest: {e}") from None
 
     vmm = call("__init__", cls, host, returns=VMM)
     call("load", vmm.load, image, memsize=memsize)

@@ -55,7 +55,7 @@ from popek.spec.image import Image
 from popek.spec.profiles import Profile
 from popek.spec.sem import ILEN
 from popek.spec.state import HALTED, IE, PC, PEND, Cause
-from popek.vmm import GuestState, Support
+from popek.vmm import GuestRefused, GuestState, Support
 
 from .sensitive import footprint, needs_vmm
 from .shadow import ShadowPagingVMM
@@ -63,7 +63,7 @@ from .shadow import ShadowPagingVMM
 HYPERCALL = (0xFE << 8) | (12 << 4)  # illegal in every profile with fewer than 13 registers
 
 
-class RewriteError(ValueError):
+class RewriteError(GuestRefused):
     """A guest the paravirtualizing pass cannot rewrite safely."""
 
 
