@@ -35,24 +35,25 @@ base loads cost the VMM nothing.
 
 from __future__ import annotations
 
-from typing import ClassVar, Mapping
+from functools import lru_cache
+from typing import Callable, ClassVar, Mapping
 
-from popek.model.machine import Machine
+from popek.model import codegen
+from popek.model.machine import CLOSURE, Machine
 from popek.spec import vtx as V
+from popek.spec.bits import var
 from popek.spec.encoding import encode
 from popek.spec.image import Image
+from popek.spec.sem import Sem
 from popek.spec.state import (
     BASE,
     BOUND,
-    FLAGS,
     GUEST,
     HALTED,
     IE,
     MODE,
     PC,
     PEND,
-    PSW_IE_BIT,
-    PSW_MODE_BIT,
     PTBR,
     PTE_PRESENT,
     PTE_USER,
@@ -62,12 +63,33 @@ from popek.spec.state import (
     Cause,
 )
 from popek.spec.trace import trace_trap
+from popek.spec.trap import load_psw
 from popek.vmm import GuestRun, Support, cause_name
 
 from .base import SoftwareVMM
 from .sensitive import footprint
 
-_SLOT_OF = {"pc": PC, "base": BASE, "bound": BOUND, "ptbr": PTBR, "timer": TIMER, "pend": PEND}
+
+@lru_cache(maxsize=None)
+def state_area_code(arch) -> tuple[Callable, Callable]:
+    """Makers of ``save(at)`` and ``load(at)``: a CPU's state into, and out
+    of, a VMCS state area at host word ``at``, exactly as VM exit stores it
+    and VM entry loads it (spec/vtx.py; the PSW word by `load_psw` and
+    `psw_word`), traced once and compiled like the machine's trap routine."""
+    at = var("at", arch.word)
+    save, load = Sem(arch), Sem(arch)
+    for k, word in enumerate(V._state_words(save, save.get(PC))):
+        save.store_host(at + k, word)
+    g = V._read_state(load, at)
+    V._load_state(load, g)
+    load_psw(load, g["psw"], g["pc"], g["base"], g["bound"])
+
+    def compiled(name: str, s: Sem) -> Callable:
+        step = codegen.Step(s.fx, {"at": "at"}, f"S[{PC}]")
+        body = codegen.emit_steps(arch, [step], dead_flags=set(), pb=arch.page_bits)
+        return codegen.compile_function(name, "at", body, CLOSURE)
+
+    return compiled("save", save), compiled("load", load)
 
 
 def exit_controls(profile) -> int:
@@ -143,20 +165,11 @@ class HardwareAssistedVMM(SoftwareVMM):
 
     def _enter(self, budget: int) -> int:
         """One VM entry: run the guest in guest mode until an exit or ``budget``."""
-        host, H, S = self.host, self.host.S, self.vcpu.S
-        M, at = host.M, self.VMCS_AT + V.GUEST_AREA
-        psw = S[FLAGS] | (S[IE] << PSW_IE_BIT) | (S[MODE] << PSW_MODE_BIT)
-        for k, name in enumerate(V.SAVED):
-            if name == "psw":
-                value = psw
-            elif name == "ptbr":
-                value = self.guest_ptbr()
-            elif name in _SLOT_OF:
-                value = S[_SLOT_OF[name]]
-            else:
-                value = S[int(name[1:])]
-            if M[at + k] != value:
-                host.write(at + k, value)
+        host, H, M = self.host, self.host.S, self.host.M
+        at = self.VMCS_AT + V.GUEST_AREA
+        save, _ = self._state_area()
+        save(at)
+        host.write(at + V.SAVED.index("ptbr"), self.guest_ptbr())
         for slot in (MODE, BASE, BOUND, PTBR, IE, TIMER, PEND, HALTED, GUEST):
             H[slot] = 0
         H[MODE] = SUPERVISOR
@@ -217,10 +230,19 @@ class HardwareAssistedVMM(SoftwareVMM):
     def _read_guest(self) -> None:
         """The guest state the exit saved in the VMCS, into the virtual CPU."""
         S = self.vcpu.S
-        for slot, value in V.saved_state(self.host.M, self.VMCS_AT + V.GUEST_AREA).items():
-            if slot != PTBR or self.paging == "nested":  # with shadow paging, lptb exits:
-                S[slot] = value  # the vCPU's page-table base is current
+        ptbr = S[PTBR]
+        _, load = self._state_area()
+        load(self.VMCS_AT + V.GUEST_AREA)
+        if self.paging == "shadow":  # lptb exits: the vCPU's page-table base is current
+            S[PTBR] = ptbr
         self._vcpu_stale = True
+
+    def _state_area(self) -> tuple[Callable, Callable]:
+        """``save(at)`` and ``load(at)`` (`state_area_code`) over the virtual
+        CPU's state and the host's storage."""
+        env = (self.vcpu.S, *self.host._env[1:])
+        save, load = state_area_code(self.host.arch)
+        return save(*env), load(*env)
 
 
 class HardwareAssistedShadowVMM(HardwareAssistedVMM):
