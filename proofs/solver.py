@@ -48,7 +48,7 @@ STRATEGIES = {
 # depending on term order.  A portfolio tries configurations one after the
 # other, each with a slice of the time budget, and answers with the first
 # that decides.
-PORTFOLIO = (("smt", 1.0),)
+PORTFOLIO = (("smt", 0.05), ("default", 0.1), ("qfaufbv", 0.15), ("smt", 0.7))
 ARITHMETIC_PORTFOLIO = (("qfaufbv", 0.15), ("smt", 0.25), ("default", 0.6))
 
 

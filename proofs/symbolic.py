@@ -309,15 +309,31 @@ def unused_fields_zero(insn: Insn, ops: Operands) -> z3.BoolRef:
 
 def fetches(insn: Insn, pre: SymState, ops: Operands) -> z3.BoolRef:
     """The machine at ``pre`` fetches ``insn`` with these operands from storage
-    without a fault: the instruction really is in storage at PC."""
+    without a fault: the instruction really is in storage at PC.
+
+    Built once per instruction over a template state and then instantiated
+    by substitution (translating the fetch's address translation afresh for
+    every state is most of the cost of building a query)."""
+    tpl_state, tpl_ops, formula = _fetches_template(insn, pre.arch)
+    pairs = [(tpl_state.fields[s], pre.fields[s]) for s in tpl_state.fields]
+    pairs += [(tpl_state.regs, pre.regs), (tpl_state.mem, pre.mem),
+              (tpl_state.memsize, pre.memsize)]
+    pairs += [(tpl_ops.rd, ops.rd), (tpl_ops.rs, ops.rs), (tpl_ops.imm, ops.imm)]
+    return z3.simplify(z3.substitute(formula, *pairs))
+
+
+@lru_cache(maxsize=None)
+def _fetches_template(insn: Insn, arch: Arch) -> tuple[SymState, Operands, z3.BoolRef]:
+    pre, ops = fresh_state("fetch.tpl", arch), fresh_operands("fetch.tpl.op", arch)
     f = fetch(pre)
-    w0, w1 = encoding(insn, ops, pre.arch)
-    return z3.And(
+    w0, w1 = encoding(insn, ops, arch)
+    formula = z3.And(
         z3.Not(f.trapped),
         z3.Select(pre.mem, f.p0) == w0,
         z3.Select(pre.mem, f.p1) == w1,
         unused_fields_zero(insn, ops),
     )
+    return pre, ops, formula
 
 
 def well_formed(pre: SymState) -> z3.BoolRef:

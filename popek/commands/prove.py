@@ -86,12 +86,18 @@ def _cell(fact, ids: dict[int, int]) -> str:
 
 
 def _number_witnesses(verdict) -> dict[int, int]:
+    """Witness numbers in the order the report shows them: the table's
+    "yes" cells, then the offenders' witnesses of being unprivileged."""
+    from popek.proofs.classify import COLUMNS
+
     ids: dict[int, int] = {}
-    for c in verdict.classes:
-        for fact in c.facts.values():
-            for w in (fact.witness, fact.user_witness):
-                if w is not None and id(w) not in ids:
-                    ids[id(w)] = len(ids) + 1
+    shown = [c.facts[col].witness for c in verdict.classes for col in COLUMNS
+             if c.facts[col].answer == "yes"]
+    for cond in (verdict.theorem1, verdict.theorem3):
+        shown += [w for o in cond.offenders for w in (o.sensitive, o.unprivileged)]
+    for w in shown:
+        if w is not None and id(w) not in ids:
+            ids[id(w)] = len(ids) + 1
     return ids
 
 
@@ -141,7 +147,7 @@ def _classify_json(profile: Profile, verdict, ids: dict[int, int], seconds: floa
         for col in COLUMNS:
             fact = c.facts[col]
             entry: dict = {"answer": fact.answer}
-            if fact.witness is not None:
+            if fact.witness is not None and id(fact.witness) in ids:
                 entry["witness"] = ids[id(fact.witness)]
                 witnesses[ids[id(fact.witness)]] = fact.witness.to_json(profile)
             if fact.note:
