@@ -64,11 +64,13 @@ from popek.spec.state import (
 
 from . import solver
 from .concrete import ConcreteState, from_model
+from .opaque import access_inputs, causes_known, opaque_trace, translation
 from .symbolic import (
     Operands,
     Outcome,
     SymState,
     Translator,
+    apply_effects,
     differs,
     fetches,
     fresh_operands,
@@ -280,6 +282,8 @@ class _Classifier:
         return self._with_user("mode", build)
 
     def location(self) -> Fact:
+        if relocation_lemma(self.arch) and self._location_opaque_unsat():
+            return Fact(NO, None, NO)
         x = z3.BitVec("reloc.x", self.arch.word)
 
         def build():
@@ -293,6 +297,32 @@ class _Classifier:
             return cs, _nice(st), ops, [st, moved], ["state", "relocated"], kw, st.fields[MODE] == USER
 
         return self._with_user("location", build)
+
+    def _location_opaque_unsat(self) -> bool:
+        """Location-sensitivity with translation opaque (``proofs/opaque.py``):
+        each access of the relocated run lands x above the same access of the
+        first run (`relocation_lemma`).  UNSAT proves the instruction not
+        location-sensitive, in any mode, without Z3 redoing address
+        arithmetic; anything else sends the question to the full query."""
+        arch = self.arch
+        x = z3.BitVec("reloc.x", arch.word)
+        st, ops = fresh_state("s", arch), fresh_operands("op", arch)
+        moved = _relocated(st, x)
+        fx, accesses = opaque_trace(self.insn, arch)
+        ins1 = {**ops.as_dict(), **access_inputs("one", accesses, arch)}
+        ins2 = {**ops.as_dict(), **access_inputs("two", accesses, arch)}
+        o1, o2 = apply_effects(fx, st, ins1), apply_effects(fx, moved, ins2)
+        cs = [well_formed(st), well_formed(moved), st.fields[PTBR] == 0, x != 0,
+              z3.Not(o1.trapped), z3.Not(o2.trapped)]
+        cs += [st.fields[s] == 0 for s in _extra_slots(arch) if s in st.fields]
+        cs += causes_known(accesses, arch, ins1) + causes_known(accesses, arch, ins2)
+        for vaddr, name, _write in accesses:
+            same = Translator(st, ins1)(vaddr) == Translator(moved, ins2)(vaddr)
+            ok = z3.And(ins1[f"{name}.fault"] == 0, ins2[f"{name}.fault"] == 0)
+            cs.append(z3.Implies(z3.And(same, ok),
+                                 ins2[f"{name}.phys"] == ins1[f"{name}.phys"] + x))
+        cs.append(z3.Or(differs(o1.post, o2.post, shift=x), outputs_differ(o1, o2)))
+        return solver.check(cs).status == solver.UNSAT
 
     def resource(self, name: str) -> Fact:
         slot = RESOURCE_SENSITIVITY[name]
@@ -323,6 +353,25 @@ class _Classifier:
             c.facts[name] = self.resource(name)
         _derive(c)
         return c
+
+
+@lru_cache(maxsize=None)
+def relocation_lemma(arch: Arch) -> bool:
+    """Proved (True) or not: with paging off, when an address translates
+    without a fault both in a state and in its copy relocated by x, the
+    copy's physical address is the first's plus x.  Reads and writes."""
+    x, a = z3.BitVec("lemma.x", arch.word), z3.BitVec("lemma.vaddr", arch.word)
+    for write in (False, True):
+        fx, phys, _ = translation(arch, write)
+        st = fresh_state("lemma", arch)
+        moved = _relocated(st, x)
+        o1, o2 = apply_effects(fx, st, {"vaddr": a}), apply_effects(fx, moved, {"vaddr": a})
+        p1, p2 = Translator(st, {"vaddr": a})(phys), Translator(moved, {"vaddr": a})(phys)
+        cs = [st.fields[PTBR] == 0, z3.Not(o1.trapped), z3.Not(o2.trapped), p2 != p1 + x]
+        cs += [st.fields[s] == 0 for s in _extra_slots(arch) if s in st.fields]
+        if solver.check(cs).status != solver.UNSAT:
+            return False
+    return True
 
 
 def _any(answers: list[str]) -> str:

@@ -61,11 +61,8 @@ from functools import lru_cache
 
 import z3
 
-from popek.spec.bits import Expr, eq, var
 from popek.spec.instructions import Insn
-from popek.spec.memory import translate
 from popek.spec.profiles import Profile
-from popek.spec.sem import Effects, Sem, operands
 from popek.spec.state import (
     BASE,
     BOUND,
@@ -73,16 +70,15 @@ from popek.spec.state import (
     HALTED,
     IE,
     MODE,
-    PC,
     PEND,
     PTBR,
     TIMER,
     USER,
     Arch,
-    Cause,
 )
 
 from . import solver
+from .opaque import access_inputs, opaque_trace, translation
 from .classify import _extra_slots
 from .concrete import ConcreteState, array_words, from_model, run_step
 from .symbolic import (
@@ -275,64 +271,6 @@ def _concretize(model, v, host, alloc, arch, insn_name, ops) -> SimWitness:
 # --------------------------------------------------------------------------
 # Translation, proved once; instructions, with translation opaque
 # --------------------------------------------------------------------------
-@lru_cache(maxsize=None)
-def _translation(arch: Arch, write: bool) -> tuple[Effects, Expr, tuple[Cause, ...]]:
-    """The spec's translation of a free virtual address, traced once."""
-    s = Sem(arch)
-    phys = translate(s, var("vaddr", arch.word), write=write)
-    causes = tuple(dict.fromkeys(c for _, c, _ in s.fx.traps))
-    return s.fx, phys, causes
-
-
-class _OpaqueMemory(Sem):
-    """A `Sem` whose storage accesses go through an *opaque* translation:
-    each access gets fresh inputs (fault, cause, info, physical address)
-    instead of the spec's translation.  Tracing an instruction's definition
-    against it gives the instruction's effects with the memory layer cut
-    out; the translation lemma supplies what is known about the inputs."""
-
-    def __init__(self, arch: Arch):
-        super().__init__(arch)
-        self.accesses: list[tuple[Expr, str, bool]] = []  # vaddr, input prefix, write
-
-    def _access(self, vaddr: Expr, write: bool) -> Expr:
-        w = self.arch.word
-        name = f"acc{len(self.accesses)}"
-        self.accesses.append((vaddr, name, write))
-        fault, cause = var(f"{name}.fault", 1), var(f"{name}.cause", w)
-        for c in _translation(self.arch, write)[2]:
-            self.trap_if(fault & eq(cause, int(c)), c, var(f"{name}.info", w))
-        return var(f"{name}.phys", w)
-
-    def load(self, vaddr: Expr) -> Expr:
-        return self._mem(self._access(vaddr, False))
-
-    def store(self, vaddr: Expr, value: Expr) -> None:
-        self.store_host(self._access(vaddr, True), value)
-
-
-@lru_cache(maxsize=None)
-def _opaque_trace(insn: Insn, arch: Arch) -> tuple[Effects, tuple]:
-    """``insn`` traced against `_OpaqueMemory`, with the fall-through rule
-    of ``popek.spec.trace.trace`` (an instruction that does not jump
-    continues at the next one)."""
-    s = _OpaqueMemory(arch)
-    insn.run(s, operands(arch))
-    if PC not in s.fx.field_writes:
-        s.set(PC, s.next_pc)
-    return s.fx, tuple(s.accesses)
-
-
-def _access_inputs(side: str, accesses, arch: Arch) -> dict[str, z3.BitVecRef]:
-    w = arch.word
-    out: dict[str, z3.BitVecRef] = {}
-    for _vaddr, name, _write in accesses:
-        out[f"{name}.fault"] = z3.BitVec(f"{side}.{name}.fault", 1)
-        for part in ("cause", "info", "phys"):
-            out[f"{name}.{part}"] = z3.BitVec(f"{side}.{name}.{part}", w)
-    return out
-
-
 def _related(
     real: SymState, virt: SymState, alloc: Allocation, accesses, ins_r: dict, ins_v: dict
 ) -> list[z3.BoolRef]:
@@ -344,7 +282,7 @@ def _related(
     arch = real.arch
     out: list[z3.BoolRef] = []
     for vaddr, name, write in accesses:
-        causes = _translation(arch, write)[2]
+        causes = translation(arch, write)[2]
         va_r, va_v = Translator(real, ins_r)(vaddr), Translator(virt, ins_v)(vaddr)
         fr, fv = ins_r[f"{name}.fault"] == 1, ins_v[f"{name}.fault"] == 1
         cr, cv = ins_r[f"{name}.cause"], ins_v[f"{name}.cause"]
@@ -374,7 +312,7 @@ def translation_lemma(arch: Arch, write: bool) -> SimResult:
     allocation, V's R inside it, V's R clipped), which Z3 finds far easier
     than the whole at once."""
     name = f"(translation, {'write' if write else 'read'})"
-    fx, phys, _ = _translation(arch, write)
+    fx, phys, _ = translation(arch, write)
     v, host, alloc, real, cs, prefer = _setup(arch)
     a = z3.BitVec("lemma.vaddr", arch.word)
     o_r, o_v = apply_effects(fx, real, {"vaddr": a}), apply_effects(fx, v, {"vaddr": a})
@@ -415,9 +353,9 @@ def direct_commutes(profile: Profile, insn: Insn) -> SimResult:
     arch = profile.arch
     v, host, alloc, real, cs, prefer = _setup(arch)
     ops = fresh_operands("op", arch)
-    fx, accesses = _opaque_trace(insn, arch)
-    ins_r = {**ops.as_dict(), **_access_inputs("real", accesses, arch)}
-    ins_v = {**ops.as_dict(), **_access_inputs("virt", accesses, arch)}
+    fx, accesses = opaque_trace(insn, arch)
+    ins_r = {**ops.as_dict(), **access_inputs("real", accesses, arch)}
+    ins_v = {**ops.as_dict(), **access_inputs("virt", accesses, arch)}
     o_r, o_v = apply_effects(fx, real, ins_r), apply_effects(fx, v, ins_v)
     fast = cs + _related(real, v, alloc, accesses, ins_r, ins_v)
     fast += [z3.Not(o_r.trapped), _mismatch(o_r, o_v, v, host, alloc, exact=False)]
