@@ -60,6 +60,8 @@ class CampaignConfig:
     # after a finding: stop (False), or exclude its culprit instruction and
     # go on to find the next distinct one (True)
     distinct: bool = True
+    # compare against this VMM instead of the bare machine (popek equiv)
+    reference: str | None = None
     # stop once a finding's culprit is one of these (tests use it)
     stop_culprits: tuple[str, ...] = ()
     max_cases: int | None = None  # per worker; None: until the deadline
@@ -203,7 +205,7 @@ def _seed_hypothesis(value: int) -> None:
         local._hypothesis_global_random = _random.Random(value)
 
 
-def _minimize(current: dict, vmm_cls, config: CampaignConfig) -> None:
+def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) -> None:
     """After Hypothesis's shrinking, `popek.fuzz.minimize`'s pass."""
     from . import properties
     from .minimize import minimize
@@ -211,7 +213,9 @@ def _minimize(current: dict, vmm_cls, config: CampaignConfig) -> None:
     kind = current["problem"].kind
 
     def outcome(case):
-        return properties.check(vmm_cls, case, efficiency=config.efficiency, label=config.vmm)
+        return properties.check(
+            vmm_cls, case, efficiency=config.efficiency, label=config.vmm, reference=reference
+        )
 
     def still_fails(case) -> bool:
         p = outcome(case).first()
@@ -271,6 +275,16 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         vmm_cls = registry.load(config.vmm)
         prof = profiles.get(config.profile)
         excluded: list[str] = []
+        reference = None
+        if config.reference:
+            from . import execute
+
+            ref_cls = registry.load(config.reference)
+            cov = status.coverage
+
+            def reference(case):
+                execute.run_bare(case, coverage=cov)  # coverage is still the ISA's
+                return execute.run_vmm(ref_cls, case, safety=False)
 
         def make_strategy():
             return strategies.from_profile(
@@ -298,8 +312,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
 
             def inner(case: GuestCase) -> None:
                 outcome = properties.check(
-                    vmm_cls, case, efficiency=config.efficiency, coverage=status.coverage,
-                    label=config.vmm,
+                    vmm_cls, case, efficiency=config.efficiency, label=config.vmm,
+                    coverage=status.coverage if reference is None else None, reference=reference,
                 )  # fmt: skip
                 status.cases += 1
                 if outcome.counters is not None:
@@ -316,6 +330,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                         fnd.write(
                             path, vmm=config.vmm, case=case, problem=problem,
                             seconds=current["seconds"], cases=current["cases"], shrunk=False,
+                            reference=config.reference or "bare",
                         )  # fmt: skip
                         current["path"], current["best"] = path, size
                         current["case"], current["problem"] = case, problem
@@ -339,11 +354,13 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             culprit = None
             if current["path"] is not None:
                 if found:
-                    _minimize(current, vmm_cls, config)
-                culprit = _culprit(vmm_cls, current["case"], current["problem"])
+                    _minimize(current, vmm_cls, config, reference)
+                if reference is None:
+                    culprit = _culprit(vmm_cls, current["case"], current["problem"])
                 doc = fnd.write(
                     current["path"], vmm=config.vmm, case=current["case"], problem=current["problem"],
                     seconds=current["seconds"], cases=current["cases"], shrunk=found,
+                    reference=config.reference or "bare",
                     culprit=culprit,
                 )  # fmt: skip
                 status.findings.append({

@@ -43,6 +43,7 @@ def write(
     cases: int,
     shrunk: bool,
     culprit: dict | None = None,
+    reference: str = "bare",
 ) -> dict:
     prof = profiles.get(case.profile)
     image = case.image(prof)
@@ -62,7 +63,8 @@ def write(
         "found_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "replay": replay_command(vmm, case, str(path)),
         "assembly": disassemble(image, prof),
-        "report": format_problem(problem, case, vmm, path=str(path)),
+        "reference": reference,
+        "report": format_problem(problem, case, vmm, path=str(path), reference=reference),
         "case": case.to_json(),
         "image": {"entry": image.entry, "words": {str(a): w for a, w in sorted(image.words.items())}},
     }

@@ -1,0 +1,111 @@
+"""`popek verify`: the project's main check, what `make verify` runs.
+
+1. Proofs, when ``popek.proofs`` is present: for every profile, Theorem 1's
+   and Theorem 3's conditions as Z3 decides them, and the trap-and-emulate
+   simulation proof.
+2. Fuzzing: a campaign for every registered VMM on every profile it
+   declares, in parallel.
+3. The verdict table (design x profile): observed faithful/unfaithful (with
+   the counterexample's length and culprit), efficiency, what the design
+   declares, MATCH or MISMATCH.  Everything in it comes from the runs.
+
+Exit status 0 when every cell matches its declaration, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from popek.cli import UserError
+
+from .check import add_table_arguments, progress_printer, table_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="proofs, then fuzz every registered VMM on every profile: the verdict table")
+    add_table_arguments(p)
+    p.set_defaults(time="15s")
+    p.add_argument("--designs", help="comma-separated VMM names (default every registered one)")
+    p.add_argument("--profiles", help="comma-separated profiles (default every declared one)")
+    p.add_argument("--no-proofs", action="store_true", help="skip the Z3 part")
+    p.set_defaults(func=run)
+
+
+def proofs_section(profiles: list[str]) -> tuple[list[str], dict]:
+    """Lines to print and a JSON record; 'not available' if the proofs are absent."""
+    try:
+        from popek.proofs.simulation import PROVED, prove_trap_and_emulate
+        from popek.proofs.verdicts import decide
+    except ImportError as e:
+        return [f"proofs: not available ({e})"], {"available": False}
+    from popek.spec.profiles import get
+
+    lines, record = ["proofs (Z3):"], {"available": True, "profiles": {}}
+    for name in profiles:
+        prof = get(name)
+        start = time.perf_counter()
+        try:
+            verdict = decide(prof)
+            sim = prove_trap_and_emulate(prof)
+        except Exception as e:  # a proof engine bug must not hide the fuzzing table
+            lines.append(f"  {name}: the proofs failed to run: {type(e).__name__}: {e}")
+            record["profiles"][name] = {"error": str(e)}
+            continue
+        t1, t3 = verdict.theorem1, verdict.theorem3
+        names = lambda c: ", ".join(o.insn for o in c.offenders) or "-"  # noqa: E731
+        lines.append(
+            f"  {name}: Theorem 1 {t1.status} (offenders: {names(t1)}); "
+            f"Theorem 3 {t3.status} (offenders: {names(t3)}); "
+            f"trap-and-emulate simulation {'PROVED' if sim.status == PROVED else sim.status.upper()} "
+            f"({time.perf_counter() - start:.1f} s)"
+        )
+        record["profiles"][name] = {
+            "theorem1": t1.status, "theorem1_offenders": [o.insn for o in t1.offenders],
+            "theorem3": t3.status, "theorem3_offenders": [o.insn for o in t3.offenders],
+            "trap_and_emulate_simulation": sim.status,
+        }  # fmt: skip
+    return lines, record
+
+
+def run(args: argparse.Namespace) -> int:
+    from popek import registry
+    from popek.fuzz.verdict import format_table, run_table
+    from popek.spec.profiles import all_profiles
+    from popek.vmm_runner import load_vmm
+
+    registered = [p.name for p in all_profiles()]
+    designs = args.designs.split(",") if args.designs else list(registry.known())
+    wanted = args.profiles.split(",") if args.profiles else registered
+    unknown = [p for p in wanted if p not in registered]
+    if unknown:
+        raise UserError(f"unknown profiles: {', '.join(unknown)}")
+    opts = table_options(args)
+    cells = []
+    for d in designs:
+        cls = load_vmm(d)
+        cells += [(d, p) for p in cls.supports if p in wanted]
+    if not cells:
+        raise UserError("nothing to verify: no design declares the chosen profiles")
+
+    record: dict = {}
+    if not args.no_proofs:
+        lines, record["proofs"] = proofs_section(wanted)
+        print("\n".join(lines), flush=True)
+        print()
+    print(f"fuzzing: {len(cells)} campaigns of {args.time} each, {opts['workers']} at a time", flush=True)
+    table = run_table(cells, progress=progress_printer(len(cells)), **opts)
+    print()
+    print(format_table(table))
+    mismatches = [c for c in table if not c.match]
+    print()
+    print(f"{len(table) - len(mismatches)} of {len(table)} cells MATCH the designs' declarations"
+          + ("" if not mismatches else "; MISMATCH: " + ", ".join(f"{c.design}/{c.profile}" for c in mismatches)))
+    if any(not c.observed_faithful for c in table):
+        print("counterexamples: " + opts["findings_dir"])
+    record["table"] = [c.to_json() for c in table]
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return 0 if not mismatches else 1
