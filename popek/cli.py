@@ -20,6 +20,9 @@ COMMANDS = (
     "isa",
     "list",
     "fuzz",
+    "check",
+    "equiv",
+    "verify",
     "prove",
 )
 
