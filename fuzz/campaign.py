@@ -280,10 +280,10 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             from . import execute
 
             ref_cls = registry.load(config.reference)
-            cov = status.coverage
+            isa_cov = status.coverage
 
             def reference(case):
-                execute.run_bare(case, coverage=cov)  # coverage is still the ISA's
+                execute.run_bare(case, coverage=isa_cov)  # coverage is still the ISA's
                 return execute.run_vmm(ref_cls, case, safety=False)
 
         def make_strategy():
