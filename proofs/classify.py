@@ -228,10 +228,11 @@ class _Classifier:
         if counter.status == solver.UNKNOWN:
             return Fact(UNKNOWN, note=counter.reason)
         example = solver.check(base + [o_usr.trapped, z3.Not(o_sup.trapped)], prefer=_nice(st))
-        if example.status != solver.SAT:
-            # vacuous: no pair avoids memory traps; P&G's definition holds but says nothing
-            return Fact(UNKNOWN if example.status == solver.UNKNOWN else NO,
-                        note="no pair of states avoids a memory trap")
+        if example.status == solver.UNKNOWN:
+            return Fact(UNKNOWN, note=example.reason)
+        if example.status == solver.UNSAT:
+            # P&G's definition holds vacuously: no pair avoids a memory trap
+            return Fact(YES, note="vacuously: every pair of states memory-traps")
         w = self._witness("privileged", example.model, ops, [sup, usr], labels, relation=rel)
         return Fact(YES, w)
 
@@ -247,14 +248,14 @@ class _Classifier:
             return Fact(YES, w, YES, w)
         user_answer = UNKNOWN if user.status == solver.UNKNOWN else NO
         if user_mode is None:  # every witness has a user-mode state: one query decides
-            return Fact(user_answer, None, user_answer, note=user.reason)
+            return Fact(NO, None, NO)  # no witness in any mode, so none in user mode
         any_mode = solver.check(cs, prefer=prefer)
         if any_mode.status == solver.SAT:
             w = self._witness(claim, any_mode.model, ops, states, labels, **kw)
             return Fact(YES, w, user_answer)
         if any_mode.status == solver.UNKNOWN:
             return Fact(UNKNOWN, None, user_answer, note=any_mode.reason)
-        return Fact(user_answer, None, user_answer, note=user.reason)
+        return Fact(NO, None, NO)  # no witness in any mode, so none in user mode
 
     def control(self) -> Fact:
         def build():

@@ -21,7 +21,7 @@ import time
 
 from popek.cli import UserError
 from popek.spec.profiles import Profile, ProfileError, all_profiles, get
-from popek.spec.state import FIELD_NAMES
+from popek.spec.state import FIELD_NAMES, HALTED
 
 VMM_PROOFS = ("trap-and-emulate",)
 
@@ -215,7 +215,7 @@ def _explain(profile: Profile, name: str, *, as_json: bool) -> int:
         print(f"\nwitness {w.id}: {kind}" + (" (a user-mode state)" if w.claim.endswith("_user") else ""))
         if w.relation:
             print(f"  states: {w.relation}" + (f" (x = {w.shift:#x})" if w.shift else ""))
-        for line in _state_lines(w):
+        for line in _state_lines(w, profile):
             print("  " + line)
         for label, rec in zip(w.labels, r.records):
             print(f"  machine from {label}: {rec.summary()}" + _post_summary(rec, w, label))
@@ -226,16 +226,18 @@ def _explain(profile: Profile, name: str, *, as_json: bool) -> int:
     return 0
 
 
-def _state_lines(w) -> list[str]:
-    """Each state's fields; for a pair, the second shows only what differs."""
+def _state_lines(w, profile: Profile) -> list[str]:
+    """Each state's fields; for a pair, the second shows only what differs.
+    Fields of the vtx extension are shown only on a vtx machine."""
     lines = []
     first = w.states[0]
+    shown = range(len(first.S)) if profile.arch.vtx else range(HALTED + 1)
     for label, s in zip(w.labels, w.states):
         if s is first:
-            fields = " ".join(f"{FIELD_NAMES[i]}={v:#x}" for i, v in enumerate(s.S))
+            fields = " ".join(f"{FIELD_NAMES[i]}={s.S[i]:#x}" for i in shown)
         else:
-            fields = " ".join(f"{FIELD_NAMES[i]}={v:#x}" for i, v in enumerate(s.S)
-                              if v != first.S[i]) or "(same fields)"
+            fields = " ".join(f"{FIELD_NAMES[i]}={s.S[i]:#x}" for i in shown
+                              if s.S[i] != first.S[i]) or "(same fields)"
         lines.append(f"{label}: {fields}")
         words = ", ".join(f"[{a:#06x}]={v:#x}" for a, v in sorted(s.mem.items())[:8])
         more = " ..." if len(s.mem) > 8 else ""

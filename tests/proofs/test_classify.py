@@ -53,7 +53,9 @@ def test_every_yes_has_a_witness() -> None:
         for c in classify_profile(profile):
             for col in ("privileged", "control", "mode", "location", "bound", "ie", "ptbr"):
                 if c.answer(col) == YES:
-                    assert c.facts[col].witness is not None, (profile.name, c.insn, col)
+                    fact = c.facts[col]
+                    assert fact.witness is not None or fact.note.startswith("vacuously"), (
+                        profile.name, c.insn, col)
 
 
 def test_a_witness_that_does_not_hold_fails_replay() -> None:
