@@ -88,3 +88,21 @@ def test_the_two_statements_of_alpha_agree() -> None:
         for a in list(want.mem)[:20] + [ab, ab + size - 1, ab + size, 0]:
             word = z3.simplify(z3.Select(got.mem, z3.BitVecVal(a, 16))).as_long()
             assert word == want.word(a), hex(a)
+
+
+def test_opaque_traces_have_the_shape_of_the_real_ones() -> None:
+    """The opaque memory layer replaces translation only: every instruction
+    traced against it writes the same fields, registers, storage and output
+    as the spec's own trace."""
+    from popek.proofs.opaque import opaque_trace
+    from popek.spec.profiles import all_profiles
+    from popek.spec.trace import trace
+
+    for profile in all_profiles():
+        for insn in profile.insns:
+            real = trace(insn, profile.arch)
+            opaque, _ = opaque_trace(insn, profile.arch)
+            assert set(opaque.field_writes) == set(real.field_writes), insn.name
+            assert len(opaque.reg_writes) == len(real.reg_writes), insn.name
+            assert len(opaque.mem_writes) == len(real.mem_writes), insn.name
+            assert len(opaque.outputs) == len(real.outputs), insn.name
