@@ -248,7 +248,7 @@ class _Classifier:
             return Fact(YES, w, YES, w)
         user_answer = UNKNOWN if user.status == solver.UNKNOWN else NO
         if user_mode is None:  # every witness has a user-mode state: one query decides
-            return Fact(NO, None, NO)  # no witness in any mode, so none in user mode
+            return Fact(user_answer, None, user_answer, note=user.reason)
         any_mode = solver.check(cs, prefer=prefer)
         if any_mode.status == solver.SAT:
             w = self._witness(claim, any_mode.model, ops, states, labels, **kw)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from popek.cli import UserError
@@ -107,6 +108,7 @@ def _classify(profiles: list[Profile], *, as_json: bool) -> int:
     from popek.proofs.verdicts import decide
 
     reports = []
+    unknown_before = solver.STATS["unknown"]
     for profile in profiles:
         start = time.perf_counter()
         verdict = decide(profile)
@@ -132,8 +134,10 @@ def _classify(profiles: list[Profile], *, as_json: bool) -> int:
         print(f"  ({seconds:.2f} s)\n")
     if as_json:
         print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
-    if solver.STATS["unknown"]:
-        print(f"note: {solver.STATS['unknown']} Z3 queries answered unknown", flush=True)
+    unknown = solver.STATS["unknown"] - unknown_before
+    if unknown:
+        print(f"note: {unknown} Z3 queries answered unknown (timeouts); their facts show '?'",
+              file=sys.stderr)
     return 0
 
 
