@@ -86,3 +86,43 @@ class Hang(Interpreter):
         while self.guest.out:
             pass
         return r
+
+
+class TwoGuests(Interpreter):
+    """Several guests side by side, each an interpreter in its own window."""
+
+    name = "tiny-two-guests"
+    capabilities = frozenset({"multi-guest"})
+
+    def load(self, image: Image, *, memsize: int) -> None:
+        super().load(image, memsize=memsize)
+        self._guests = {0: (self.guest, OFFSET)}
+        self._selected = 0
+
+    def add_guest(self, image: Image, *, memsize: int) -> int:
+        gid = len(self._guests)
+        offset = OFFSET + 0x2000 * gid
+        g = Machine(self.host.profile, memsize, storage=Window(self.host, offset, memsize))
+        g.load(image)
+        self._guests[gid] = (g, offset)
+        return gid
+
+    def select_guest(self, gid: int) -> None:
+        self._selected = gid
+        self.guest = self._guests[gid][0]
+
+    def guests(self) -> list[int]:
+        return list(self._guests)
+
+
+class SharedStorage(TwoGuests):
+    """Every added guest gets the *first* guest's storage: they interfere."""
+
+    name = "tiny-shared-storage"
+
+    def add_guest(self, image: Image, *, memsize: int) -> int:
+        gid = len(self._guests)
+        g = Machine(self.host.profile, memsize, storage=Window(self.host, OFFSET, memsize))
+        g.load(image)
+        self._guests[gid] = (g, OFFSET)
+        return gid
