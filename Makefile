@@ -24,6 +24,13 @@ verify: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
+# Long fuzzing campaigns: every registered VMM on every profile it declares,
+# FUZZ_TIME each (make fuzz FUZZ_TIME=30m), ending in the verdict table.
+FUZZ_TIME ?= 2m
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(VENV)/bin/popek verify --no-proofs --time $(FUZZ_TIME) --workers 2
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 

@@ -103,9 +103,19 @@ class GuestCase:
 
     # -- layout ---------------------------------------------------------------
     def image(self, profile: Profile | None = None) -> Image:
+        """The case laid out in storage (see the module docstring).  Built
+        once per case and profile: callers must not change it."""
         from popek.spec import profiles
 
         prof = profile or profiles.get(self.profile)
+        cached = self.__dict__.get("_image")
+        if cached is not None and cached[0] is prof:
+            return cached[1]
+        image = self._layout(prof)
+        object.__setattr__(self, "_image", (prof, image))
+        return image
+
+    def _layout(self, prof: Profile) -> Image:
         words: dict[int, int] = {}
         code: set[int] = set()
         symbols = {"kernel": KERNEL}
