@@ -266,9 +266,11 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
     if config.code_coverage:
         import coverage
 
+        pkgs = ["popek"]  # spec, model, the built-in VMMs, the harness
+        if ":" in config.vmm:  # and a plug-in's own package
+            pkgs.append(config.vmm.split(":")[0].split(".")[0])
         cov = coverage.Coverage(
-            data_file=str(status_dir / ".coverage"), data_suffix=True,
-            source_pkgs=["popek"], branch=False,
+            data_file=str(status_dir / ".coverage"), data_suffix=True, source_pkgs=pkgs, branch=False,
         )  # fmt: skip
         cov.start()
     try:

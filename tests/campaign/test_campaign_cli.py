@@ -102,3 +102,16 @@ def test_unknown_vmm_and_profile(tmp_path):
     assert r.returncode == 2 and "cannot import" in r.stderr and "Traceback" not in r.stderr
     r = popek("fuzz", "--vmm", "emulator", "--profile", "nope", cwd=tmp_path)
     assert r.returncode == 2 and "unknown profile" in r.stderr
+
+
+@pytest.mark.campaign
+def test_code_coverage_is_combined_across_workers(tmp_path):
+    r = popek(
+        "fuzz", "--vmm", "tiny_vmms:Interpreter", "--profile", "pg", "--workers", "2", "--time", "3s",
+        "--code-coverage", "--json", "report.json", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["workers"] == 2 and not report["errors"]
+    assert 5 < report["code_coverage"] < 100
+    assert "code coverage (popek packages):" in r.stdout
