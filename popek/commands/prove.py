@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--all", action="store_true", help="every registered profile")
     p.add_argument("--explain", metavar="INSN", help="show the witnesses for one instruction")
     p.add_argument("--vmm", choices=VMM_PROOFS, help="prove a VMM design faithful and safe")
+    p.add_argument("--programs", action="store_true",
+                   help="with --explain: print, and check, an assembly program per witness "
+                   "state that brings a fresh machine into it")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         if args.all or args.vmm:
             raise UserError("--explain takes one --profile and no --vmm")
-        return _explain(profiles[0], args.explain, as_json=args.json)
+        return _explain(profiles[0], args.explain, as_json=args.json,
+                        replay_programs=args.programs)
     if args.vmm:
         return _vmm(profiles, as_json=args.json)
     return _classify(profiles, as_json=args.json)
@@ -185,8 +189,9 @@ def _condition_json(cond, ids: dict[int, int]) -> dict:
 # --------------------------------------------------------------------------
 # --explain
 # --------------------------------------------------------------------------
-def _explain(profile: Profile, name: str, *, as_json: bool) -> int:
+def _explain(profile: Profile, name: str, *, as_json: bool, replay_programs: bool = False) -> int:
     from popek.proofs.classify import COLUMNS, classify_insn
+    from popek.proofs.replay_asm import program_reproduces
     from popek.proofs.witness import CLAIMS, replay
 
     if name not in profile.by_name:
@@ -215,7 +220,8 @@ def _explain(profile: Profile, name: str, *, as_json: bool) -> int:
         print("no witnesses: every sensitivity question was answered no (proved for all states)")
     for w in seen.values():
         r = replay(profile, w)
-        kind = CLAIMS.get(w.claim.removesuffix("_user"), w.claim)
+        base = w.claim.removesuffix("_user")
+        kind = CLAIMS.get(base) or (CLAIMS["resource"] if w.varied is not None else base)
         print(f"\nwitness {w.id}: {kind}" + (" (a user-mode state)" if w.claim.endswith("_user") else ""))
         if w.relation:
             print(f"  states: {w.relation}" + (f" (x = {w.shift:#x})" if w.shift else ""))
@@ -224,9 +230,16 @@ def _explain(profile: Profile, name: str, *, as_json: bool) -> int:
         for label, rec in zip(w.labels, r.records):
             print(f"  machine from {label}: {rec.summary()}" + _post_summary(rec, w, label))
         print(f"  replayed on the concrete machine: {'yes' if r.ok else 'NO'} ({r.message})")
-        print("  to replay, with the state above:")
+        print("  the instruction:")
         for line in w.assembly(profile).splitlines():
             print("    " + line)
+        if replay_programs:
+            for label, s in zip(w.labels, w.states):
+                program, verdict = program_reproduces(profile, s)
+                print(f"  replay program for {label}: {verdict}")
+                if program is not None:
+                    for line in program.text.splitlines():
+                        print("    " + line)
     return 0
 
 

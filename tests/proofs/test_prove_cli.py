@@ -72,3 +72,31 @@ def test_user_mistakes_are_one_line_errors(argv, capsys: pytest.CaptureFixture) 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("popek: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_explain_programs_reach_the_witness_state(capsys: pytest.CaptureFixture) -> None:
+    assert main(["prove", "--explain", "rdmode", "--profile", "x86", "--programs"]) == 0
+    out = capsys.readouterr().out
+    verdicts = [line for line in out.splitlines() if "replay program for" in line]
+    assert verdicts and all("reproduces the witness's step exactly" in v for v in verdicts)
+    assert "        rti" in out
+
+
+def test_setup_programs_replay_the_x86_offenders() -> None:
+    """For every state of every x86 offender's witnesses, the assembly
+    program brings a fresh machine there and the instruction then does the
+    same as from the witness state."""
+    from popek.proofs.replay_asm import program_reproduces
+    from popek.proofs.verdicts import decide
+    from popek.spec.profiles import get
+
+    profile = get("x86")
+    made = 0
+    for o in decide(profile).theorem1.offenders:
+        for w in (o.sensitive, o.unprivileged):
+            for s in w.states:
+                program, verdict = program_reproduces(profile, s)
+                if program is not None:
+                    made += 1
+                    assert verdict == "reproduces the witness's step exactly", (w.id, verdict)
+    assert made >= 10
