@@ -16,7 +16,7 @@ from campaign_helpers import popek, start_popek
 @pytest.mark.campaign
 def test_two_worker_campaign_reports_and_replays(tmp_path):
     r = popek(
-        "fuzz", "--vmm", "tiny_vmms:OddR3", "--profile", "pg", "--workers", "2", "--time", "8s",
+        "fuzz", "--vmm", "tiny_vmms:OddR3", "--profile", "pg", "--workers", "2", "--time", "5s",
         "--findings", "found", "--db", "examples", "--json", "report.json", "--seed", "3", "--quiet",
         cwd=tmp_path,
     )  # fmt: skip
