@@ -18,7 +18,6 @@ from popek.spec.profiles import all_profiles
 
 def _cold() -> None:
     classify._classify_definition.cache_clear()
-    classify._OWNERS.clear()
     classify.relocation_lemma.cache_clear()
     simulation.translation_lemma.cache_clear()
     simulation.opaque_trace.cache_clear()

@@ -53,6 +53,7 @@ from popek.spec.state import (
     HALTED,
     IE,
     MODE,
+    NSLOTS,
     PEND,
     PTBR,
     RESOURCES,
@@ -128,7 +129,7 @@ def _extra_slots(arch: Arch) -> list[int]:
     """Slots past the classic ones (the vtx extension's), held at 0: a
     machine without the extension never reads them, and a vtx machine is
     classified in host mode."""
-    return [s for s in range(HALTED + 1, HALTED + 1 + 16) if s in FIELD_NAMES]
+    return list(range(HALTED + 1, NSLOTS))
 
 
 def _pre(insn: Insn, st: SymState, ops: Operands, *, paging: bool = False) -> list[z3.BoolRef]:
@@ -192,10 +193,9 @@ def _same_tables(st: SymState, p1: z3.BitVecRef, p2: z3.BitVecRef) -> z3.BoolRef
 # The queries
 # --------------------------------------------------------------------------
 class _Classifier:
-    def __init__(self, profile: Profile, insn: Insn):
-        self.profile = profile
+    def __init__(self, arch: Arch, insn: Insn):
         self.insn = insn
-        self.arch = profile.arch
+        self.arch = arch
         self.prefix = insn.name
 
     def _witness(self, claim: str, model, ops, states, labels, **kw) -> Witness:
@@ -398,23 +398,18 @@ def _derive(c: Classification) -> None:
 
 
 @lru_cache(maxsize=None)
-def _classify_definition(insn: Insn, arch: Arch, profile: Profile) -> Classification:
-    return _Classifier(profile, insn).classify()
+def _classify_definition(insn: Insn, arch: Arch) -> Classification:
+    return _Classifier(arch, insn).classify()
 
 
 def classify_insn(profile: Profile, insn: Insn) -> Classification:
     """The classification of one instruction of ``profile``.
 
-    Cached per definition: an instruction object shared by several
-    profiles is decided once (its witnesses name the first profile)."""
-    return _classify_definition(insn, profile.arch, _first_owner(profile, insn))
-
-
-def _first_owner(profile: Profile, insn: Insn) -> Profile:
-    return _OWNERS.setdefault((insn, profile.arch), profile)
-
-
-_OWNERS: dict = {}
+    Cached per definition and machine: an instruction object shared by
+    several profiles (pg's ``add`` is x86's) is decided once, and its
+    witnesses replay on any profile that has it (same opcode, same
+    behaviour)."""
+    return _classify_definition(insn, profile.arch)
 
 
 def classify_profile(profile: Profile) -> list[Classification]:
