@@ -62,6 +62,13 @@ class TrapHook(Protocol):
         """Handle a trap instead of the P&G mechanism; return True to stop the run."""
 
 
+class BlockChooser(Protocol):
+    def __call__(self, pc: int) -> list | None:
+        """The decoded instructions the block at virtual ``pc`` is to hold
+        (a straight run inside pc's page), or None (or none) to end the run
+        before pc."""
+
+
 @dataclass
 class RunResult:
     steps: int  # machine cycles run
@@ -294,6 +301,10 @@ class Machine:
         self._watched: set[int] = set()
         self._lines: dict[int, _Line] = {}
         self._ctx: tuple = ()
+        # A caller (a binary translator) may set ``blocks`` to choose what each
+        # block holds; its blocks then run through this machine's own loop.
+        self.blocks: BlockChooser | None = None
+        self._blocks: BlockChooser | None = None  # the chooser the cached lines were made for
         self.book = Codebook.of(profile)
         env = (self.S, self.M, self.out, self._watched, self._invalidate, memsize)
         self._env = env
@@ -382,8 +393,15 @@ class Machine:
     def run(
         self, max_steps: int, on_trap: TrapHook | None = None, *, compiled: bool = True
     ) -> RunResult:
-        """Run up to ``max_steps`` cycles, or until halt or a hook says stop."""
+        """Run up to ``max_steps`` cycles, or until halt or a hook says stop.
+
+        With a chooser in ``blocks``, it is asked once per decoded line for
+        the block to run there; where it declines a pc the run ends, not
+        ``stopped``."""
         S = self.S
+        if self.blocks != self._blocks:  # lines made for another chooser are not these
+            self._blocks = self.blocks
+            self._lines.clear()
         lines = self._lines
         self._check_context()  # the host may have set R, PTBR or mode since the last run
         steps = 0
@@ -404,6 +422,8 @@ class Machine:
             line = lines.get(pc)
             if line is None:
                 line = self._fill(pc)
+                if line is None:  # the block chooser declined pc
+                    return RunResult(steps, bool(S[HALTED]))
                 if type(line) is tuple:  # fetch or decode trapped
                     steps += 1
                     if self._trapped(on_trap, line[1], line[2]):
@@ -458,7 +478,12 @@ class Machine:
         self._check_context()
         return bool(stop)
 
-    def _fill(self, pc: int) -> _Line | tuple:
+    def _fill(self, pc: int) -> _Line | tuple | None:
+        chosen = None
+        if self._blocks is not None:  # asked first: choosing may write storage
+            chosen = self._blocks(pc)
+            if not chosen:
+                return None
         p0, p1, _ = r = self._fetch()
         if p0 is None:
             return r
@@ -485,6 +510,8 @@ class Machine:
                 self._watch(addr)
         elif self.S[PTBR]:
             self._watch_table(pc)
+        if chosen:
+            self._install(line, pc, chosen)
         self._lines[pc] = line
         return line
 
@@ -522,8 +549,11 @@ class Machine:
             decoded.append(d)
             if _ends_block(fx, arch):
                 break
-        if not decoded:
-            return
+        if decoded:
+            self._install(line, pc, decoded)
+
+    def _install(self, line: _Line, pc: int, decoded: list) -> None:
+        """Make ``decoded``, a straight run from ``pc``, the block ``line`` runs."""
         maker, n, ctx = self.book.block(pc, decoded)
         line.block = maker(*self._env)
         line.n = n

@@ -47,7 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from popek.model.machine import Machine
+from popek.model.machine import BlockChooser, Machine, TrapHook
 from popek.model.window import Window
 from popek.spec import state as st
 from popek.spec.image import Image
@@ -360,9 +360,13 @@ class SoftwareVMM(VMM):
             V[PEND] = 1
             H[PEND] = 0
 
-    def run_direct(self, budget: int) -> int:
+    def run_direct(
+        self, budget: int, *, blocks: BlockChooser | None = None, on_trap: TrapHook | None = None
+    ) -> int:
         """Run the guest on the host in real user mode, at most ``budget``
-        guest steps; host traps go to `on_host_trap`.  Returns guest steps."""
+        guest steps; host traps go to `on_host_trap` (or ``on_trap``), and
+        ``blocks``, if given, chooses the host's blocks (`Machine.blocks`).
+        Returns guest steps."""
         host = self.host
         self.push()
         ctx = (host.S[BASE], host.S[BOUND], host.S[PTBR], host.S[MODE])
@@ -372,7 +376,8 @@ class SoftwareVMM(VMM):
         self._traps_this_run = 0
         steps_before = self._counts.emulated
         self._vcpu_stale = True  # the guest may rewrite code the vCPU decoded
-        result = host.run(budget, self.on_host_trap)
+        host.blocks = blocks  # None: the machine makes its own blocks
+        result = host.run(budget, on_trap or self.on_host_trap)
         if not result.stopped:  # else the hook left the vCPU current
             self.pull()
         self._host_ctx = (host.S[BASE], host.S[BOUND], host.S[PTBR], host.S[MODE])

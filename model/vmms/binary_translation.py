@@ -7,10 +7,10 @@ as it is.  The VMM translates it block by block into code for the host:
 * a *block* is a straight run of guest instructions from one guest PC, up to
   a control transfer, a page end, or an instruction that needs the VMM;
 * every innocuous instruction is translated to itself (identity
-  translation, as in VMware's translator): the block is compiled by the
-  host's own code generator from the spec's effects (``Codebook.block``)
-  and runs on the host processor, in real user mode, over the guest's
-  state, storage and shadow page tables (`shadow`);
+  translation, as in VMware's translator): the cache chooses the block
+  the host machine compiles (its ``blocks`` chooser, ``Codebook.block``)
+  and runs through its own loop, on the host processor, in real user
+  mode, over the guest's state, storage and shadow page tables (`shadow`);
 * an instruction that needs the VMM (`sensitive.needs_vmm`, read off the
   spec's effects, so x86's silent ``popf`` and the reads of mode and R are
   caught along with the privileged ones) is not in any block: reaching it
@@ -38,12 +38,13 @@ host directly (they are the guest's own, unchanged) and count as ``direct``;
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
+from popek.model.machine import Machine
 from popek.spec.encoding import decode
 from popek.spec.image import Image
 from popek.spec.sem import ILEN
-from popek.spec.state import BASE, BOUND, GUEST, HALTED, IE, MODE, PC, PEND, PTBR, TIMER, USER
+from popek.spec.state import BASE, BOUND, GUEST, HALTED, IE, MODE, PC, PEND, PTBR, USER
 from popek.vmm import Support
 
 from .sensitive import footprint
@@ -56,8 +57,7 @@ MAX_BLOCK = 32  # guest instructions per translated block
 class Translation:
     """One translation-cache entry."""
 
-    run: Callable | None  # compiled block over the host's state; None: call the VMM
-    n: int  # guest instructions in the block
+    decoded: list  # the guest instructions of the block; empty: call the VMM
     pages: frozenset[int] = field(default_factory=frozenset)  # guest frames it came from
 
 
@@ -96,7 +96,7 @@ class BinaryTranslationVMM(ShadowPagingVMM):
             # a due interrupt, or a vtx guest in its own guest mode: the virtual CPU
             due = (S[PEND] and S[IE]) or S[GUEST]
             entry = None if due else self.translation(S[PC])
-            if entry is None or entry.run is None:
+            if entry is None or not entry.decoded:
                 if not due:
                     self._counts.extra["callouts"] += 1
                 n = self.emulate_step()
@@ -150,70 +150,32 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         if page is None:
             return None  # the fetch faults: not cached
         if decoded:
-            maker, n, _ = host.book.block(pc, decoded)
-            entry = Translation(maker(*host._env), n, frozenset({page}))
             self._counts.extra["translations"] += 1
-        else:
-            entry = Translation(None, 0, frozenset({page}))
-        self.tc[key] = entry
+        entry = self.tc[key] = Translation(decoded, frozenset({page}))
         self._tc_by_page.setdefault(page, set()).add(key)
         self.protect(page)
         return entry
 
     def run_translated(self, budget: int) -> int:
-        """Run translated blocks on the host until a VMM call, a trap, a due
+        """Run translated blocks on the host, through the machine's own loop
+        with this cache choosing its blocks, until a VMM call, a trap, a due
         interrupt or ``budget`` guest steps.  Returns the guest steps run."""
-        host = self.host
-        H = host.S
-        self.push()
-        self._traps_this_run = 0
-        emulated_before = self._counts.emulated
-        tc = self.tc
-        S = self.vcpu.S
-        ctx = (S[BASE], S[BOUND], S[PTBR])
-        direct = 0
-        current = True  # the host holds the guest's live state
-        self._vcpu_stale = True
-        while direct < budget:
-            if H[PEND] and H[IE]:
-                break
-            pc = H[PC]
-            entry = tc.get((pc, *ctx))
-            if entry is None:
-                entry = self._translate(pc, (pc, *ctx))
-                if entry is None:
-                    break
-            run = entry.run
-            if run is None:
-                break
-            n = entry.n
-            timer = H[TIMER]
-            if n > budget - direct or (timer and timer <= n):
-                r = host.run(1, self.on_host_trap)
-                if r.stopped:
-                    current = False
-                    break
-                direct += r.steps
-                continue
-            r = run()
-            if r is None:
-                direct += n
-                if timer:
-                    H[TIMER] = timer - n
-                continue
-            k, cause, info = r
-            direct += k
-            if timer:
-                H[TIMER] = timer - k
-            if cause:
-                self.on_host_trap(host, cause, info)
-                current = False
-                break
-        if current:
-            self.pull()
-        self._counts.direct += direct
-        self._counts.extra["translated_steps"] += direct
-        return direct + self._counts.emulated - emulated_before
+        direct_before = self._counts.direct
+        n = self.run_direct(budget, blocks=self._chosen_block, on_trap=self._translated_trap)
+        self._counts.extra["translated_steps"] += self._counts.direct - direct_before
+        return n
+
+    def _chosen_block(self, pc: int) -> list | None:
+        """The host's block chooser: the translation at ``pc``; nothing (the
+        run ends there) for a VMM call or a fetch that faults."""
+        entry = self.translation(pc)
+        return entry.decoded if entry is not None else None
+
+    def _translated_trap(self, host: Machine, cause: int, info: int) -> bool:
+        """A host trap in translated code: the VMM handles it, and control
+        goes back to `interpret`, which decides what runs next."""
+        self.on_host_trap(host, cause, info)
+        return True
 
     # -- self-modifying code -------------------------------------------------------
     def on_guest_write(self, frame: int) -> None:
