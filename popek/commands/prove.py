@@ -6,7 +6,9 @@
   with the id of its witness, then Theorem 1's and Theorem 3's conditions.
 * ``popek prove --explain INSN --profile P``: the witnesses behind one
   instruction's row: the states, what the concrete machine did from each
-  (replayed, not assumed), and the instruction to assemble and replay.
+  (replayed, not assumed), and the instruction to assemble and replay;
+  with ``--programs`` also an assembly program per state that brings a
+  fresh machine into it (checked by running it).
 * ``popek prove --vmm trap-and-emulate --profile P`` (or ``--all``): the
   one-step simulation proof of trap-and-emulate and the user-mode safety
   proof; a failing instruction is shown with its counterexample.  Exit
@@ -44,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prove",
         help="classify instructions and decide the Popek-Goldberg conditions with Z3",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     which = p.add_mutually_exclusive_group()
