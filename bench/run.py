@@ -23,6 +23,9 @@ from harness import measure, table  # noqa: E402
 SECTIONS = [
     ("bare machine (profile pg, one core)", "bare_machine"),
     ("classic VMM designs", "vmm_bench"),
+    ("advanced designs", "advanced_bench"),
+    ("Z3 proofs (one core)", "proofs_bench"),
+    ("fuzzing harness", "fuzz_bench"),
 ]
 
 
