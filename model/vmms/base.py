@@ -44,7 +44,7 @@ by at most one virtual-CPU step (a masked timer expiry by none).  So
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from popek.model.machine import BlockChooser, Machine, TrapHook
@@ -55,6 +55,7 @@ from popek.spec.state import (
     BASE,
     BOUND,
     FLAGS,
+    GUEST,
     HALTED,
     IE,
     MODE,
@@ -67,10 +68,6 @@ from popek.spec.state import (
     Cause,
 )
 from popek.vmm import GUEST_FIELDS, VMM, Counters, GuestRun, GuestState, cause_name
-
-# A vtx machine's guest-mode flag, where the profile family has one: a guest
-# that has itself entered guest mode (nested virtualization) is interpreted.
-_GUEST_MODE_SLOT: int | None = getattr(st, "GUEST", None)
 
 # The slots the host holds while the guest runs directly.  Everything else
 # (mode, R, interrupt enable, page-table base, pending tick, halt) is the
@@ -113,17 +110,6 @@ class Snapshot:
     extra: Any = None  # a design's own bookkeeping (`_save_extra`)
 
 
-@dataclass
-class _Counts:
-    """Mutable counters; `SoftwareVMM.counters` hands out copies."""
-
-    direct: int = 0
-    emulated: int = 0
-    traps: Counter = field(default_factory=Counter)
-    vmm_entries: int = 0
-    extra: Counter = field(default_factory=Counter)
-
-
 class SoftwareVMM(VMM):
     """Base of the software designs: allocation, virtual CPU, direct runs.
 
@@ -142,12 +128,11 @@ class SoftwareVMM(VMM):
         super().__init__(host)
         self.layout: Layout | None = None
         self.vcpu: Machine | None = None
-        self._counts = _Counts()
+        self._counts = Counters()  # kept current; `counters` hands out copies
         self._vcpu_stale = False  # the guest ran directly since the vCPU last decoded
         # guest-physical page -> its words when the vCPU decoded code there;
         # None: unknown (the vCPU decoded under paging, or ran freely)
         self._code_pages: dict[int, list[int]] | None = {}
-        self._host_ctx: tuple = ()
 
     # -- the contract ----------------------------------------------------
     def load(self, image: Image, *, memsize: int) -> None:
@@ -190,7 +175,7 @@ class SoftwareVMM(VMM):
 
     def counters(self) -> Counters:
         c = self._counts
-        return Counters(c.direct, c.emulated, Counter(c.traps), c.vmm_entries, Counter(c.extra))
+        return replace(c, traps=Counter(c.traps), extra=Counter(c.extra))
 
     def allocation(self) -> range:
         return self.layout.allocation if self.layout else range(0)
@@ -231,11 +216,10 @@ class SoftwareVMM(VMM):
         return False
 
     def runs_directly(self) -> bool:
-        """`direct_allowed`, unless an interrupt is due (the vCPU takes it)."""
+        """`direct_allowed`, unless an interrupt is due (the vCPU takes it)
+        or a vtx guest has itself entered guest mode (it is interpreted)."""
         S = self.vcpu.S
-        if S[HALTED] or (S[PEND] and S[IE]):
-            return False
-        if _GUEST_MODE_SLOT is not None and S[_GUEST_MODE_SLOT]:
+        if S[HALTED] or (S[PEND] and S[IE]) or S[GUEST]:
             return False
         return self.direct_allowed()
 
@@ -369,10 +353,6 @@ class SoftwareVMM(VMM):
         Returns guest steps."""
         host = self.host
         self.push()
-        ctx = (host.S[BASE], host.S[BOUND], host.S[PTBR], host.S[MODE])
-        if ctx != self._host_ctx:
-            host.flush()  # decodes cached under another R are not this guest's
-            self._host_ctx = ctx
         self._traps_this_run = 0
         steps_before = self._counts.emulated
         self._vcpu_stale = True  # the guest may rewrite code the vCPU decoded
@@ -380,7 +360,6 @@ class SoftwareVMM(VMM):
         result = host.run(budget, on_trap or self.on_host_trap)
         if not result.stopped:  # else the hook left the vCPU current
             self.pull()
-        self._host_ctx = (host.S[BASE], host.S[BOUND], host.S[PTBR], host.S[MODE])
         direct = result.steps - self._traps_this_run
         self._counts.direct += direct
         return direct + (self._counts.emulated - steps_before)

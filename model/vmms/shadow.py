@@ -182,10 +182,6 @@ class ShadowPagingVMM(SoftwareVMM):
         H[MODE] = USER
         H[PTBR] = self.SHADOW_TABLES[V[MODE]]
         H[HALTED] = 0
-        ctx = (H[BASE], H[BOUND], H[PTBR], H[MODE])
-        if ctx != self._host_ctx:
-            self.host.flush()
-            self._host_ctx = ctx
 
     def pull(self) -> None:
         H, V = self.host.S, self.vcpu.S
