@@ -62,7 +62,7 @@ class CampaignConfig:
     distinct: bool = True
     # compare against this VMM instead of the bare machine (popek equiv)
     reference: str | None = None
-    # stop once a finding's culprit is one of these (tests use it)
+    # stop once every one of these has been a finding's culprit (tests use it)
     stop_culprits: tuple[str, ...] = ()
     max_cases: int | None = None  # per worker; None: until the deadline
 
@@ -188,9 +188,10 @@ class _Status:
         os.replace(tmp, self.path)
 
 
-def _seed_hypothesis(value: int) -> None:
+def _seed_hypothesis(value: int):
     """Make this worker's sequence of Hypothesis runs reproducible and
-    distinct from every other worker's and shard's.
+    distinct from every other worker's and shard's; returns a function that
+    puts Hypothesis back as it was (for campaigns run in-process).
 
     ``@seed`` would do it but turns the example database off, and a
     campaign lives on its database; so this seeds the generator Hypothesis
@@ -201,8 +202,15 @@ def _seed_hypothesis(value: int) -> None:
     import hypothesis.core as hc
 
     local = getattr(hc, "threadlocal", None)
-    if local is not None and hasattr(local, "_hypothesis_global_random"):
-        local._hypothesis_global_random = _random.Random(value)
+    if local is None or not hasattr(local, "_hypothesis_global_random"):
+        return lambda: None
+    previous = local._hypothesis_global_random
+    local._hypothesis_global_random = _random.Random(value)
+
+    def restore() -> None:
+        local._hypothesis_global_random = previous
+
+    return restore
 
 
 def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) -> None:
@@ -263,6 +271,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
     status_dir.mkdir(parents=True, exist_ok=True)
     status = _Status(status_dir / f"worker-{index}.json", config, index)
     cov = None
+    restore_random = lambda: None  # noqa: E731
     if config.code_coverage:
         import coverage
 
@@ -298,7 +307,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         database = make_database(config.db)
         deadline = status.started + config.seconds
         batch = 20
-        _seed_hypothesis(hash((config.seed, config.shard, index)) & 0xFFFFFFFF)
+        restore_random = _seed_hypothesis(hash((config.seed, config.shard, index)) & 0xFFFFFFFF)
         findings_dir = Path(config.findings_dir)
         batch_no = 0
         found = False
@@ -372,7 +381,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     "seconds_to_detection": doc["seconds_to_detection"],
                     "cases_to_detection": doc["cases_to_detection"],
                 })  # fmt: skip
-            if found and culprit and culprit["insn"] in config.stop_culprits:
+            seen = {f["culprit"]["insn"] for f in status.findings if f.get("culprit")}
+            if found and config.stop_culprits and seen >= set(config.stop_culprits):
                 break
             if found and config.distinct and culprit and culprit["insn"] in prof.by_name \
                     and culprit["insn"] not in excluded:
@@ -390,6 +400,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         if cov is not None:
             cov.stop()
             cov.save()
+        restore_random()  # run in-process: leave Hypothesis as it was
         status.done = True
         status.write(force=True)
     return {"cases": status.cases, "findings": status.findings}
