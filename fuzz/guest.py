@@ -191,12 +191,13 @@ class GuestCase:
 
 
 def _enter_user(prof: Profile, timer: int) -> list[Op]:
-    """Start the timer (if the case has one), copy the user PSW kept at
-    USER_PSW into the old-PSW area, then ``rti``: how a P&G kernel starts a
+    """Start the timer (if the case has one), point sp at the user stack,
+    copy the user PSW kept at USER_PSW into the old-PSW area, then ``rti``: how a P&G kernel starts a
     user program (the area is overwritten by every trap, so the kernel
     cannot rely on what a loader left there)."""
     zero, tmp = 6, 5
     ops = [Op("li", tmp, 0, timer), Op("stimer", 0, tmp)] if timer else []
+    ops.append(Op("li", st.SP, 0, USER_SIZE))  # the user stack: the top of its region
     ops.append(Op("li", zero, 0, 0))
     for k in range(4):
         ops += [Op("ld", tmp, zero, USER_PSW + k), Op("st", zero, tmp, st.OLD_PSW + k)]

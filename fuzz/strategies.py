@@ -180,7 +180,12 @@ def _guests(
 
     # a kernel that starts a user program is kept short, so that it reaches
     # the user program more often than it halts or jumps away first
-    kernel = section(KERNEL, HANDLER - 1, max_instructions // (4 if level >= 3 else 1))
+    kernel_room = max_instructions // (4 if level >= 3 else 1)
+    kernel = section(KERNEL, HANDLER - 1, kernel_room)
+    # most kernels start by pointing sp at their stack (else the first push
+    # faults); one instruction that shrinking removes when it does not matter
+    if draw(hs.integers(0, 3)):
+        kernel = ((g.Op("li", st.SP, 0, g.KSTACK),) + kernel)[: max(kernel_room, 1)]
     handler = user = None
     user_ie, trap_limit, page_perms, kdata, timer = False, 6, None, (), 0
     if level:
