@@ -27,7 +27,7 @@ from .check import add_table_arguments, progress_printer, table_options
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="proofs, then fuzz every registered VMM on every profile: the verdict table")
     add_table_arguments(p)
-    p.set_defaults(time="15s")
+    p.set_defaults(time="20s")
     p.add_argument("--designs", help="comma-separated VMM names (default every registered one)")
     p.add_argument("--profiles", help="comma-separated profiles (default every declared one)")
     p.add_argument("--no-proofs", action="store_true", help="skip the Z3 part")
