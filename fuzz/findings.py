@@ -9,10 +9,12 @@ rename): a campaign killed mid-write leaves the previous version whole.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import time
+import zlib
 from pathlib import Path
 
 from popek.spec import profiles
@@ -23,6 +25,7 @@ from .guest import GuestCase
 from .report import format_problem, replay_command
 
 DEFAULT_DIR = Path(".popek") / "findings"
+BLOB_PREFIX = "popek1:"
 
 
 def _slug(text: str) -> str:
@@ -65,6 +68,7 @@ def write(
         "assembly": disassemble(image, prof),
         "reference": reference,
         "report": format_problem(problem, case, vmm, path=str(path), reference=reference),
+        "blob": case_blob(case),  # the case in one word: popek fuzz --replay BLOB
         "case": case.to_json(),
         "image": {"entry": image.entry, "words": {str(a): w for a, w in sorted(image.words.items())}},
     }
@@ -73,6 +77,19 @@ def write(
     tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return doc
+
+
+def case_blob(case: GuestCase) -> str:
+    """The case as one printable word (zlib-compressed JSON, base64)."""
+    raw = json.dumps(case.to_json(), separators=(",", ":"), sort_keys=True).encode()
+    return BLOB_PREFIX + base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode()
+
+
+def case_from_blob(blob: str) -> GuestCase:
+    if not blob.startswith(BLOB_PREFIX):
+        raise ValueError(f"a case blob starts with {BLOB_PREFIX!r}")
+    raw = zlib.decompress(base64.urlsafe_b64decode(blob[len(BLOB_PREFIX) :].encode()))
+    return GuestCase.from_json(json.loads(raw))
 
 
 def read(path: str | Path) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zlib
 from pathlib import Path
 
 from popek.cli import UserError
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_campaign_arguments(p)
     p.add_argument("--profile", required=True, help="instruction-set profile, e.g. pg, hybrid, x86")
     p.add_argument("--replay", metavar="FINDING",
-                   help="re-run one saved finding (.popek/findings/*.json) instead of a campaign")  # fmt: skip
+                   help="re-run one saved finding (.popek/findings/*.json, or the 'blob' "
+                        "word it holds) instead of a campaign")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="write the campaign report as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.set_defaults(func=run)
@@ -95,12 +97,14 @@ def replay(vmm_spec: str, profile: str, target: str) -> int:
 
     cls = check_target(vmm_spec, profile)
     try:
-        doc = findings.read(target)
-        case = findings.case_of(doc)
+        if target.startswith(findings.BLOB_PREFIX):
+            case = findings.case_from_blob(target)
+        else:
+            case = findings.case_of(findings.read(target))
     except FileNotFoundError:
         raise UserError(f"{target}: no such finding") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{target}: not a popek finding: {e}") from None
+    except (ValueError, KeyError, TypeError, zlib.error) as e:
+        raise UserError(f"{target[:40]}: not a popek finding or case blob: {e}") from None
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
     outcome = properties.check(cls, case, efficiency=None, label=vmm_spec)

@@ -40,7 +40,10 @@ def test_hybrid_trap_and_emulate_fails_through_jru(tmp_path):
 
 
 @pytest.mark.campaign
-@pytest.mark.parametrize("vmm,profile", [("trap-and-emulate", "pg"), ("hybrid", "hybrid")])
+@pytest.mark.parametrize(
+    "vmm,profile",
+    [("trap-and-emulate", "pg"), ("hybrid", "hybrid"), ("binary-translation", "x86")],
+)
 def test_faithful_designs_survive_a_short_campaign(tmp_path, vmm, profile):
     config = CampaignConfig(
         vmm=vmm, profile=profile, seconds=4, status_dir=str(tmp_path / "status"),

@@ -37,6 +37,11 @@ def test_two_worker_campaign_reports_and_replays(tmp_path):
     again = popek(*replay[1:], cwd=tmp_path)
     assert again.returncode == 1, again.stderr
     assert again.stdout.startswith("FIDELITY") and "r3" in again.stdout
+    # so does the one-word form of the case
+    blob = popek("fuzz", "--vmm", "tiny_vmms:OddR3", "--profile", "pg", "--replay", doc["blob"], cwd=tmp_path)
+    assert blob.returncode == 1 and blob.stdout.startswith("FIDELITY"), blob.stderr
+    bad = popek("fuzz", "--vmm", "tiny_vmms:OddR3", "--profile", "pg", "--replay", "popek1:xyz", cwd=tmp_path)
+    assert bad.returncode == 2 and "not a popek finding or case blob" in bad.stderr
     # the example database holds it: the next campaign starts by replaying it
     assert any((tmp_path / "examples").rglob("*"))
 
