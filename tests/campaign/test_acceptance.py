@@ -50,5 +50,5 @@ def test_faithful_designs_survive_a_short_campaign(tmp_path, vmm, profile):
         findings_dir=str(tmp_path / "findings"), db=str(tmp_path / "examples"), seed=5,
     )  # fmt: skip
     result = run_worker(config, 0)
-    assert result["cases"] > 20
+    assert result["cases"] > 5
     assert result["findings"] == []
