@@ -96,9 +96,42 @@ def run(args: argparse.Namespace) -> int:
     print(f"contract: {len(checks)} checks passed")
     cells = run_table([(args.vmm, p) for p in profiles], progress=progress_printer(len(profiles)), **opts)
     print(format_table(cells))
+    stateful_ok = True
+    if cls.capabilities:
+        stateful_ok = capabilities_section(cls, profiles)
     for c in cells:
         if c.finding:
             print(f"counterexample for {c.profile}: {c.finding}")
     if args.json:
         Path(args.json).write_text(json.dumps([c.to_json() for c in cells], indent=1) + "\n")
-    return 0 if all(c.match for c in cells) else 1
+    return 0 if all(c.match for c in cells) and stateful_ok else 1
+
+
+def capabilities_section(cls, profiles: list[str], examples: int = 40) -> bool:
+    """The declared capabilities (snapshot/restore, several guests), each
+    interleaved with guest execution by `popek.fuzz.stateful`, on every
+    profile the design is faithful on (elsewhere fidelity already fails)."""
+    from hypothesis import HealthCheck, Phase, settings
+
+    from popek.fuzz.stateful import vmm_state_machine
+
+    ok = True
+    caps = ", ".join(sorted(cls.capabilities))
+    for p in profiles:
+        if not cls.supports[p].faithful:
+            continue
+        test = vmm_state_machine(cls, p).TestCase("runTest")
+        # no shrinking: the verdict is what matters here; `popek.fuzz.stateful`
+        # in a test suite shrinks a failing interleaving
+        test.settings = settings(
+            max_examples=examples, stateful_step_count=12, deadline=None, database=None,
+            suppress_health_check=list(HealthCheck), phases=[Phase.generate],
+        )  # fmt: skip
+        try:
+            test.runTest()
+        except Exception as e:  # a failed property, or the plug-in failing (PluginFailure)
+            ok = False
+            print(f"capabilities ({caps}) on {p}: FAILED: {(str(e).splitlines() or [type(e).__name__])[0]}")
+        else:
+            print(f"capabilities ({caps}) on {p}: {examples} interleavings with guest runs passed")
+    return ok

@@ -58,3 +58,13 @@ def test_proofs_section_says_when_proofs_are_absent(monkeypatch):
     lines, record = verify.proofs_section(["pg"])
     assert record == {"available": False}
     assert lines[0].startswith("proofs: not available")
+
+
+@pytest.mark.campaign
+def test_check_exercises_declared_capabilities(tmp_path):
+    good = popek("check", "tiny_vmms:TwoGuests", "--profile", "pg", "--time", "2s", cwd=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "capabilities (multi-guest) on pg: 40 interleavings with guest runs passed" in good.stdout
+    bad = popek("check", "tiny_vmms:SharedStorage", "--profile", "pg", "--time", "2s", cwd=tmp_path)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "capabilities (multi-guest) on pg: FAILED" in bad.stdout
