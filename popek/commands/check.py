@@ -2,7 +2,9 @@
 
 First the plug-in contract (``popek.conformance.check_vmm``), then one
 fuzzing campaign per profile the class declares in ``supports``, each
-reported as faithful or unfaithful *against what the class declares*:
+reported as faithful or unfaithful *against what the class declares*, and
+last the declared capabilities, interleaved with guest runs
+(``popek.fuzz.stateful``):
 
     $ popek check mypkg.vmm:MyVMM --time 30s
     design      profile  observed                               efficiency  expected              verdict
