@@ -202,8 +202,11 @@ def _guests(
             page_perms = tuple(draw(hs.lists(perm, min_size=memsize // plan.profile.arch.page_size,
                                              max_size=memsize // plan.profile.arch.page_size)))
     chunks: tuple[int, ...] = ()
-    if split_runs and draw(hs.booleans()):
-        cuts = sorted(set(draw(hs.lists(hs.integers(1, steps - 1), max_size=3))))
+    # Checkpoints: the run under the VMM is split into several run() calls and
+    # compared at each boundary, which also catches differences that a later
+    # instruction would overwrite before the end (a register read then reused).
+    if split_runs and draw(hs.integers(0, 3)):
+        cuts = sorted(set(draw(hs.lists(hs.integers(1, steps - 1), max_size=8))))
         bounds = [0, *cuts, steps]
         chunks = tuple(b - a for a, b in zip(bounds, bounds[1:]))
     return g.GuestCase(
