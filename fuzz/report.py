@@ -26,8 +26,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+COUNTS = ("steps run", "timer", "halted", "pend", "ie", "mode")  # printed in decimal
+
+
 def diff_table(diffs: list[tuple[str, Any, Any]], left: str = "bare", right: str = "vmm") -> str:
-    rows = [(name, _fmt(a), _fmt(b)) for name, a, b in diffs]
+    rows = [
+        (name, str(a), str(b)) if name in COUNTS else (name, _fmt(a), _fmt(b)) for name, a, b in diffs
+    ]
     w0 = max([len("field"), *(len(r[0]) for r in rows)])
     w1 = max([len(left), *(len(r[1]) for r in rows)])
     lines = [f"  {'field':<{w0}}  {left:<{w1}}  {right}"]
