@@ -362,10 +362,12 @@ class Machine:
         self._flush_windows()
 
     def _flush_windows(self) -> None:
+        # Only the decodes: the owner may be inside a compiled block whose
+        # store just got here, and that block's own "was it a watched page?"
+        # check must still see the page watched, so that it stops.
         for window in self._windows:
             if window.owner is not None:
                 window.owner._lines.clear()
-                window.owner._watched.clear()
 
     def _context(self) -> tuple:
         S = self.S
