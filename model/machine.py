@@ -47,7 +47,8 @@ from popek.spec.state import (
     TIMER,
     Cause,
 )
-from popek.spec.trace import trace, trace_interrupt, trace_tick, trace_trap
+from popek.spec.trace import trace, trace_tick, trace_trap
+from popek.spec.trap import INTERRUPT_INFO
 
 from . import codegen
 from .codegen import Step
@@ -108,7 +109,6 @@ class Codebook:
         self.ops: dict[int, Callable] = {}
         self.blocks: dict[tuple, tuple[Callable, int, bool]] = {}
         self.trap = _routine_maker("trap", trace_trap(arch), arch, "cause, info")
-        self.interrupt = _routine_maker("interrupt", trace_interrupt(arch), arch, "")
         self.tick = _routine_maker("tick", trace_tick(arch), arch, "")
         self.fetch = self._fetch_maker()
         self.table_reads = _table_reads_maker(self.arch) if self.arch.vtx else None
@@ -310,7 +310,6 @@ class Machine:
         self._env = env
         self._ops: dict[int, Callable] = {}
         self._trap = self.book.trap(*env)
-        self._interrupt = self.book.interrupt(*env)
         self._tick = self.book.tick(*env)
         self._fetch = self.book.fetch(*env)
         self._table_reads = self.book.table_reads(*env) if self.book.table_reads else None
@@ -410,15 +409,11 @@ class Machine:
         while steps < max_steps:
             if S[HALTED]:
                 return RunResult(steps, True)
-            if S[PEND] and S[IE]:
+            if S[PEND] and S[IE]:  # take the interrupt: clear the tick, then trap
                 steps += 1
-                if on_trap is None:
-                    self._interrupt()
-                    self._check_context()
-                else:
-                    S[PEND] = 0
-                    if self._hook(on_trap, Cause.TIMER, 0):
-                        return RunResult(steps, bool(S[HALTED]), True)
+                S[PEND] = 0
+                if self._trapped(on_trap, Cause.TIMER, INTERRUPT_INFO):
+                    return RunResult(steps, bool(S[HALTED]), True)
                 continue
             pc = S[PC]
             line = lines.get(pc)

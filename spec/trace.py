@@ -34,15 +34,6 @@ def trace_trap(arch: Arch = ARCH) -> Effects:
 
 
 @lru_cache(maxsize=None)
-def trace_interrupt(arch: Arch = ARCH) -> Effects:
-    """Taking a pending timer interrupt (the caller checks `interrupt_due`)."""
-    s = Sem(arch)
-    s.set(PEND, 0)  # first: a vtx exit's mechanism loads the host's PEND over it
-    enter_trap(s, s.word(Cause.TIMER), s.word(0))
-    return s.fx
-
-
-@lru_cache(maxsize=None)
 def trace_tick(arch: Arch = ARCH) -> Effects:
     s = Sem(arch)
     tick(s)

@@ -99,6 +99,13 @@ def tick(s: Sem) -> None:
     s.set(PEND, s.get(PEND) | (running & eq(timer, 1)))
 
 
+# Taking a due interrupt is two steps in order: the pending tick is cleared,
+# then the trap mechanism runs with cause TIMER and info 0 (so the PSW or, on
+# vtx, the guest state it saves shows no tick pending).  Machines and VMMs
+# that take interrupts do exactly this; `popek.model.machine` runs both steps.
+INTERRUPT_INFO = 0
+
+
 def interrupt_due(s: Sem) -> Expr:
     """True when a timer interrupt must be taken before the next instruction."""
     return s.get(PEND) & s.get(IE)
