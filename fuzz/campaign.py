@@ -165,6 +165,7 @@ class _Status:
         self.findings: list[dict] = []
         self.direct = 0
         self.guest_steps = 0
+        self.refused = 0  # guests the VMM declined (GuestRefused)
         self.errors: list[str] = []
         self.done = False
         self._last_write = 0.0
@@ -184,6 +185,7 @@ class _Status:
             "findings": self.findings,
             "direct": self.direct,
             "guest_steps": self.guest_steps,
+            "refused": self.refused,
             "errors": self.errors,
             "done": self.done,
         }
@@ -331,7 +333,7 @@ def worker_index() -> int:
 
 def run_worker(config: CampaignConfig, index: int) -> dict:
     """One worker's share of a campaign: batches until the deadline."""
-    from hypothesis import given, settings
+    from hypothesis import given, reject, settings
 
     from popek import registry
     from popek.spec import profiles
@@ -398,6 +400,9 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     vmm_cls, case, efficiency=config.efficiency, label=config.vmm,
                     coverage=status.coverage if reference is None else None, reference=reference,
                 )  # fmt: skip
+                if outcome.run.refused is not None:
+                    status.refused += 1  # not a case: ask Hypothesis for another guest
+                    reject()
                 status.cases += 1
                 if outcome.counters is not None:
                     status.direct += outcome.counters.direct
@@ -558,6 +563,9 @@ class CampaignReport:
             lines.append(f"  efficiency: {self.efficiency:.1%} of guest steps ran directly")
         if self.code_coverage is not None:
             lines.append(f"  code coverage (popek packages): {self.code_coverage:.1f}%")
+        refused = sum(w.get("refused", 0) for w in self.workers)
+        if refused:
+            lines.append(f"  refused: the VMM declined {refused} generated guests (GuestRefused)")
         if not self.findings:
             lines.append("  findings: none")
         for f in self.findings:

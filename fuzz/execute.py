@@ -30,7 +30,7 @@ from popek.model.machine import Machine
 from popek.spec import profiles
 from popek.spec import state as st
 from popek.spec.profiles import Profile
-from popek.vmm import VMM, Counters, GuestRun, GuestState
+from popek.vmm import GuestRefused, VMM, Counters, GuestRun, GuestState
 
 from .guest import GuestCase
 from .isa_coverage import IsaCoverage, run_observed
@@ -67,6 +67,8 @@ class Run:
     halted: bool
     counters: Counters | None = None
     problems: list[Problem] = field(default_factory=list)
+    # the VMM's `GuestRefused` message: it declined to host this guest at all
+    refused: str | None = None
 
 
 def checkpoints(case: GuestCase) -> tuple[int, ...]:
@@ -236,4 +238,6 @@ def run_vmm(
                 problems.append(Problem("safety", v))
     except guard.PluginFailure as e:
         problems.append(Problem("crash", str(e), checkpoint=sum(steps)))
+    except GuestRefused as e:  # a declared answer, not a failure: nothing to compare
+        return Run([], [], False, None, [], refused=str(e) or type(e).__name__)
     return Run(states, steps, halted, counters, problems)

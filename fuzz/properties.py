@@ -97,6 +97,8 @@ def check(
     ``vmm_cls``; collect every problem.  Raises nothing."""
     ref = reference(case) if reference else execute.run_bare(case, coverage=coverage)
     run = execute.run_vmm(vmm_cls, case, safety=safety)
+    if run.refused is not None:  # the design declines this guest: no verdict on it
+        return Outcome(case, label or getattr(vmm_cls, "name", vmm_cls.__name__), ref, run, [])
     problems = list(run.problems)
     if not any(p.kind == "crash" for p in problems):
         problems += compare_runs(ref, run, case)
