@@ -27,7 +27,7 @@ from typing import Callable
 
 from popek.spec.bits import Expr
 from popek.spec.sem import Effects
-from popek.spec.state import PC, Arch
+from popek.spec.state import FLAGS, PC, Arch
 
 
 class _Emitter:
@@ -174,19 +174,10 @@ def emit_steps(
 
         em = _Emitter(arch, bind, f"t{k}_")
         fx = st.fx
-        roots: list[Expr] = []
-        for cond, _cause, info in fx.traps:
-            roots += [cond, info]
-        for idx, val in fx.reg_writes:
-            roots += [idx, val]
-        for slot, val in fx.field_writes.items():
-            if not (slot == _FLAGS and k in dead_flags):
-                roots.append(val)
-        for addr, val in fx.mem_writes:
-            roots += [addr, val]
-        roots += fx.outputs
-        for r in roots:
-            em.count(r)
+        skipped = fx.field_writes.get(FLAGS) if k in dead_flags else None
+        for r in fx.roots():
+            if r is not skipped:
+                em.count(r)
 
         for cond, cause, info in fx.traps:
             c = em.expr(cond)
@@ -207,7 +198,7 @@ def emit_steps(
         for idx, val in fx.reg_writes:
             writes.append(f"S[{em.value(idx)}] = {em.value(val)}")
         for slot, val in fx.field_writes.items():
-            if slot == _FLAGS and k in dead_flags:
+            if slot == FLAGS and k in dead_flags:
                 continue
             writes.append(f"S[{slot}] = {em.value(val)}")
         stores = [(em.value(a), em.value(v)) for a, v in fx.mem_writes]
@@ -224,8 +215,6 @@ def emit_steps(
             out.append(f"O.append({v})")
     return out
 
-
-from popek.spec.state import FLAGS as _FLAGS  # noqa: E402
 
 
 def compile_function(name: str, params: str, body: list[str], closure: str) -> Callable:

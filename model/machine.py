@@ -223,7 +223,7 @@ def _writes_resources(fx: Effects) -> bool:
     return any(slot in fx.field_writes for slot in RESOURCES)
 
 
-def _ends_block(fx: Effects, arch: st.Arch) -> bool:
+def _ends_block(fx: Effects) -> bool:
     """Control leaves the straight line, or the translation context may change."""
     pc_write = fx.field_writes[PC]
     falls_through = (
@@ -544,7 +544,7 @@ class Machine:
             if _runs_alone(fx):
                 break
             decoded.append(d)
-            if _ends_block(fx, arch):
+            if _ends_block(fx):
                 break
         if decoded:
             self._install(line, pc, decoded)
