@@ -326,13 +326,15 @@ class Machine:
         self.flush()
 
     def load(self, image: Image) -> None:
-        """Clear storage, place the image, and reset to its entry point."""
-        for addr in range(self.memsize):
-            self.M[addr] = 0
+        """Clear storage, place the image, and reset to its entry point.
+        Storage is written as one run of words (through a window, one host
+        write instead of one per word)."""
+        words = [0] * self.memsize
         for addr, word in image.words.items():
             if not 0 <= addr < self.memsize:
                 raise ValueError(f"image word at {addr:#x} lies outside storage of {self.memsize}")
-            self.M[addr] = word & self.arch.mask
+            words[addr] = word & self.arch.mask
+        self.M[: self.memsize] = words
         self.reset(image.entry)
 
     def read(self, addr: int) -> int:
@@ -345,6 +347,19 @@ class Machine:
         self.M[addr] = value & self.arch.mask
         if (addr >> self.arch.page_bits) in self._watched:
             self._invalidate(addr)
+
+    def write_words(self, addr: int, values: list[int]) -> None:
+        """`write` for a run of consecutive physical words, in one go."""
+        end = addr + len(values)
+        if not 0 <= addr <= end <= len(self.M):
+            raise IndexError(f"physical words [{addr:#x}, {end:#x}) do not exist")
+        mask = self.arch.mask
+        self.M[addr:end] = [v & mask for v in values]
+        pb = self.arch.page_bits
+        for page in range(addr >> pb, ((end - 1) >> pb) + 1 if values else 0):
+            if page in self._watched:
+                self._invalidate(max(addr, page << pb))
+                break
 
     def flush(self) -> None:
         """Drop every cached decode; call after changing storage by other means."""

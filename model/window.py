@@ -45,7 +45,14 @@ class Window:
 
     def __setitem__(self, a: int, value: int) -> None:
         if isinstance(a, slice):
-            for i, v in zip(range(*a.indices(self._space)), value):
+            start, stop, step = a.indices(self._space)
+            values = list(value)
+            if step == 1 and len(values) == stop - start:  # a run of words: one host write
+                if stop > self.size:
+                    raise IndexError(f"guest-physical {max(start, self.size):#x} is outside the guest's {self.size} words")
+                self.host.write_words(self.offset + start, values)
+                return
+            for i, v in zip(range(start, stop, step), values):
                 self[i] = v
             return
         if not 0 <= a < self.size:

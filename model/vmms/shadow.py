@@ -76,7 +76,11 @@ class TrackingWindow(Window):
 
     def __setitem__(self, a: int, value: int) -> None:
         super().__setitem__(a, value)
-        self.dirty.add(a >> self.page_bits)
+        if isinstance(a, slice):
+            start, stop, step = a.indices(self.size)
+            self.dirty.update(range(start >> self.page_bits, ((stop - 1) >> self.page_bits) + 1) if stop > start else ())
+        else:
+            self.dirty.add(a >> self.page_bits)
 
 
 # -- the guest's translation, compiled from the spec ---------------------------
