@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from popek.spec import state as st
-from popek.spec.encoding import decode
+from popek.spec.encoding import Decoded, decode
 from popek.spec.image import Image
 from popek.spec.instructions import Insn
 from popek.spec.memory import fetch_addresses
@@ -56,6 +56,8 @@ from .codegen import Step
 HOT = 2  # a line is compiled into a block on its second run
 MAX_BLOCK = 32  # instructions
 MAX_CACHED_BLOCKS = 4096  # compiled blocks kept per profile
+MAX_CACHED_DECODES = 1 << 16  # word pairs whose decode is kept per profile
+MAX_CONTEXTS = 8  # translation contexts whose decodes a machine keeps at once
 
 
 class TrapHook(Protocol):
@@ -108,6 +110,8 @@ class Codebook:
         self.arch = arch
         self.ops: dict[int, Callable] = {}
         self.blocks: dict[tuple, tuple[Callable, int, bool]] = {}
+        self._decodes: dict[tuple[int, int], Decoded | None] = {}
+        self._kinds: dict[int, tuple[bool, bool, bool]] = {}
         self.trap = _routine_maker("trap", trace_trap(arch), arch, "cause, info")
         self.tick = _routine_maker("tick", trace_tick(arch), arch, "")
         self.fetch = self._fetch_maker()
@@ -132,6 +136,28 @@ class Codebook:
         a, b = em.expr(p0), em.expr(p1)
         body += em.lines + [f"return ({a}, {b}, 0)"]
         return codegen.compile_function("fetch", "", body, CLOSURE)
+
+    def decode(self, w0: int, w1: int) -> Decoded | None:
+        """``encoding.decode``, remembered: guests keep running the same words."""
+        key = (w0, w1)
+        try:
+            return self._decodes[key]
+        except KeyError:
+            pass
+        if len(self._decodes) >= MAX_CACHED_DECODES:
+            self._decodes.clear()
+        d = self._decodes[key] = decode(self.profile, w0, w1)
+        return d
+
+    def kind(self, insn: Insn) -> tuple[bool, bool, bool]:
+        """What the machine loop needs to know of an instruction, read off
+        its traced effects once: (may change the translation context, must
+        run alone, ends a block)."""
+        k = self._kinds.get(insn.opcode)
+        if k is None:
+            fx = trace(insn, self.arch)
+            k = self._kinds[insn.opcode] = (_writes_resources(fx), _runs_alone(fx), _ends_block(fx))
+        return k
 
     def op(self, insn: Insn) -> Callable:
         maker = self.ops.get(insn.opcode)
@@ -298,9 +324,16 @@ class Machine:
             attach(self)
             self._window = self.M
         self.out: list[int] = []
+        # Storage a cached decode read: ``_words`` exactly, ``_watched`` their
+        # pages (the generated code's quick test before calling ``INV``).
         self._watched: set[int] = set()
+        self._words: set[int] = set()
         self._lines: dict[int, _Line] = {}
         self._ctx: tuple = ()
+        # Decodes are kept per translation context (a VMM switching between
+        # a guest's kernel and user R comes back to what it had decoded);
+        # ``_lines`` is the current context's.
+        self._ctx_lines: dict[tuple, dict[int, _Line]] = {}
         # A caller (a binary translator) may set ``blocks`` to choose what each
         # block holds; its blocks then run through this machine's own loop.
         self.blocks: BlockChooser | None = None
@@ -363,16 +396,29 @@ class Machine:
 
     def flush(self) -> None:
         """Drop every cached decode; call after changing storage by other means."""
-        self._lines.clear()
+        self._forget()
         self._watched.clear()
+        self._words.clear()
         self._ctx = self._context()
+        self._ctx_lines = {self._ctx: self._lines}
         self._flush_windows()
 
-    def _invalidate(self, addr: int) -> None:
-        """A watched page was written: forget every cached decode here and in
-        any machine whose storage is a window onto this one."""
+    def _forget(self) -> None:
+        """Drop the cached decodes of every context (what they watch stays)."""
         self._lines.clear()
+        for lines in self._ctx_lines.values():
+            lines.clear()
+
+    def _invalidate(self, addr: int) -> None:
+        """A watched page was written: if a cached decode read this very word,
+        forget every cached decode here and in any machine whose storage is
+        a window onto this one.  (Other words of the page, such as the old
+        PSW area beside a kernel's code, leave the decodes as they are.)"""
+        if addr not in self._words:
+            return
+        self._forget()
         self._watched.clear()
+        self._words.clear()
         self._flush_windows()
 
     def _flush_windows(self) -> None:
@@ -381,7 +427,7 @@ class Machine:
         # check must still see the page watched, so that it stops.
         for window in self._windows:
             if window.owner is not None:
-                window.owner._lines.clear()
+                window.owner._forget()
 
     def _context(self) -> tuple:
         S = self.S
@@ -389,8 +435,13 @@ class Machine:
 
     def _check_context(self) -> None:
         ctx = self._context()
-        if ctx != self._ctx:
-            self._lines.clear()  # decodes depend on the context; watched pages do not
+        if ctx != self._ctx:  # decodes depend on the context; watched words do not
+            lines = self._ctx_lines.get(ctx)
+            if lines is None:
+                if len(self._ctx_lines) >= MAX_CONTEXTS:
+                    self._ctx_lines.clear()
+                lines = self._ctx_lines[ctx] = {}
+            self._lines = lines
             self._ctx = ctx
 
     @property
@@ -417,8 +468,7 @@ class Machine:
         S = self.S
         if self.blocks != self._blocks:  # lines made for another chooser are not these
             self._blocks = self.blocks
-            self._lines.clear()
-        lines = self._lines
+            self._forget()
         self._check_context()  # the host may have set R, PTBR or mode since the last run
         steps = 0
         while steps < max_steps:
@@ -431,7 +481,7 @@ class Machine:
                     return RunResult(steps, bool(S[HALTED]), True)
                 continue
             pc = S[PC]
-            line = lines.get(pc)
+            line = self._lines.get(pc)  # not kept in a local: a trap may switch context
             if line is None:
                 line = self._fill(pc)
                 if line is None:  # the block chooser declined pc
@@ -499,7 +549,7 @@ class Machine:
         p0, p1, _ = r = self._fetch()
         if p0 is None:
             return r
-        d = decode(self.profile, self.M[p0], self.M[p1])
+        d = self.book.decode(self.M[p0], self.M[p1])
         if d is None:
             return (None, Cause.ILLEGAL, pc)
         line = _Line()
@@ -514,7 +564,7 @@ class Machine:
         line.hits = 0
         line.block = None
         line.n = 1
-        line.ctx = _writes_resources(trace(d.insn, self.arch))
+        line.ctx = self.book.kind(d.insn)[0]
         self._watch(p0)
         self._watch(p1)
         if self.S[st.GUEST]:  # vtx guest mode: guest and nested table words, from the spec
@@ -528,6 +578,7 @@ class Machine:
         return line
 
     def _watch(self, addr: int) -> None:
+        self._words.add(addr)
         self._watched.add(addr >> self.arch.page_bits)
         window = self._window
         if window is not None:  # the host must tell us when it writes this word
@@ -550,16 +601,16 @@ class Machine:
         limit = min(MAX_BLOCK, room, bound_room, (self.memsize - line.phys) // ILEN)
         for k in range(limit):
             p = line.phys + ILEN * k
-            d = decode(self.profile, self.M[p], self.M[p + 1])
+            d = self.book.decode(self.M[p], self.M[p + 1])
             if d is None:
                 break
             if (pc + ILEN * k) & mask != pc + ILEN * k:
                 break
-            fx = trace(d.insn, arch)
-            if _runs_alone(fx):
+            _ctx, alone, ends = self.book.kind(d.insn)
+            if alone:
                 break
             decoded.append(d)
-            if _ends_block(fx):
+            if ends:
                 break
         if decoded:
             self._install(line, pc, decoded)
