@@ -36,6 +36,10 @@ from .guest import GuestCase
 from .isa_coverage import IsaCoverage, run_observed
 
 CALL_TIMEOUT = 10.0  # seconds for one call into a VMM during fuzzing
+# A case runs a few hundred guest steps and its jumps go forward, so little
+# of its code runs more than a handful of times: the host compiles a block
+# (about 1 ms) only for code that has run this often.
+HOST_HOT = 32
 WATCHED = (st.MODE, st.BASE, st.BOUND, st.PTBR, st.IE)
 
 
@@ -177,6 +181,7 @@ def run_vmm(
         return guard.call(label, method, fn, *args, timeout=timeout, returns=returns, **kw)
 
     host = Machine(prof, 1 << prof.arch.word)
+    host.hot = HOST_HOT
     size = len(host.M)
     if safety:
         host.M[:] = _canary(size, prof.arch.mask)

@@ -53,7 +53,7 @@ from popek.spec.trap import INTERRUPT_INFO
 from . import codegen
 from .codegen import Step
 
-HOT = 2  # a line is compiled into a block on its second run
+HOT = 2  # by default a line is compiled into a block on its second run
 MAX_BLOCK = 32  # instructions
 MAX_CACHED_BLOCKS = 4096  # compiled blocks kept per profile
 MAX_CACHED_DECODES = 1 << 16  # word pairs whose decode is kept per profile
@@ -338,6 +338,10 @@ class Machine:
         # block holds; its blocks then run through this machine's own loop.
         self.blocks: BlockChooser | None = None
         self._blocks: BlockChooser | None = None  # the chooser the cached lines were made for
+        # Runs of a line before its block is compiled.  Compiling costs about
+        # a millisecond; a harness of short guests, whose code seldom runs
+        # that often, raises this so as to compile only loops.
+        self.hot = HOT
         self.book = Codebook.of(profile)
         env = (self.S, self.M, self.out, self._watched, self._invalidate, memsize)
         self._env = env
@@ -521,7 +525,7 @@ class Machine:
                 if line.ctx:
                     self._check_context()
                 line.hits += 1
-                if line.hits >= HOT and line.block is None and compiled:
+                if line.hits >= self.hot and line.block is None and compiled:
                     self._compile(line, pc)
             else:
                 if self._trapped(on_trap, r[1], r[2]):
