@@ -57,7 +57,9 @@ from popek.spec.sem import ILEN
 from popek.spec.state import HALTED, IE, PC, PEND, Cause
 from popek.vmm import GuestRefused, GuestState, Support
 
-from .sensitive import footprint, needs_vmm
+from . import intervals as iv
+from .reach import analyse, traps_in_user_mode
+from .sensitive import needs_vmm
 from .shadow import ShadowPagingVMM
 
 HYPERCALL = (0xFE << 8) | (12 << 4)  # illegal in every profile with fewer than 13 registers
@@ -74,16 +76,15 @@ class Rewritten:
     sites: frozenset[int]  # addresses of the rewritten instructions
 
 
-def rewrite(image: Image, profile: Profile) -> Rewritten:
-    """Replace each sensitive instruction of ``image`` by a hypercall."""
+def rewrite(image: Image, profile: Profile, memsize: int) -> Rewritten:
+    """Replace each sensitive instruction of ``image`` by a hypercall, or
+    refuse (`RewriteError`) if the guest could ever notice."""
     if image.words and not image.code:
         raise RewriteError("the image has no code map: instructions cannot be told from data")
     words = dict(image.words)
-    code = sorted(image.code)
-    arch = profile.arch
     seen: set[int] = set()
     decoded = {}
-    for addr in code:
+    for addr in sorted(image.code):
         if addr in seen or addr + 1 in seen:
             raise RewriteError(f"instruction at {addr:#06x} overlaps another one")
         seen.update((addr, addr + 1))
@@ -91,23 +92,50 @@ def rewrite(image: Image, profile: Profile) -> Rewritten:
         if d is None:
             raise RewriteError(f"the code word at {addr:#06x} does not decode on {profile.name}")
         decoded[addr] = d
-    sites = frozenset(a for a, d in decoded.items() if needs_vmm(d.insn, arch))
-    patched = {a + k for a in sites for k in range(ILEN)}
-    for addr, d in decoded.items():
-        fp = footprint(d.insn, arch)
-        if fp.loads and "imm" in d.insn.fields and d.imm in patched:
-            raise RewriteError(
-                f"{d.insn.name} at {addr:#06x} reads {d.imm:#06x}, a word of a rewritten "
-                "instruction: code that reads its own instructions cannot be paravirtualized"
-            )
-        if fp.jump_to_imm and d.imm in words and d.imm not in image.code:
-            raise RewriteError(f"{d.insn.name} at {addr:#06x} jumps to {d.imm:#06x}, which is data")
+    sites = frozenset(a for a, d in decoded.items() if needs_vmm(d.insn, profile.arch))
+    _check_unnoticeable(image, profile, memsize, {a: decoded[a].insn.name for a in sites})
     calls = []
     for k, addr in enumerate(sorted(sites)):
         calls.append((words.get(addr, 0), words.get(addr + 1, 0)))
         words[addr], words[addr + 1] = HYPERCALL, k
     out = Image(words, image.entry, dict(image.symbols), dict(image.lines), set(image.code))
     return Rewritten(out, tuple(calls), sites)
+
+
+def _check_unnoticeable(image: Image, profile: Profile, memsize: int, sites: dict[int, str]) -> None:
+    """Refuse a guest that, in some run from reset, could read a word the pass
+    changes, run part of a hypercall, or run a sensitive instruction the pass
+    has not rewritten (made or reached at run time) that would not trap."""
+    reach = analyse(image, profile, memsize)
+    if reach.gave_up:
+        raise RewriteError(f"the pass cannot bound what the guest may read or run: {reach.gave_up}")
+    patched = {a + k: a for a in sites for k in range(ILEN)}
+    spans = iv.make((a, a) for a in patched)
+    for pc, reads in sorted(reach.reads.items()):
+        if iv.overlaps(reads, spans):
+            hit = min(a for a in patched if iv.contains(reads, a))
+            site = patched[hit]
+            raise RewriteError(
+                f"the step at pc {pc:#06x} may read {hit:#06x}, a word of the `{sites[site]}` "
+                f"at {site:#06x} that the pass rewrites: code that reads its own instructions "
+                "cannot be paravirtualized"
+            )
+    for pc, (p0, p1) in sorted(reach.fetches.items()):
+        for word, offset in ((p0, 0), (p1, 1)):
+            for a in patched:
+                if iv.contains(word, a) and a - offset not in sites:
+                    raise RewriteError(
+                        f"the instruction at pc {pc:#06x} may overlap the `{sites[patched[a]]}` at "
+                        f"{patched[a]:#06x} without starting where it starts"
+                    )
+    for (pc, insn), where in sorted(reach.runs.items(), key=lambda r: r[0][0]):
+        if not needs_vmm(insn, profile.arch) or traps_in_user_mode(insn, profile):
+            continue
+        if any(a not in sites for a in iv.members(where)):
+            raise RewriteError(
+                f"the guest may run `{insn.name}` at pc {pc:#06x}, where the pass saw no such "
+                "instruction (code made or reached at run time): it would run unrewritten"
+            )
 
 
 _WHY = "sensitive instructions are rewritten to hypercalls; the rest runs directly"
@@ -122,7 +150,7 @@ class ParavirtVMM(ShadowPagingVMM):
 
     def load(self, image: Image, *, memsize: int) -> None:
         """Rewrite the guest (raising `RewriteError` if unsafe), then load it."""
-        self.rewritten = rewrite(image, self.host.profile)
+        self.rewritten = rewrite(image, self.host.profile, memsize)
         self.calls = list(self.rewritten.calls)
         self.sites = {a: k for k, a in enumerate(sorted(self.rewritten.sites))}
         self._serving = False

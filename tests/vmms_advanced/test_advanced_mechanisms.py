@@ -23,7 +23,7 @@ from advanced_guests import image, run_bare, vmm_for
 def test_the_pass_rewrites_exactly_the_instructions_that_need_the_vmm() -> None:
     p = get("x86")
     img = image("pushf", "x86")
-    out = rewrite(img, p)
+    out = rewrite(img, p, 4096)
     for addr in sorted(img.code):
         w0 = out.image.words[addr]
         original = p.by_opcode[img.words[addr] >> 8]
@@ -36,9 +36,15 @@ def test_the_pass_rewrites_exactly_the_instructions_that_need_the_vmm() -> None:
     [
         ("start: li r1, 1\n out r1\n halt\n", None, "no code map"),
         ("start: ld r1, here(r0)\nhere: out r1\n halt\n", (), "reads its own instructions"),
-        ("start: jmp data\n halt\ndata: .word 0x3c00, 0\n", (), "which is data"),
+        ("start: li r2, here\n ld r1, 1(r2)\nhere: out r1\n halt\n", (), "reads its own instructions"),
+        ("start: li sp, here\n pop r1\nhere: out r1\n halt\n", (), "reads its own instructions"),
+        ("start: jmp data\n halt\ndata: .word 0x3300, 0\n", (), "the pass saw no such instruction"),
+        ("start: li r1, 0x3300\n st r1, new(r0)\n jmp new\nnew: nop\n halt\n", (),
+         "the pass saw no such instruction"),
+        ("start: jmp here+1\nhere: out r1\n halt\n", (), "without starting where it starts"),
     ],
-    ids=["no-code-map", "reads-its-code", "jumps-into-data"],
+    ids=["no-code-map", "reads-its-code", "computed-address", "stack-in-code", "sensitive-data-run",
+         "sensitive-made-at-run-time", "runs-half-a-hypercall"],
 )
 def test_the_pass_refuses_what_it_cannot_rewrite_safely(text: str, code, message: str) -> None:
     p = get("x86")
@@ -46,7 +52,7 @@ def test_the_pass_refuses_what_it_cannot_rewrite_safely(text: str, code, message
     if code is None:
         img = Image(img.words, img.entry)
     with pytest.raises(RewriteError, match=message):
-        rewrite(img, p)
+        rewrite(img, p, 4096)
 
 
 def test_the_guest_never_sees_its_hypercalls() -> None:

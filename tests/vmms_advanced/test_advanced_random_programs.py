@@ -21,17 +21,15 @@ from popek.vmm import GuestState
 
 MEMSIZE = 512
 SEEDS = range(60)
+PV_SEEDS = range(20)
 
 
-def random_image(profile_name: str, rng: random.Random, *, no_stores_or_loads: bool = False) -> Image:
+def random_image(profile_name: str, rng: random.Random) -> Image:
     """Valid instructions (code map included), operands biased to interesting
     values, direct jumps onto code, a random new PSW, and a page table for
     whichever lptb loads it."""
     p = get(profile_name)
     insns = list(p.insns)
-    if no_stores_or_loads:  # see `test_random_programs_agree_with_bare_hardware`
-        fixed = [i for i in insns if footprint(i, p.arch).physical and not i.fields]  # rti: fixed words
-        insns = [i for i in insns if not footprint(i, p.arch).memory] + fixed
     words: dict[int, int] = {}
     for a in range(16, 320, 2):
         insn = rng.choice(insns)
@@ -60,15 +58,15 @@ CASES = [("binary-translation", "vtx"), ("hardware-assisted", "vtx"), ("hardware
 
 @pytest.mark.parametrize("design, profile", CASES, ids=[f"{d}-{p}" for d, p in CASES])
 def test_random_programs_agree_with_bare_hardware(design: str, profile: str) -> None:
-    """Paravirtualization trusts the guest not to read or overwrite its
-    rewritten instructions; its pass checks the references it can see (an
-    immediate address), not an address computed in registers, so its random
-    programs reach storage only through the trap mechanism."""
+    """Paravirtualization's pass analyses every program before rewriting it
+    (model/vmms/reach.py), which costs about a tenth of a second for these
+    looping programs: it gets fewer of them."""
     p = get(profile)
     refused = 0
-    for seed in SEEDS:
+    seeds = PV_SEEDS if design == "paravirt" else SEEDS
+    for seed in seeds:
         rng = random.Random(seed)
-        image = random_image(profile, rng, no_stores_or_loads=design == "paravirt")
+        image = random_image(profile, rng)
         steps = rng.choice([50, 200, 600])
         bare = Machine(p, MEMSIZE)
         bare.load(image)
@@ -84,4 +82,4 @@ def test_random_programs_agree_with_bare_hardware(design: str, profile: str) -> 
         assert c.direct + c.emulated == got.steps, seed
         assert (got.steps, got.halted) == (r.steps, r.halted), seed
         assert vmm.guest_state().differences(GuestState.from_machine(bare)) == [], seed
-    assert refused <= len(SEEDS) // 2, f"{design} refused {refused} of {len(SEEDS)} programs"
+    assert refused <= len(seeds) // 2, f"{design} refused {refused} of {len(seeds)} programs"

@@ -1,0 +1,489 @@
+"""What a guest can ever read and run: a sound over-approximation, from the spec.
+
+Paravirtualization changes words of the guest's code.  That is safe only
+for a guest that can never notice: one that never reads those words as data,
+never runs part of one, and never makes, at run time, a sensitive
+instruction the rewriting pass has not seen.  Whether a program does any of
+these is undecidable in general, so the question is answered on the safe
+side: `analyse` interprets the guest *abstractly* from reset, with every
+machine value replaced by a set of values (`intervals`), over the spec's own
+effects (`trace`, `trace_trap`, `trace_tick`, `fetch_addresses`).  Nothing
+about an instruction is written here; a new profile is analysed as it is.
+
+Sound: every concrete run from reset reads, fetches and runs only what the
+result lists.  Where the analysis cannot bound something (control that may
+go anywhere, code that may be anything), it says so in ``gave_up`` and the
+caller must refuse.  Precise enough for the usual guest: constants are
+exact, and a load the bounds check let through is known to be below the
+bound (a trap condition that did not hold narrows the values it tested).
+
+Storage is one abstract store for the whole run (a word holds any value it
+ever holds); registers and state fields are tracked per program counter.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from popek.spec.bits import Expr
+from popek.spec.encoding import decode
+from popek.spec.image import Image
+from popek.spec.instructions import Insn
+from popek.spec.memory import fetch_addresses
+from popek.spec.profiles import Profile
+from popek.spec.sem import Effects, Sem
+from popek.spec.state import HALTED, IE, MODE, NSLOTS, PC, PEND, USER, Cause, field_width
+from popek.spec.trace import interrupt_condition, trace, trace_tick, trace_trap
+from popek.spec.trap import INTERRUPT_INFO
+
+from ..machine import Machine
+from . import intervals as iv
+from .intervals import Values
+
+WIDEN = 12  # changes to one program point's state (or one word) before it is widened to anything
+VISITS = 30_000  # program-point visits before the analysis gives up
+EXACT_STEPS = 2_000  # steps followed exactly before values are merged
+PCS = 1024  # possible next program counters one step may have before it gives up
+
+
+@dataclass
+class Reach:
+    """What the guest may do, in physical addresses."""
+
+    pcs: set[int] = field(default_factory=set)  # where a step may start (its fetch may trap)
+    reads: dict[int, Values] = field(default_factory=dict)  # pc -> data words its step may read
+    fetches: dict[int, tuple[Values, Values]] = field(default_factory=dict)  # pc -> its two words
+    runs: dict[tuple[int, Insn], Values] = field(default_factory=dict)  # (pc, insn) -> from where
+    gave_up: str | None = None  # why nothing above can be trusted
+
+
+class _Infeasible(Exception):
+    """A path whose assumptions no value satisfies."""
+
+
+class _GiveUp(Exception):
+    pass
+
+
+class _Storage:
+    """Every word's possible values over the whole run."""
+
+    def __init__(self, words: dict[int, int], width: int):
+        self.exact = False  # while True, ``init`` is storage itself and stores overwrite it
+        self.init = words
+        self.extra: dict[int, Values] = {}
+        self.changes: dict[int, int] = {}
+        self.special = sorted(words)  # addresses whose values are not just {0}
+        self.wild: Values = ()  # addresses that may hold anything
+        self.width = width
+
+    def at(self, a: int) -> Values:
+        v = iv.const(self.init.get(a, 0))
+        extra = self.extra.get(a)
+        return iv.union(v, extra) if extra else v
+
+    def word(self, a: int) -> int:
+        """The one value of word ``a`` (while `exact`)."""
+        if self.exact:
+            return self.init.get(a, 0)
+        v = self.read(((a, a),))
+        if len(v) != 1 or v[0][0] != v[0][1]:
+            raise ValueError("word() of a word with several values")
+        return v[0][0]
+
+    def read(self, addrs: Values) -> Values:
+        if iv.overlaps(addrs, self.wild):
+            return iv.full(self.width)
+        out: Values = ()
+        for lo, hi in addrs:
+            i, j = bisect.bisect_left(self.special, lo), bisect.bisect_right(self.special, hi)
+            if j - i < hi - lo + 1:
+                out = iv.union(out, iv.const(0))  # some word there was never given a value
+            for a in self.special[i:j]:
+                out = iv.union(out, self.at(a))
+        return out
+
+    def store(self, addrs: Values, values: Values) -> Values:
+        """Record a store; the addresses whose values grew."""
+        if self.exact and iv.is_const(addrs) and iv.is_const(values):
+            a = addrs[0][0]
+            if a not in self.init:
+                bisect.insort(self.special, a)
+            self.init[a] = values[0][0]
+            return ()
+        if iv.size(addrs) > 256:
+            grown = tuple(p for p in addrs if not iv.meet(self.wild, *p) == (p,))
+            self.wild = iv.union(self.wild, addrs)
+            return grown
+        grown = []
+        for a in iv.members(addrs):
+            old = self.at(a)
+            new = iv.union(old, values)
+            if new == old:
+                continue
+            self.changes[a] = n = self.changes.get(a, 0) + 1
+            if n > WIDEN:
+                new = iv.full(self.width)
+            if a not in self.extra and a not in self.init:
+                bisect.insort(self.special, a)
+            self.extra[a] = new
+            grown.append((a, a))
+        return iv.make(grown)
+
+
+class _Eval:
+    """The abstract value of expressions over one abstract pre-state."""
+
+    def __init__(self, an: "_Analysis", pc: int, state: list[Values], inputs: dict[str, Values]):
+        self.an = an
+        self.pc = pc
+        self.state = state
+        self.inputs = inputs
+        self.memo: dict[int, Values] = {}
+        self.assumed: dict[int, Values] = {}
+        # every input known: evaluate on plain integers (the exact path of `_follow`)
+        self.exact = an.storage.exact and all(
+            len(v) == 1 and v[0][0] == v[0][1] for v in (*state, *inputs.values())
+        )
+        self.ints: dict[int, int] = {}
+
+    def value(self, e: Expr) -> Values:
+        k = id(e)
+        v = self.assumed.get(k)
+        if v is not None:
+            return v
+        v = self.memo.get(k)
+        if v is None:
+            if self.exact:
+                n = self._int(e)
+                v = ((n, n),)
+            else:
+                v = self._compute(e)
+            self.memo[k] = v
+        return v
+
+    def _int(self, e: Expr) -> int:
+        """The value of ``e`` when every input is known."""
+        k = id(e)
+        n = self.ints.get(k)
+        if n is not None:
+            return n
+        op, a = e.op, e.args
+        if op == "const":
+            n = a[0]
+        elif op == "var":
+            n = self._compute(e)[0][0]
+        elif op == "reg":
+            n = self.state[self._int(a[0])][0][0]
+        elif op == "mem":
+            addr = self._int(a[0])
+            self.an.note_read(self.pc, ((addr, addr),), data=True)
+            n = self.an.storage.word(addr)
+        elif op == "ite":
+            n = self._int(a[1]) if self._int(a[0]) else self._int(a[2])
+        elif op in ("and", "or") and e.width == 1:
+            first = self._int(a[0])
+            n = first if first == (op == "or") else self._int(a[1])
+        elif op == "not":
+            n = self._int(a[0]) ^ ((1 << e.width) - 1)
+        elif op == "zext":
+            n = self._int(a[0])
+        elif op == "extract":
+            n = (self._int(a[0]) >> a[2]) & ((1 << (a[1] - a[2] + 1)) - 1)
+        else:
+            n = iv.concrete(op, self._int(a[0]), self._int(a[1]), e.width, a[0].width)
+        self.ints[k] = n
+        return n
+
+    def _compute(self, e: Expr) -> Values:
+        op, a, w = e.op, e.args, e.width
+        if op == "const":
+            return iv.const(a[0])
+        if op == "var":
+            name = a[0]
+            if name[0] == "S" and name[1:].isdigit():
+                return self.state[int(name[1:])]
+            if name == "MEMSIZE":
+                return iv.const(self.an.memsize)
+            return self.inputs[name]
+        if op == "reg":
+            out: Values = ()
+            for r in iv.members(self.value(a[0])):
+                out = iv.union(out, self.state[r])
+            return out
+        if op == "mem":
+            addrs = self.value(a[0])
+            self.an.note_read(self.pc, addrs, data=True)
+            return self.an.storage.read(addrs)
+        if op in ("and", "or") and w == 1:  # the first operand may decide: the other is not read
+            first = self.value(a[0])
+            if first == (iv.FALSE if op == "and" else iv.TRUE):
+                return first
+        if op == "ite":
+            c = self.value(a[0])
+            if c == iv.TRUE:
+                return self.value(a[1])
+            if c == iv.FALSE:
+                return self.value(a[2])
+            return iv.union(self.value(a[1]), self.value(a[2]))
+        if op == "not":
+            return iv.not_(self.value(a[0]), w)
+        if op == "zext":
+            return self.value(a[0])
+        if op == "extract":
+            return iv.extract(self.value(a[0]), a[1], a[2])
+        return iv.binary(op, self.value(a[0]), self.value(a[1]), w, a[0].width)
+
+    # -- paths: a trap condition that did not hold narrows what it tested ----
+    def assume(self, e: Expr, want: int) -> None:
+        if not iv.contains(self.value(e), want):
+            raise _Infeasible
+        if self.exact:
+            return
+        self._narrow(e, want, want)
+        op, a = e.op, e.args
+        if op == "not":
+            self.assume(a[0], 1 - want)
+        elif op == "or" and e.width == 1 and want == 0 or op == "and" and e.width == 1 and want == 1:
+            self.assume(a[0], want)
+            self.assume(a[1], want)
+        elif op == "ult":
+            x, y = self.value(a[0]), self.value(a[1])
+            top = (1 << a[0].width) - 1
+            if want:  # x < y
+                self._narrow(a[0], 0, y[-1][1] - 1)
+                self._narrow(a[1], x[0][0] + 1, top)
+            else:
+                self._narrow(a[0], y[0][0], top)
+                self._narrow(a[1], 0, x[-1][1])
+        elif op == "eq" and want == 1:
+            x, y = self.value(a[0]), self.value(a[1])
+            self._narrow(a[0], y[0][0], y[-1][1])
+            self._narrow(a[1], x[0][0], x[-1][1])
+
+    def _narrow(self, e: Expr, lo: int, hi: int) -> None:
+        if e.op == "const":
+            if not lo <= e.args[0] <= hi:
+                raise _Infeasible
+            return
+        v = iv.meet(self.value(e), lo, hi)
+        if not v:
+            raise _Infeasible
+        if v != self.value(e):
+            self.assumed[id(e)] = v
+            self.memo.clear()
+
+    def traps(self, fx: Effects):
+        """Yield ``(cause, info)`` for each trap that may be taken; return
+        normally only when the instruction may also go on without one."""
+        for cond, cause, info in fx.traps:
+            c = self.value(cond)
+            if iv.contains(c, 1):
+                yield int(cause), self.value(info)
+            self.assume(cond, 0)
+
+
+class _Analysis:
+    def __init__(self, image: Image, profile: Profile, memsize: int):
+        self.profile, self.arch, self.memsize = profile, profile.arch, memsize
+        words = {a: w & self.arch.mask for a, w in image.words.items() if 0 <= a < memsize and w}
+        self.storage = _Storage(words, self.arch.word)
+        self.widths = [field_width(i, self.arch) for i in range(NSLOTS)]
+        s = Sem(self.arch)
+        self.fetch_words = fetch_addresses(s)
+        self.fetch_fx = s.fx
+        self.due = interrupt_condition(self.arch)
+        self.trap_fx = trace_trap(self.arch)
+        self.tick_fx = trace_tick(self.arch)
+        self.states: dict[int, tuple[Values, ...]] = {}
+        self.changes: dict[int, int] = {}
+        self.reads_of: dict[int, Values] = {}  # pc -> storage its last visit depended on
+        self.todo: list[int] = []
+        self.queued: set[int] = set()
+        self.result = Reach()
+        self.path: list[tuple[Values, ...]] | None = None  # the one successor of an exact step
+        reset = Machine(profile, memsize)
+        reset.reset(image.entry)
+        self.start = tuple(iv.const(v) for v in reset.S)
+
+    def run(self, exact_steps: int) -> Reach:
+        try:
+            self._follow(exact_steps)
+            self._settle()
+        except _GiveUp as e:
+            self.result.gave_up = str(e)
+        return self.result
+
+    def _follow(self, steps: int) -> None:
+        """Run the guest's one path from reset while every value is known:
+        the guest is deterministic, so this is exact, storage included."""
+        self.storage.exact = True
+        state = self.start
+        for _ in range(steps):
+            self.path = []
+            self._visit(state[PC][0][0], list(state))
+            nexts, self.path = self.path, None
+            if not nexts:
+                return  # halted: nothing more can happen
+            if len(nexts) > 1 or not all(len(v) == 1 and v[0][0] == v[0][1] for v in nexts[0]):
+                break
+            state = nexts[0]
+        else:
+            nexts = [state]
+        self.path = None
+        self.storage.exact = False  # storage as it is now is where the rest starts
+        for state in nexts:
+            self._join(state)
+
+    def _settle(self) -> None:
+        """Every state the guest can reach from where `_follow` stopped."""
+        visits = 0
+        while self.todo:
+            pc = self.todo.pop()
+            self.queued.discard(pc)
+            visits += 1
+            if visits > VISITS:
+                raise _GiveUp(f"the analysis did not settle within {VISITS} steps")
+            self._visit(pc, list(self.states[pc]))
+
+    # -- one program point ----------------------------------------------------
+    def note_read(self, pc: int, addrs: Values, *, data: bool) -> None:
+        """The step at ``pc`` may read ``addrs``: a data read, or its own fetch."""
+        self.reads_of[pc] = iv.union(self.reads_of.get(pc, ()), addrs)
+        if data:
+            self.result.reads[pc] = iv.union(self.result.reads.get(pc, ()), addrs)
+
+    def _visit(self, pc: int, S: list[Values]) -> None:
+        if S[HALTED] == iv.TRUE:
+            return
+        self.result.pcs.add(pc)
+        ev = _Eval(self, pc, S, {})
+        due = ev.value(self.due)
+        if iv.contains(due, 1):  # take the interrupt: clear the tick, then trap
+            taken = list(S)
+            taken[PEND] = iv.FALSE
+            self._trap(taken, Cause.TIMER, iv.const(INTERRUPT_INFO))
+            if due == iv.TRUE:
+                return
+        try:
+            for cause, info in ev.traps(self.fetch_fx):
+                self._trap(S, cause, info)
+        except _Infeasible:
+            return
+        p0, p1 = ev.value(self.fetch_words[0]), ev.value(self.fetch_words[1])
+        old = self.result.fetches.get(pc, ((), ()))
+        self.result.fetches[pc] = (iv.union(old[0], p0), iv.union(old[1], p1))
+        self.note_read(pc, iv.union(p0, p1), data=False)
+        w0, w1 = self.storage.read(p0), self.storage.read(p1)
+        if iv.size(w0) > 64:
+            raise _GiveUp(f"the instruction at pc {pc:#06x} may be any of {iv.size(w0)} words")
+        for word in iv.members(w0):
+            d = decode(self.profile, word, 0)
+            if d is None:
+                self._trap(S, Cause.ILLEGAL, iv.const(pc))
+                continue
+            if "imm" in d.insn.fields:
+                imm = w1
+            else:
+                if w1 != iv.FALSE:
+                    self._trap(S, Cause.ILLEGAL, iv.const(pc))
+                if not iv.contains(w1, 0):
+                    continue
+                imm = iv.FALSE
+            key = (pc, d.insn)
+            self.result.runs[key] = iv.union(self.result.runs.get(key, ()), p0)
+            self._execute(S, d.insn, d.rd, d.rs, imm)
+
+    def _execute(self, S: list[Values], insn: Insn, rd: int, rs: int, imm: Values) -> None:
+        fx = trace(insn, self.arch)
+        pc = S[PC][0][0]
+        ev = _Eval(self, pc, S, {"rd": iv.const(rd), "rs": iv.const(rs), "imm": imm})
+        try:
+            for cause, info in ev.traps(fx):
+                self._trap(S, cause, info)
+        except _Infeasible:
+            return
+        after = self._effects(ev, fx, S)
+        tick = _Eval(self, pc, after, {})
+        ticked = list(after)
+        for slot, value in self.tick_fx.field_writes.items():
+            ticked[slot] = tick.value(value)
+        self._go(ticked)
+
+    def _trap(self, S: list[Values], cause: int, info: Values) -> None:
+        ev = _Eval(self, S[PC][0][0], S, {"cause": iv.const(cause), "info": info})
+        self._go(self._effects(ev, self.trap_fx, S))
+
+    def _effects(self, ev: _Eval, fx: Effects, S: list[Values]) -> list[Values]:
+        after = list(S)
+        for index, value in fx.reg_writes:
+            regs, v = ev.value(index), ev.value(value)
+            if iv.is_const(regs):
+                after[regs[0][0]] = v
+            else:
+                for r in iv.members(regs):
+                    after[r] = iv.union(after[r], v)
+        for slot, value in fx.field_writes.items():
+            after[slot] = ev.value(value)
+        for addr, value in fx.mem_writes:
+            grown = self.storage.store(ev.value(addr), ev.value(value))
+            if grown:
+                for other, reads in self.reads_of.items():
+                    if other in self.states and iv.overlaps(reads, grown):
+                        self._queue(other)
+        return after
+
+    def _go(self, after: list[Values]) -> None:
+        if after[HALTED] == iv.TRUE:
+            return
+        pcs = after[PC]
+        if self.path is not None and iv.is_const(pcs):
+            self.path.append(tuple(after))
+            return
+        if iv.size(pcs) > PCS:
+            raise _GiveUp(f"control may go to any of {iv.show(pcs)}")
+        for pc in iv.members(pcs):
+            after[PC] = iv.const(pc)
+            self._join(tuple(after))
+
+    def _join(self, state: tuple[Values, ...]) -> None:
+        pc = state[PC][0][0]
+        old = self.states.get(pc)
+        if old is not None:
+            new = tuple(iv.union(o, n) for o, n in zip(old, state))
+            if new == old:
+                return
+            self.changes[pc] = n = self.changes.get(pc, 0) + 1
+            if n > WIDEN:
+                new = tuple(
+                    v if v == o else iv.full(w) for v, o, w in zip(new, old, self.widths)
+                )
+            state = new
+        self.states[pc] = state
+        self._queue(pc)
+
+    def _queue(self, pc: int) -> None:
+        if pc not in self.queued:
+            self.queued.add(pc)
+            self.todo.append(pc)
+
+
+def analyse(image: Image, profile: Profile, memsize: int, *, exact_steps: int = EXACT_STEPS) -> Reach:
+    """Everything ``image`` may read, fetch and run, from reset, on ``profile``
+    (the first ``exact_steps`` steps followed exactly)."""
+    return _Analysis(image, profile, memsize).run(exact_steps)
+
+
+def traps_in_user_mode(insn: Insn, profile: Profile) -> bool:
+    """True when ``insn`` traps whenever it runs in user mode, whatever else
+    holds: run on the host directly, it always reaches the VMM."""
+    an = _Analysis.__new__(_Analysis)
+    an.memsize, an.arch = 1 << profile.arch.word, profile.arch
+    an.storage = _Storage({}, profile.arch.word)
+    state = [iv.full(field_width(i, profile.arch)) for i in range(NSLOTS)]
+    state[MODE] = iv.const(USER)
+    full = {"rd": iv.full(profile.arch.reg_bits), "rs": iv.full(profile.arch.reg_bits)}
+    an.reads_of, an.result = {}, Reach()
+    ev = _Eval(an, 0, state, {**full, "imm": iv.full(profile.arch.word)})
+    return any(ev.value(cond) == iv.TRUE for cond, _cause, _info in trace(insn, profile.arch).traps)
