@@ -16,14 +16,15 @@ indexes the VMM's table of original instructions.  The index, not the
 address, names the call, so a hypercall still works where the guest has
 copied it.
 
-**Refusals.**  The pass refuses, with `RewriteError`, a guest it cannot
-rewrite without changing what the guest sees:
-
-* an image without a code map (data and code cannot be told apart);
-* an instruction overlapping another, or a code word that does not decode;
-* an instruction whose immediate names a rewritten word and that reads
-  storage (code that reads its own instructions would read the hypercall);
-* a direct jump into data (code the pass has not seen).
+**Refusals.**  The pass refuses, with `RewriteError`, a guest that could
+ever notice the rewriting: one that, in some run from reset, may read a
+rewritten word as data (code that reads its own instructions), run part of
+a hypercall, or run, where the pass saw none, a sensitive instruction that
+would not trap in user mode (code made at run time, or data jumped into).
+Which runs are possible is bounded on the safe side by an abstract
+interpretation of the spec's effects (`reach`); where it cannot bound them,
+the pass refuses too.  Also refused: an image without a code map, and
+overlapping or undecodable code.
 
 **The VMM.**  The rewritten guest runs directly on the host in real user
 mode in *both* virtual modes (Xen's deprivileged kernel), through shadow
@@ -36,9 +37,7 @@ are emulated, as in trap-and-emulate.
 Pages holding hypercalls are write-protected (in the shadow tables): a guest
 that overwrites a hypercall, wholly or one word of it, gets what it wrote
 (with the original in the word it did not write), rewritten again if that
-needs the VMM.  What the pass cannot see, it trusts: an address computed in
-registers that reads a rewritten word reads the hypercall (Xen trusts its
-ported kernels in the same way).
+needs the VMM.
 
 **The guest's view.**  `guest_state` shows guest storage with every live
 hypercall replaced by the original instruction's words: the guest's final
