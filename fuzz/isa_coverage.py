@@ -1,8 +1,9 @@
 """ISA-feature coverage: which instruction ran in which mode, with which outcome.
 
 Observed on the *bare* machine (the reference), by stepping it: before each
-step the instruction at PC is fetched and decoded exactly as the machine
-does (through its own translation routine), and a trap hook tells whether
+step the instruction at PC is the one the machine's own decode cache holds
+for PC, or, where it holds none yet, fetched and decoded exactly as the
+machine does (through its own translation routine); a trap hook tells whether
 the step retired or trapped; the hook then runs the machine's own P&G trap
 mechanism, so the run is the bare run.  A campaign merges the counts of
 every case and every worker, and names the (instruction, mode) pairs that
@@ -16,7 +17,6 @@ from typing import Iterable, Mapping
 
 from popek.model.machine import Machine
 from popek.spec import state as st
-from popek.spec.encoding import decode
 from popek.spec.profiles import Profile
 
 MODES = {st.SUPERVISOR: "supervisor", st.USER: "user"}
@@ -83,7 +83,7 @@ def run_observed(
     if coverage is None:
         r = machine.run(steps)
         return r.steps, r.halted
-    S, M, profile = machine.S, machine.M, machine.profile
+    S, M, book = machine.S, machine.M, machine.book
     trapped: list[int] = []
 
     def hook(m: Machine, cause: int, info: int) -> None:
@@ -98,13 +98,18 @@ def run_observed(
         if S[st.PEND] and S[st.IE]:
             name = INTERRUPT
         else:
-            # the machine's own fetch routine: translation exactly as it runs
-            p0, p1, _ = machine._fetch()
-            if p0 is None:
-                name = FETCH_FAULT
+            machine._check_context()  # as run() does first: the decodes of this context
+            line = machine._lines.get(S[st.PC])
+            if line is not None:  # what run() is about to execute
+                name = line.insn.name
             else:
-                d = decode(profile, M[p0], M[p1])
-                name = ILLEGAL if d is None else d.insn.name
+                # the machine's own fetch routine: translation exactly as it runs
+                p0, p1, _ = machine._fetch()
+                if p0 is None:
+                    name = FETCH_FAULT
+                else:
+                    d = book.decode(M[p0], M[p1])
+                    name = ILLEGAL if d is None else d.insn.name
         trapped.clear()
         r = machine.run(1, hook, compiled=False)
         done += r.steps
