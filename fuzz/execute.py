@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Callable
 
 from popek import guard
@@ -41,6 +42,7 @@ CALL_TIMEOUT = 10.0  # seconds for one call into a VMM during fuzzing
 # (about 1 ms) only for code that has run this often.
 HOST_HOT = 32
 WATCHED = (st.MODE, st.BASE, st.BOUND, st.PTBR, st.IE)
+_watched_slots = itemgetter(*WATCHED)  # S -> the watched values, as a tuple
 
 
 @dataclass
@@ -128,20 +130,22 @@ class _ResourceWatch:
         self.host = host
         self.violations: list[str] = []
         self._run = host.run
+        self._vtx = host.arch.vtx
         host.run = self.run  # type: ignore[method-assign]
 
     def _snap(self) -> tuple[int, ...]:
         S = self.host.S
-        if self.host.arch.vtx and S[st.GUEST]:  # the host's own resources wait in the VMCS
+        if self._vtx and S[st.GUEST]:  # the host's own resources wait in the VMCS
             from popek.spec.vtx import host_state
 
             saved = host_state(S, self.host.M)
             return tuple(saved.get(i, S[i]) for i in WATCHED)
-        return tuple(S[i] for i in WATCHED)
+        return _watched_slots(S)
 
-    def _compare(self, before: tuple[int, ...], where: str) -> None:
+    def _compare(self, before: tuple[int, ...], where: str | Callable[[], str]) -> None:
         after = self._snap()
         if after != before and len(self.violations) < 3:
+            where = where if isinstance(where, str) else where()
             changed = ", ".join(
                 f"{st.FIELD_NAMES[slot]} {a}->{b}"
                 for slot, a, b in zip(WATCHED, before, after)
@@ -155,7 +159,7 @@ class _ResourceWatch:
         state = {"before": self._snap()}
 
         def hook(machine: Machine, cause: int, info: int):
-            self._compare(state["before"], f"before a {st.Cause(cause).name.lower()} trap")
+            self._compare(state["before"], lambda: f"before a {st.Cause(cause).name.lower()} trap")
             stop = on_trap(machine, cause, info)
             state["before"] = self._snap()
             return stop

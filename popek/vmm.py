@@ -128,9 +128,9 @@ class GuestState:
         for k, v in self.regs.items():
             if not isinstance(v, int):
                 raise TypeError(f"GuestState.regs[{k!r}] is {type(v).__name__}, not int")
-        if not isinstance(self.memory, tuple) or not all(isinstance(w, int) for w in self.memory):
+        if not isinstance(self.memory, tuple) or not _all_ints(self.memory):
             raise TypeError("GuestState.memory must be a tuple of ints")
-        if not isinstance(self.out, tuple) or not all(isinstance(w, int) for w in self.out):
+        if not isinstance(self.out, tuple) or not _all_ints(self.out):
             raise TypeError("GuestState.out must be a tuple of ints")
 
     def differences(self, other: "GuestState", limit: int = 20) -> list[tuple[str, Any, Any]]:
@@ -142,11 +142,12 @@ class GuestState:
                 diffs.append((k, a, b))
         if len(self.memory) != len(other.memory):
             diffs.append(("memsize", len(self.memory), len(other.memory)))
-        for addr, (a, b) in enumerate(zip(self.memory, other.memory)):
-            if a != b:
-                diffs.append((f"mem[{addr:#06x}]", a, b))
-                if len(diffs) >= limit:
-                    break
+        if self.memory != other.memory:  # else (the usual case) no word-by-word loop
+            for addr, (a, b) in enumerate(zip(self.memory, other.memory)):
+                if a != b:
+                    diffs.append((f"mem[{addr:#06x}]", a, b))
+                    if len(diffs) >= limit:
+                        break
         if tuple(self.out) != tuple(other.out):
             diffs.append(("out", list(self.out), list(other.out)))
         return diffs
@@ -202,10 +203,22 @@ class Counters:
 
 
 def cause_name(cause: int) -> str:
+    name = _CAUSE_NAMES.get(cause)
+    if name is not None:
+        return name
     try:
         return st.Cause(cause).name.lower()
     except ValueError:
         return f"cause{cause}"
+
+
+_CAUSE_NAMES = {int(c): c.name.lower() for c in st.Cause}  # every trap asks
+
+
+def _all_ints(words: tuple) -> bool:
+    """Every element is an int; checked by type first (one pass in C), by
+    isinstance only when some element is not exactly an int."""
+    return set(map(type, words)) <= {int} or all(isinstance(w, int) for w in words)
 
 
 class GuestRefused(Exception):
