@@ -21,6 +21,7 @@ raises, hangs or returns the wrong type becomes a `Problem` of kind
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
@@ -88,9 +89,30 @@ def profile_of(case: GuestCase) -> Profile:
 # --------------------------------------------------------------------------
 # The reference: the bare machine
 # --------------------------------------------------------------------------
+_reference = threading.local()
+
+
+def _bare_machine(prof: Profile, memsize: int) -> Machine:
+    """The reference machine for a profile and storage size, built once per
+    thread and loaded afresh for each case.  ``load`` resets all a guest can
+    observe (storage that exists, state, output log, decode caches), and
+    storage beyond ``memsize`` does not exist, so no guest ever wrote it:
+    the machine is as good as new.  Building one per case cost a fresh
+    2**word-word list, which the garbage collector then scanned."""
+    pool = getattr(_reference, "machines", None)
+    if pool is None:
+        pool = _reference.machines = {}
+    machine = pool.get((prof.name, memsize))
+    if machine is None or machine.profile is not prof:
+        if len(pool) >= 8:  # a few profiles and sizes in one process, not a leak
+            pool.clear()
+        machine = pool[(prof.name, memsize)] = Machine(prof, memsize)
+    return machine
+
+
 def run_bare(case: GuestCase, *, coverage: IsaCoverage | None = None) -> Run:
     prof = profile_of(case)
-    machine = Machine(prof, case.memsize)
+    machine = _bare_machine(prof, case.memsize)
     machine.load(case.image(prof))
     states, steps, halted = [], [], False
     for chunk in checkpoints(case):
