@@ -131,6 +131,12 @@ def _canary(size: int, mask: int) -> list[int]:
     return [(0xA5A5 ^ (a * 0x9E37)) & mask for a in range(size)]
 
 
+@lru_cache(maxsize=32)
+def _canary_slice(size: int, mask: int, a: int, b: int) -> list[int]:
+    """``_canary(size, mask)[a:b]``, kept: every case compares the same gaps."""
+    return _canary(size, mask)[a:b]
+
+
 def _gaps(size: int, kept: list[range]) -> list[tuple[int, int]]:
     """Host ranges outside every range in ``kept``."""
     spans = sorted((max(0, r.start), min(size, r.stop)) for r in kept if r.stop > r.start)
@@ -206,12 +212,11 @@ def run_vmm(
     def call(method: str, fn: Callable, *args: Any, returns=None, **kw: Any) -> Any:
         return guard.call(label, method, fn, *args, timeout=timeout, returns=returns, **kw)
 
-    host = Machine(prof, 1 << prof.arch.word)
+    size = 1 << prof.arch.word
+    # with the safety watch on, the host starts with the canary in storage
+    host = Machine(prof, size, storage=list(_canary(size, prof.arch.mask)) if safety else None)
     host.hot = HOST_HOT
-    size = len(host.M)
     if safety:
-        host.M[:] = _canary(size, prof.arch.mask)
-        host.flush()
         watch = _ResourceWatch(host)
     states: list[GuestState] = []
     steps: list[int] = []
@@ -256,7 +261,7 @@ def run_vmm(
             canary = _canary(size, prof.arch.mask)
             M = host.M
             for a, b in _gaps(size, [alloc, *reserved]):
-                if M[a:b] != canary[a:b]:
+                if M[a:b] != _canary_slice(size, prof.arch.mask, a, b):
                     bad = next(x for x in range(a, b) if M[x] != canary[x])
                     problems.append(Problem(
                         "safety",

@@ -23,6 +23,7 @@ once is compiled into straight-line blocks (``popek.model.codegen``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Callable, Protocol
 
 from popek.spec import state as st
@@ -295,6 +296,9 @@ def _runs_alone(fx: Effects) -> bool:
 # --------------------------------------------------------------------------
 # The machine
 # --------------------------------------------------------------------------
+# S -> the translation context a cached decode depends on, as a tuple
+_CONTEXT = itemgetter(BASE, BOUND, PTBR, MODE, st.GUEST, st.NPTBR)
+
 class _Line:
     """What the fetch cache holds for one virtual PC."""
 
@@ -434,11 +438,10 @@ class Machine:
                 window.owner._forget()
 
     def _context(self) -> tuple:
-        S = self.S
-        return (S[BASE], S[BOUND], S[PTBR], S[MODE], S[st.GUEST], S[st.NPTBR])
+        return _CONTEXT(self.S)
 
     def _check_context(self) -> None:
-        ctx = self._context()
+        ctx = _CONTEXT(self.S)  # checked after every trap and resource write
         if ctx != self._ctx:  # decodes depend on the context; watched words do not
             lines = self._ctx_lines.get(ctx)
             if lines is None:
