@@ -75,6 +75,10 @@ from popek.vmm import GUEST_FIELDS, VMM, Counters, GuestRun, GuestState, cause_n
 # resources, which the guest must never set.
 LIVE_SLOTS = (*range(st.ARCH.nregs), PC, FLAGS, TIMER)
 
+# Direct runs in a row that may end without a guest step before the VMM
+# concludes the guest makes no progress (see `SoftwareVMM.run`).
+IDLE_RUNS = 8
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -154,10 +158,13 @@ class SoftwareVMM(VMM):
             if self.runs_directly():
                 n = self.run_direct(steps - done)
                 done += n
-                # one empty direct run is legitimate (a masked tick took the
-                # host's only step); two mean a trap handler that makes no progress
+                # an empty direct run is legitimate: a masked tick, or a fault
+                # the VMM resolved without a guest step (a shadow entry filled),
+                # took the host's steps; one instruction needs a few of those
+                # (its two fetch words, its operand, a table); more in a row
+                # mean a trap handler that makes no progress
                 idle = 0 if n else idle + 1
-                if idle > 1:
+                if idle > IDLE_RUNS:
                     raise RuntimeError(f"{self.name}: the guest makes no progress on the host")
             else:
                 self._counts.vmm_entries += 1

@@ -189,3 +189,18 @@ def test_every_instruction_z3_finds_sensitive_needs_the_vmm(profile: str) -> Non
     caught = {i.name for i in p.insns if needs_vmm(i, p.arch)}
     assert proved, "the classification found nothing sensitive"
     assert proved <= caught, sorted(proved - caught)
+
+
+@pytest.mark.parametrize("design", ["paravirt", "binary-translation", "hardware-assisted+shadow"])
+def test_one_step_slices_over_two_shadow_faults_make_progress(design: str) -> None:
+    """`ld` right after reset needs two shadow entries (its code page, then its
+    operand's page), each filled by a direct run that ends with no guest step;
+    found by fuzzing paravirt in slices of one step ("no progress")."""
+    text = "start: ld r0, 0x200(r0)\n li r1, 7\n halt\n"
+    profile = "vtx" if design == "hardware-assisted+shadow" else "x86"
+    img = assemble(text, get(profile))
+    bare, steps, _ = run_bare(img, profile)
+    vmm = vmm_for(design, img, profile)
+    done = sum(vmm.run(1).steps for _ in range(steps))
+    assert done == steps
+    assert vmm.guest_state().differences(bare) == []
