@@ -52,6 +52,9 @@ KSTACK = 0x2C0
 PTABLE = 0x300
 USER_PSW = 0x2F0  # the user program's initial PSW (psw word, pc, base, bound)
 TRAP_COUNT = 12
+# Where the layout's sections are: the pages a case's accesses fall in.
+LAYOUT_ADDRESSES = (0, KERNEL, KERNEL + 0x40, KERNEL + 0x80, HANDLER, USER_BASE, USER_BASE + USER_DATA,
+                    KDATA, KSTACK - 1)  # fmt: skip
 MIN_MEMSIZE = 0x400
 
 # Room for each section, in instructions (the terminator included).

@@ -63,13 +63,20 @@ def interesting_values(profile: Profile, memsize: int) -> list[int]:
 
 
 def kernel_addresses(profile: Profile, memsize: int) -> list[int]:
-    """Address offsets for loads and stores in supervisor mode (R = all storage)."""
+    """Address offsets for loads and stores in supervisor mode (R = all storage):
+    the layout's data, the trap words, the page-table entries of every page
+    the layout uses (a VMM must notice a remapping), and code words a few
+    instructions into the kernel and the handler (self-modifying code, which
+    a translator or a rewriting pass must notice), and the edges."""
     mask = profile.arch.mask
+    entry = [g.PTABLE + (a >> profile.arch.page_bits) for a in
+             (g.KERNEL, g.KERNEL + 0x40, g.HANDLER, g.USER_BASE, g.KDATA, g.KSTACK - 1)]
+    code = [g.KERNEL + 2 * k for k in range(1, 6)] + [g.HANDLER + 2 * k for k in range(3)]
     return [
         g.KDATA, g.KDATA + 1, g.KSTACK - 1, g.TRAP_COUNT,
         st.OLD_PSW, st.OLD_PC, st.OLD_BASE, st.OLD_BOUND, st.OLD_CAUSE, st.OLD_INFO,
         st.NEW_PSW, st.NEW_PC, st.NEW_BOUND,
-        g.PTABLE, g.PTABLE + 4, g.USER_BASE + g.USER_DATA, g.KERNEL, g.HANDLER,
+        *dict.fromkeys(entry), g.USER_BASE + g.USER_DATA, *code,
         memsize - 1, memsize, mask,
     ]  # fmt: skip
 
@@ -118,6 +125,9 @@ def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool, regs: Sequence[i
     return g.Op(s.insn.name, rd, rs, imm, skip)
 
 
+PAGING_REG = 6  # the register a kernel that turns paging on first loads PTBR from
+REMAP_REG = 5  # and the one it writes a page-table entry from
+
 # Where a drawn instruction goes: 0-1 kernel, 2 handler, 3-5 user program.
 KERNEL, HANDLER, USER = 0, 2, 3
 SECTION_TAGS = 5
@@ -141,6 +151,33 @@ def _draw_sections(draw, plan: _Plan, shapes, regs, max_size: int) -> list[tuple
     run = hs.lists(_tagged_op(plan, shapes, regs), max_size=8)
     runs = draw(hs.lists(run, max_size=max(1, max_size // 4)))
     return [t for r in runs for t in r]
+
+
+def _with_remaps(draw, plan: _Plan, section: tuple[g.Op, ...], pages: int) -> tuple[g.Op, ...]:
+    """``section`` with a few page-table entries rewritten at drawn places:
+    what an operating system does when it unmaps, protects or moves a page,
+    and what a VMM's shadow or nested tables must follow at once.  Each
+    rewrite stores a word into the page (so the VMM maps it, and the frame
+    is marked), writes the page's entry, and loads the word back (the new
+    mapping must hold: another frame reads another value, a missing one
+    faults); two scratch registers carry the addresses and values."""
+    page = plan.profile.arch.page_size
+    used = sorted({a // page for a in g.LAYOUT_ADDRESSES if a // page < pages})
+    remaps = draw(hs.lists(hs.tuples(
+        hs.integers(0, len(section)), hs.sampled_from(used), hs.integers(0, page - 1),
+        hs.integers(0, pages - 1), hs.sampled_from([7, 3, 5, 1, 0]),
+    ), min_size=1, max_size=2))  # fmt: skip
+    out = list(section)
+    for at, entry, offset, frame, perm in sorted(remaps, reverse=True):
+        word = entry * page + offset
+        mark = [g.Op("li", PAGING_REG, 0, word), g.Op("st", PAGING_REG, PAGING_REG, 0)]
+        touch = [g.Op("li", PAGING_REG, 0, word), g.Op("ld", REMAP_REG, PAGING_REG, 0)]
+        out[at:at] = mark + [
+            g.Op("li", PAGING_REG, 0, g.PTABLE + entry),
+            g.Op("li", REMAP_REG, 0, frame * page | perm),
+            g.Op("st", PAGING_REG, REMAP_REG, 0),  # st rs, imm(rd): storage[r6] <- r5
+        ] + touch
+    return tuple(out)
 
 
 @hs.composite
@@ -201,6 +238,17 @@ def _guests(
             perm = hs.sampled_from([7, 3, 5, 1, 0])
             page_perms = tuple(draw(hs.lists(perm, min_size=memsize // plan.profile.arch.page_size,
                                              max_size=memsize // plan.profile.arch.page_size)))
+    # with a page table laid out, often turn paging on first, so that what the
+    # case does to page-table entries reaches a VMM's shadow or nested tables
+    if page_perms is not None and "lptb" in plan.profile.by_name and draw(hs.booleans()):
+        on = (g.Op("li", PAGING_REG, 0, g.PTABLE), g.Op("lptb", 0, PAGING_REG))
+        kernel = (on + _with_remaps(draw, plan, kernel, len(page_perms)))[: max(kernel_room, len(on))]
+        # a kernel that turns paging on maps its own code, stack and table
+        page = plan.profile.arch.page_size
+        own = {a // page for a in (*range(g.KERNEL, g.USER_BASE, page), g.KSTACK - 1, g.PTABLE)}
+        page_perms = tuple(7 if k in own else perm for k, perm in enumerate(page_perms))
+        if handler is not None:
+            handler = _with_remaps(draw, plan, handler, len(page_perms))[: max(0, max_instructions // 4)]
     chunks: tuple[int, ...] = ()
     # Checkpoints: the run under the VMM is split into several run() calls and
     # compared at each boundary, which also catches differences that a later

@@ -78,30 +78,41 @@ class Rewritten:
 def rewrite(image: Image, profile: Profile, memsize: int) -> Rewritten:
     """Replace each sensitive instruction of ``image`` by a hypercall, or
     refuse (`RewriteError`) if the guest could ever notice."""
+    sites = find_sites(image, profile)
+    check_unnoticeable(image, profile, memsize, sites)
+    return patch(image, sites)
+
+
+def find_sites(image: Image, profile: Profile) -> dict[int, str]:
+    """The code addresses whose instructions need the VMM, with their names."""
     if image.words and not image.code:
         raise RewriteError("the image has no code map: instructions cannot be told from data")
-    words = dict(image.words)
     seen: set[int] = set()
-    decoded = {}
+    sites = {}
     for addr in sorted(image.code):
         if addr in seen or addr + 1 in seen:
             raise RewriteError(f"instruction at {addr:#06x} overlaps another one")
         seen.update((addr, addr + 1))
-        d = decode(profile, words.get(addr, 0), words.get(addr + 1, 0))
+        d = decode(profile, image.words.get(addr, 0), image.words.get(addr + 1, 0))
         if d is None:
             raise RewriteError(f"the code word at {addr:#06x} does not decode on {profile.name}")
-        decoded[addr] = d
-    sites = frozenset(a for a, d in decoded.items() if needs_vmm(d.insn, profile.arch))
-    _check_unnoticeable(image, profile, memsize, {a: decoded[a].insn.name for a in sites})
+        if needs_vmm(d.insn, profile.arch):
+            sites[addr] = d.insn.name
+    return sites
+
+
+def patch(image: Image, sites: Mapping[int, str]) -> Rewritten:
+    """``image`` with a hypercall at each site (no questions asked)."""
+    words = dict(image.words)
     calls = []
     for k, addr in enumerate(sorted(sites)):
         calls.append((words.get(addr, 0), words.get(addr + 1, 0)))
         words[addr], words[addr + 1] = HYPERCALL, k
     out = Image(words, image.entry, dict(image.symbols), dict(image.lines), set(image.code))
-    return Rewritten(out, tuple(calls), sites)
+    return Rewritten(out, tuple(calls), frozenset(sites))
 
 
-def _check_unnoticeable(image: Image, profile: Profile, memsize: int, sites: dict[int, str]) -> None:
+def check_unnoticeable(image: Image, profile: Profile, memsize: int, sites: Mapping[int, str]) -> None:
     """Refuse a guest that, in some run from reset, could read a word the pass
     changes, run part of a hypercall, or run a sensitive instruction the pass
     has not rewritten (made or reached at run time) that would not trap."""
@@ -149,12 +160,15 @@ class ParavirtVMM(ShadowPagingVMM):
 
     def load(self, image: Image, *, memsize: int) -> None:
         """Rewrite the guest (raising `RewriteError` if unsafe), then load it."""
-        self.rewritten = rewrite(image, self.host.profile, memsize)
+        self.rewritten = self.rewrite(image, memsize)
         self.calls = list(self.rewritten.calls)
         self.sites = {a: k for k, a in enumerate(sorted(self.rewritten.sites))}
         self._serving = False
         self._pending: set[int] = set()
         super().load(self.rewritten.image, memsize=memsize)
+
+    def rewrite(self, image: Image, memsize: int) -> Rewritten:
+        return rewrite(image, self.host.profile, memsize)
 
     def direct_allowed(self) -> bool:
         return True
@@ -213,7 +227,7 @@ class ParavirtVMM(ShadowPagingVMM):
         finally:
             self._serving = False
         if (M[p0], M[p1]) == (w0, w1):  # the step did not overwrite its own words
-            M[p0], M[p1] = HYPERCALL, k
+            self.rearm(p0, p1, k)
         self.window.dirty.clear()
         pending, self._pending = self._pending, set()
         for frame in pending:
@@ -221,6 +235,10 @@ class ParavirtVMM(ShadowPagingVMM):
         self.window.dirty.clear()
         self.vcpu.flush()
         return n
+
+    def rearm(self, p0: int, p1: int, k: int) -> None:
+        """Put hypercall ``k`` back after its one step as the original."""
+        self.window[p0], self.window[p1] = HYPERCALL, k
 
     def on_guest_write(self, frame: int) -> None:
         super().on_guest_write(frame)

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from popek.model.vmms import paravirt
 from popek.model.vmms.base import SoftwareVMM
+from popek.model.vmms.binary_translation import BinaryTranslationVMM
 from popek.model.vmms.hybrid import HybridVMM
+from popek.model.vmms.paravirt import ParavirtVMM
+from popek.model.vmms.shadow import ShadowPagingVMM
 from popek.model.vmms.trap_and_emulate import TrapAndEmulate
 from popek.spec import state as st
 from popek.spec.encoding import decode
 from popek.vmm import Support
 
-PLANTED = {p: Support(True, True, "planted bug: should be found") for p in ("pg", "hybrid", "x86")}
+PLANTED = {p: Support(True, True, "planted bug: should be found") for p in ("pg", "hybrid", "x86", "vtx")}
 
 
 def next_insn(vmm: SoftwareVMM) -> str | None:
@@ -238,6 +242,56 @@ class HybridForgetsModeCheck(HybridVMM):
         return self.vcpu.S[st.PTBR] == 0
 
 
+# -- binary translation, shadow paging, paravirtualization --------------------------
+class StaleTranslation(BinaryTranslationVMM):
+    """The translator write-protects the pages it translated from, but on a
+    guest write it forgets to drop the translations made from that page: a
+    kernel that patches its own code goes on running the old code."""
+
+    name = "bug-bt-stale-translation"
+    supports = PLANTED
+
+    def on_guest_write(self, frame: int) -> None:
+        ShadowPagingVMM.on_guest_write(self, frame)  # the shadow tables' part only
+
+
+class StaleShadowEntry(BinaryTranslationVMM):
+    """A guest write to its own page table is noticed, but the shadow entries
+    built from the old entry are kept: the guest's remapping never reaches
+    the host."""
+
+    name = "bug-shadow-not-invalidated"
+    supports = PLANTED
+
+    def on_guest_write(self, frame: int) -> None:
+        if frame in self._pt_pages:
+            return
+        super().on_guest_write(frame)
+
+
+class PassTrustsTheGuest(ParavirtVMM):
+    """The paravirtualizing pass rewrites every sensitive instruction but skips
+    the check that the guest can never notice (Xen's trust in its ported
+    kernels, applied to guests nobody ported)."""
+
+    name = "bug-pv-pass-trusts-guest"
+    supports = PLANTED
+
+    def rewrite(self, image, memsize):
+        return paravirt.patch(image, paravirt.find_sites(image, self.host.profile))
+
+
+class HypercallNotRearmed(ParavirtVMM):
+    """After serving a hypercall the VMM leaves the original instruction in
+    place, so its next run is on the host, directly, in real user mode."""
+
+    name = "bug-pv-hypercall-not-rearmed"
+    supports = PLANTED
+
+    def rearm(self, p0: int, p1: int, k: int) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Bug:
     cls: type
@@ -261,4 +315,8 @@ BUGS = [
     Bug(BoundNotClipped, "pg", "fidelity"),
     Bug(ReflectCountedDirect, "pg", "contract"),
     Bug(HybridForgetsModeCheck, "hybrid", "fidelity"),
+    Bug(StaleTranslation, "x86", "fidelity"),
+    Bug(StaleShadowEntry, "pg", "fidelity"),
+    Bug(PassTrustsTheGuest, "x86", "fidelity"),
+    Bug(HypercallNotRearmed, "x86", "fidelity"),
 ]
