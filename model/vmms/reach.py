@@ -33,7 +33,21 @@ from popek.spec.instructions import Insn
 from popek.spec.memory import fetch_addresses
 from popek.spec.profiles import Profile
 from popek.spec.sem import Effects, Sem
-from popek.spec.state import HALTED, IE, MODE, NSLOTS, PC, PEND, USER, Cause, field_width
+from popek.spec.state import (
+    BASE,
+    BOUND,
+    FIRST_FREE,
+    GUEST,
+    HALTED,
+    MODE,
+    NSLOTS,
+    PC,
+    PEND,
+    PTBR,
+    USER,
+    Cause,
+    field_width,
+)
 from popek.spec.trace import interrupt_condition, trace, trace_tick, trace_trap
 from popek.spec.trap import INTERRUPT_INFO
 
@@ -41,9 +55,15 @@ from ..machine import Machine
 from . import intervals as iv
 from .intervals import Values
 
-WIDEN = 12  # changes to one program point's state (or one word) before it is widened to anything
+WIDEN = 12  # changes to one value at one program point (or to one word) before it may be anything
+# Storage words below FIRST_FREE are where the trap mechanism keeps the old
+# and new PSW: machine state more than data, rewritten on every trap.  They
+# are tracked per program point, like registers, so a handler's "saved PC + 2"
+# does not pile up in the one storage of the whole run.
+LOCAL = FIRST_FREE
 VISITS = 30_000  # program-point visits before the analysis gives up
 EXACT_STEPS = 2_000  # steps followed exactly before values are merged
+WORDS = 256  # possible instruction words at one program point before it gives up
 PCS = 1024  # possible next program counters one step may have before it gives up
 
 
@@ -179,7 +199,7 @@ class _Eval:
         elif op == "mem":
             addr = self._int(a[0])
             self.an.note_read(self.pc, ((addr, addr),), data=True)
-            n = self.an.storage.word(addr)
+            n = self.state[NSLOTS + addr][0][0] if addr < LOCAL else self.an.storage.word(addr)
         elif op == "ite":
             n = self._int(a[1]) if self._int(a[0]) else self._int(a[2])
         elif op in ("and", "or") and e.width == 1:
@@ -215,7 +235,7 @@ class _Eval:
         if op == "mem":
             addrs = self.value(a[0])
             self.an.note_read(self.pc, addrs, data=True)
-            return self.an.storage.read(addrs)
+            return self.an.read(self.state, addrs)
         if op in ("and", "or") and w == 1:  # the first operand may decide: the other is not read
             first = self.value(a[0])
             if first == (iv.FALSE if op == "and" else iv.TRUE):
@@ -289,23 +309,27 @@ class _Analysis:
         self.profile, self.arch, self.memsize = profile, profile.arch, memsize
         words = {a: w & self.arch.mask for a, w in image.words.items() if 0 <= a < memsize and w}
         self.storage = _Storage(words, self.arch.word)
-        self.widths = [field_width(i, self.arch) for i in range(NSLOTS)]
+        self.widths = [field_width(i, self.arch) for i in range(NSLOTS)] + [self.arch.word] * LOCAL
         s = Sem(self.arch)
         self.fetch_words = fetch_addresses(s)
         self.fetch_fx = s.fx
         self.due = interrupt_condition(self.arch)
         self.trap_fx = trace_trap(self.arch)
         self.tick_fx = trace_tick(self.arch)
-        self.states: dict[int, tuple[Values, ...]] = {}
-        self.changes: dict[int, int] = {}
+        # program points: a pc in one translation context (`_point`), so that
+        # kernel and user code at the same virtual address are not merged
+        self.states: dict[tuple, tuple[Values, ...]] = {}
+        self.points: dict[int, set[tuple]] = {}  # pc -> its program points
+        self.changes: dict[tuple, list[int]] = {}  # program point -> changes per value
         self.reads_of: dict[int, Values] = {}  # pc -> storage its last visit depended on
-        self.todo: list[int] = []
-        self.queued: set[int] = set()
+        self.todo: list[tuple] = []
+        self.queued: set[tuple] = set()
         self.result = Reach()
         self.path: list[tuple[Values, ...]] | None = None  # the one successor of an exact step
         reset = Machine(profile, memsize)
         reset.reset(image.entry)
-        self.start = tuple(iv.const(v) for v in reset.S)
+        local = [iv.const(words.get(a, 0)) for a in range(LOCAL)]
+        self.start = tuple(iv.const(v) for v in reset.S) + tuple(local)
 
     def run(self, exact_steps: int) -> Reach:
         try:
@@ -340,14 +364,22 @@ class _Analysis:
         """Every state the guest can reach from where `_follow` stopped."""
         visits = 0
         while self.todo:
-            pc = self.todo.pop()
-            self.queued.discard(pc)
+            point = self.todo.pop()
+            self.queued.discard(point)
             visits += 1
             if visits > VISITS:
                 raise _GiveUp(f"the analysis did not settle within {VISITS} steps")
-            self._visit(pc, list(self.states[pc]))
+            self._visit(point[0], list(self.states[point]))
 
     # -- one program point ----------------------------------------------------
+    def read(self, S: list[Values], addrs: Values) -> Values:
+        """What the words at ``addrs`` may hold, at a point whose state is ``S``."""
+        out: Values = ()
+        for a in iv.members(iv.meet(addrs, 0, LOCAL - 1)):
+            out = iv.union(out, S[NSLOTS + a])
+        rest = iv.meet(addrs, LOCAL, 1 << 64)
+        return iv.union(out, self.storage.read(rest)) if rest else out
+
     def note_read(self, pc: int, addrs: Values, *, data: bool) -> None:
         """The step at ``pc`` may read ``addrs``: a data read, or its own fetch."""
         self.reads_of[pc] = iv.union(self.reads_of.get(pc, ()), addrs)
@@ -375,8 +407,8 @@ class _Analysis:
         old = self.result.fetches.get(pc, ((), ()))
         self.result.fetches[pc] = (iv.union(old[0], p0), iv.union(old[1], p1))
         self.note_read(pc, iv.union(p0, p1), data=False)
-        w0, w1 = self.storage.read(p0), self.storage.read(p1)
-        if iv.size(w0) > 64:
+        w0, w1 = self.read(S, p0), self.read(S, p1)
+        if iv.size(w0) > WORDS:
             raise _GiveUp(f"the instruction at pc {pc:#06x} may be any of {iv.size(w0)} words")
         for word in iv.members(w0):
             d = decode(self.profile, word, 0)
@@ -427,11 +459,19 @@ class _Analysis:
         for slot, value in fx.field_writes.items():
             after[slot] = ev.value(value)
         for addr, value in fx.mem_writes:
-            grown = self.storage.store(ev.value(addr), ev.value(value))
+            addrs, v = ev.value(addr), ev.value(value)
+            local = iv.meet(addrs, 0, LOCAL - 1)
+            if iv.is_const(local) and local == addrs:
+                after[NSLOTS + addrs[0][0]] = v
+            for a in iv.members(local) if local != addrs or not iv.is_const(local) else ():
+                after[NSLOTS + a] = iv.union(after[NSLOTS + a], v)
+            addrs = iv.meet(addrs, LOCAL, (1 << 64))
+            grown = self.storage.store(addrs, v) if addrs else ()
             if grown:
                 for other, reads in self.reads_of.items():
-                    if other in self.states and iv.overlaps(reads, grown):
-                        self._queue(other)
+                    if other in self.points and iv.overlaps(reads, grown):
+                        for point in self.points[other]:
+                            self._queue(point)
         return after
 
     def _go(self, after: list[Values]) -> None:
@@ -448,25 +488,41 @@ class _Analysis:
             self._join(tuple(after))
 
     def _join(self, state: tuple[Values, ...]) -> None:
-        pc = state[PC][0][0]
-        old = self.states.get(pc)
+        point = _point(state)
+        old = self.states.get(point)
         if old is not None:
             new = tuple(iv.union(o, n) for o, n in zip(old, state))
             if new == old:
                 return
-            self.changes[pc] = n = self.changes.get(pc, 0) + 1
-            if n > WIDEN:
-                new = tuple(
-                    v if v == o else iv.full(w) for v, o, w in zip(new, old, self.widths)
-                )
-            state = new
-        self.states[pc] = state
-        self._queue(pc)
+            counts = self.changes.setdefault(point, [0] * len(new))
+            widened = list(new)
+            for i, (v, o) in enumerate(zip(new, old)):
+                if v != o:
+                    counts[i] += 1
+                    if counts[i] > 3 * WIDEN:
+                        widened[i] = iv.full(self.widths[i])
+                    elif counts[i] > WIDEN:
+                        widened[i] = ((v[0][0], v[-1][1]),)  # first its hull, then anything
+            state = tuple(widened)
+        self.states[point] = state
+        self.points.setdefault(point[0], set()).add(point)
+        self._queue(point)
 
-    def _queue(self, pc: int) -> None:
-        if pc not in self.queued:
-            self.queued.add(pc)
-            self.todo.append(pc)
+    def _queue(self, point: tuple) -> None:
+        if point not in self.queued:
+            self.queued.add(point)
+            self.todo.append(point)
+
+
+CONTEXT = (MODE, BASE, BOUND, PTBR, GUEST)  # what a virtual pc means
+
+
+def _point(state: tuple[Values, ...]) -> tuple:
+    """The program point of ``state``: its pc, and its translation context
+    where that is known (else the pc alone, with every context merged)."""
+    ctx = tuple(state[i] for i in CONTEXT)
+    known = all(len(v) == 1 and v[0][0] == v[0][1] for v in ctx)
+    return (state[PC][0][0], ctx if known else None)
 
 
 def analyse(image: Image, profile: Profile, memsize: int, *, exact_steps: int = EXACT_STEPS) -> Reach:
@@ -481,7 +537,7 @@ def traps_in_user_mode(insn: Insn, profile: Profile) -> bool:
     an = _Analysis.__new__(_Analysis)
     an.memsize, an.arch = 1 << profile.arch.word, profile.arch
     an.storage = _Storage({}, profile.arch.word)
-    state = [iv.full(field_width(i, profile.arch)) for i in range(NSLOTS)]
+    state = [iv.full(field_width(i, profile.arch)) for i in range(NSLOTS)] + [iv.full(profile.arch.word)] * LOCAL
     state[MODE] = iv.const(USER)
     full = {"rd": iv.full(profile.arch.reg_bits), "rs": iv.full(profile.arch.reg_bits)}
     an.reads_of, an.result = {}, Reach()

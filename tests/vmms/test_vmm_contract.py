@@ -129,3 +129,28 @@ def test_list_shows_every_design_and_survives_a_broken_plugin(
     assert "capabilities: snapshot" in out
     assert "broken  (plug-in, no_such_module_anywhere:VMM)" in out
     assert "error: cannot import 'no_such_module_anywhere'" in out
+
+
+def test_conformance_lists_a_refused_workload_and_fails_when_all_are() -> None:
+    from popek.model.vmms.emulator import Emulator
+    from popek.vmm import GuestRefused
+
+    class RefusesLoops(Emulator):
+        name = "refuses-loops"
+
+        def load(self, image, *, memsize):
+            if 0x200 in image.words:  # the conformance kernel workload has a user program there
+                raise GuestRefused("no user programs here")
+            super().load(image, memsize=memsize)
+
+    class RefusesAll(Emulator):
+        name = "refuses-all"
+
+        def load(self, image, *, memsize):
+            raise GuestRefused("nothing at all")
+
+    done = check_vmm(RefusesLoops, ["pg"])
+    assert "pg/kernel: refused (no user programs here)" in done
+    assert "pg/short: load() resets" in done
+    with pytest.raises(ConformanceError, match="refuses every conformance workload on pg"):
+        check_vmm(RefusesAll, ["pg"])
