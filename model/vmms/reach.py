@@ -162,10 +162,9 @@ class _Eval:
         self.inputs = inputs
         self.memo: dict[int, Values] = {}
         self.assumed: dict[int, Values] = {}
-        # every input known: evaluate on plain integers (the exact path of `_follow`)
-        self.exact = an.storage.exact and all(
-            len(v) == 1 and v[0][0] == v[0][1] for v in (*state, *inputs.values())
-        )
+        # every input known: evaluate on plain integers (the exact path of
+        # `_follow`, which stops as soon as a value is not known)
+        self.exact = an.storage.exact
         self.ints: dict[int, int] = {}
 
     def value(self, e: Expr) -> Values:
