@@ -396,11 +396,14 @@ class Machine:
             raise IndexError(f"physical words [{addr:#x}, {end:#x}) do not exist")
         mask = self.arch.mask
         self.M[addr:end] = [v & mask for v in values]
-        pb = self.arch.page_bits
+        pb, words = self.arch.page_bits, self._words
         for page in range(addr >> pb, ((end - 1) >> pb) + 1 if values else 0):
-            if page in self._watched:
-                self._invalidate(max(addr, page << pb))
-                break
+            if page in self._watched:  # some word of this page was decoded: which?
+                lo, hi = max(addr, page << pb), min(end, (page + 1) << pb)
+                hit = next((a for a in range(lo, hi) if a in words), None)
+                if hit is not None:
+                    self._invalidate(hit)
+                    break
 
     def flush(self) -> None:
         """Drop every cached decode; call after changing storage by other means."""
