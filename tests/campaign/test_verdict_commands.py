@@ -12,7 +12,7 @@ from campaign_helpers import popek
 @pytest.mark.campaign
 def test_check_reports_a_mismatch_with_the_declaration(tmp_path):
     # OddR3 declares itself unfaithful everywhere: a campaign that finds it so MATCHes
-    r = popek("check", "tiny_vmms:OddR3", "--profile", "pg", "--time", "10s", "--json", "t.json", cwd=tmp_path)
+    r = popek("check", "tiny_vmms:OddR3", "--profile", "pg", "--time", "30s", "--json", "t.json", cwd=tmp_path)
     assert "contract:" in r.stdout
     table = json.loads((tmp_path / "t.json").read_text())
     assert [c["profile"] for c in table] == ["pg"]
