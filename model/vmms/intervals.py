@@ -38,20 +38,14 @@ FALSE: Values = ((0, 0),)
 
 def make(pairs) -> Values:
     """Normal form: sorted, disjoint, not adjacent, at most `CAP` intervals."""
-    ps = sorted(pairs)
     out: list[list[int]] = []
-    for lo, hi in ps:
+    for lo, hi in sorted(pairs):
         if out and lo <= out[-1][1] + 1:
             if hi > out[-1][1]:
                 out[-1][1] = hi
         else:
             out.append([lo, hi])
-    while len(out) > CAP:
-        gaps = [out[i + 1][0] - out[i][1] for i in range(len(out) - 1)]
-        i = gaps.index(min(gaps))
-        out[i][1] = out[i + 1][1]
-        del out[i + 1]
-    return tuple((lo, hi) for lo, hi in out)
+    return _few(tuple((lo, hi) for lo, hi in out), CAP)
 
 
 def union(a: Values, b: Values) -> Values:
@@ -122,7 +116,8 @@ def concrete(op: str, x: int, y: int, width: int, in_width: int) -> int:
     raise ValueError(f"unknown operation {op!r}")
 
 
-def _hull(a: Values) -> Values:
+def hull(a: Values) -> Values:
+    """The one interval from the least member to the greatest."""
     return ((a[0][0], a[-1][1]),) if a else a
 
 

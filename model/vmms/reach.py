@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from popek.spec.bits import Expr
 from popek.spec.encoding import decode
@@ -104,13 +105,8 @@ class _Storage:
         return iv.union(v, extra) if extra else v
 
     def word(self, a: int) -> int:
-        """The one value of word ``a`` (while `exact`)."""
-        if self.exact:
-            return self.init.get(a, 0)
-        v = self.read(((a, a),))
-        if len(v) != 1 or v[0][0] != v[0][1]:
-            raise ValueError("word() of a word with several values")
-        return v[0][0]
+        """The value of word ``a`` while `exact` (storage is then ``init`` itself)."""
+        return self.init.get(a, 0)
 
     def read(self, addrs: Values) -> Values:
         if iv.overlaps(addrs, self.wild):
@@ -133,7 +129,7 @@ class _Storage:
             self.init[a] = values[0][0]
             return ()
         if iv.size(addrs) > 256:
-            grown = tuple(p for p in addrs if not iv.meet(self.wild, *p) == (p,))
+            grown = tuple(p for p in addrs if iv.meet(self.wild, *p) != (p,))  # not wild already
             self.wild = iv.union(self.wild, addrs)
             return grown
         grown = []
@@ -501,7 +497,7 @@ class _Analysis:
                     if counts[i] > 3 * WIDEN:
                         widened[i] = iv.full(self.widths[i])
                     elif counts[i] > WIDEN:
-                        widened[i] = ((v[0][0], v[-1][1]),)  # first its hull, then anything
+                        widened[i] = iv.hull(v)  # first its hull, then anything
             state = tuple(widened)
         self.states[point] = state
         self.points.setdefault(point[0], set()).add(point)
@@ -530,15 +526,13 @@ def analyse(image: Image, profile: Profile, memsize: int, *, exact_steps: int = 
     return _Analysis(image, profile, memsize).run(exact_steps)
 
 
+@lru_cache(maxsize=None)
 def traps_in_user_mode(insn: Insn, profile: Profile) -> bool:
     """True when ``insn`` traps whenever it runs in user mode, whatever else
     holds: run on the host directly, it always reaches the VMM."""
-    an = _Analysis.__new__(_Analysis)
-    an.memsize, an.arch = 1 << profile.arch.word, profile.arch
-    an.storage = _Storage({}, profile.arch.word)
-    state = [iv.full(field_width(i, profile.arch)) for i in range(NSLOTS)] + [iv.full(profile.arch.word)] * LOCAL
+    an = _Analysis(Image({}, FIRST_FREE), profile, 1 << profile.arch.word)
+    state = [iv.full(w) for w in an.widths]
     state[MODE] = iv.const(USER)
-    full = {"rd": iv.full(profile.arch.reg_bits), "rs": iv.full(profile.arch.reg_bits)}
-    an.reads_of, an.result = {}, Reach()
-    ev = _Eval(an, 0, state, {**full, "imm": iv.full(profile.arch.word)})
+    anything = {"rd": iv.full(profile.arch.reg_bits), "rs": iv.full(profile.arch.reg_bits)}
+    ev = _Eval(an, 0, state, {**anything, "imm": iv.full(profile.arch.word)})
     return any(ev.value(cond) == iv.TRUE for cond, _cause, _info in trace(insn, profile.arch).traps)
