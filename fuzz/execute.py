@@ -131,23 +131,58 @@ def _canary(size: int, mask: int) -> list[int]:
     return [(0xA5A5 ^ (a * 0x9E37)) & mask for a in range(size)]
 
 
-@lru_cache(maxsize=32)
-def _canary_slice(size: int, mask: int, a: int, b: int) -> list[int]:
-    """``_canary(size, mask)[a:b]``, kept: every case compares the same gaps."""
-    return _canary(size, mask)[a:b]
+@lru_cache(maxsize=8)
+def _zeros(size: int) -> list[int]:
+    return [0] * size
 
 
-def _gaps(size: int, kept: list[range]) -> list[tuple[int, int]]:
-    """Host ranges outside every range in ``kept``."""
-    spans = sorted((max(0, r.start), min(size, r.stop)) for r in kept if r.stop > r.start)
-    out, at = [], 0
-    for a, b in spans:
-        if a > at:
-            out.append((at, a))
-        at = max(at, b)
-    if at < size:
-        out.append((at, size))
-    return out
+_lent = threading.local()
+
+
+def _borrow_storage(fill: list[int]) -> list[int]:
+    """Host storage holding ``fill`` (the canary, or zeros), for one case.
+
+    The list a case gave back is lent again: making a fresh 2**word-word list
+    per case cost more than copying it, because the garbage collector then
+    traversed its 65,536 slots at every young-generation collection while it
+    was new (in a Hypothesis campaign those run several times per case).
+    It is compared whole with ``fill`` before it is lent, so a plug-in that
+    wrote into it after its case ended cannot reach the next case."""
+    free: dict = _lent.__dict__.setdefault("free", {})
+    storage = free.pop(id(fill), None)
+    if storage is None or storage != fill:
+        storage = list(fill)
+    return storage
+
+
+def _give_back(storage: list[int], fill: list[int]) -> None:
+    """A case is done with its host storage: refill it, keep it for the next."""
+    if storage != fill:
+        storage[:] = fill
+    _lent.__dict__.setdefault("free", {})[id(fill)] = storage
+
+
+def _first_change(M: list[int], canary: list[int], kept: list[range]) -> int | None:
+    """The first host word outside every ``kept`` range that no longer holds
+    the canary, or None.  The kept ranges are set back to the canary first,
+    so storage is compared in one pass and no copy of it is made (the case
+    is done with ``M``)."""
+    size = len(M)
+    for r in kept:
+        a, b = max(0, r.start), min(size, r.stop)
+        if a < b:
+            M[a:b] = canary[a:b]
+    if M == canary:
+        return None
+    return next(a for a in range(size) if M[a] != canary[a])
+
+
+def _ranges(value: Any, method: str) -> list[range]:
+    """``reserved()``'s answer, checked: a list or tuple of ranges."""
+    if not all(isinstance(r, range) for r in value):
+        kinds = sorted({type(r).__name__ for r in value if not isinstance(r, range)})
+        raise TypeError(f"{method}() must return ranges, got {', '.join(kinds)}")
+    return list(value)
 
 
 class _ResourceWatch:
@@ -212,9 +247,11 @@ def run_vmm(
     def call(method: str, fn: Callable, *args: Any, returns=None, **kw: Any) -> Any:
         return guard.call(label, method, fn, *args, timeout=timeout, returns=returns, **kw)
 
-    size = 1 << prof.arch.word
+    size, mask = 1 << prof.arch.word, prof.arch.mask
     # with the safety watch on, the host starts with the canary in storage
-    host = Machine(prof, size, storage=list(_canary(size, prof.arch.mask)) if safety else None)
+    fill = _canary(size, mask) if safety else _zeros(size)
+    storage = _borrow_storage(fill)
+    host = Machine(prof, size, storage=storage)
     host.hot = HOST_HOT
     if safety:
         watch = _ResourceWatch(host)
@@ -257,23 +294,27 @@ def run_vmm(
                 ))  # fmt: skip
         if safety:
             alloc = call("allocation", vmm.allocation, returns=range)
-            reserved = list(call("reserved", vmm.reserved, returns=(list, tuple)))
-            canary = _canary(size, prof.arch.mask)
-            M = host.M
-            for a, b in _gaps(size, [alloc, *reserved]):
-                if M[a:b] != _canary_slice(size, prof.arch.mask, a, b):
-                    bad = next(x for x in range(a, b) if M[x] != canary[x])
+            reserved = call("reserved", vmm.reserved, returns=(list, tuple))
+            try:
+                kept = [alloc, *_ranges(reserved, "reserved")]
+            except TypeError as e:
+                problems.append(Problem("contract", str(e)))
+            else:
+                canary = fill
+                bad = _first_change(host.M, canary, kept)
+                if bad is not None:
                     problems.append(Problem(
                         "safety",
                         f"host word {bad:#06x} (outside the guest's allocation "
                         f"[{alloc.start:#x}, {alloc.stop:#x}) and the VMM's reserved ranges) "
-                        f"changed: {canary[bad]:#06x} -> {M[bad]:#06x}",
+                        f"changed: {canary[bad]:#06x} -> {host.M[bad]:#06x}",
                     ))  # fmt: skip
-                    break
             for v in watch.violations:
                 problems.append(Problem("safety", v))
     except guard.PluginFailure as e:
         problems.append(Problem("crash", str(e), checkpoint=sum(steps)))
     except GuestRefused as e:  # a declared answer, not a failure: nothing to compare
         return Run([], [], False, None, [], refused=str(e) or type(e).__name__)
+    finally:
+        _give_back(storage, fill)
     return Run(states, steps, halted, counters, problems)

@@ -69,3 +69,43 @@ def test_first_divergence_names_the_culprit():
     case = GuestCase("pg", (Op("li", 3, 0, 4), Op("addi", 3, 0, 1), Op("nop")))
     assert properties.first_divergence(OddR3, case) == (2, "addi", "supervisor")
     assert properties.first_divergence(Interpreter, case) is None
+
+
+def test_the_canary_is_checked_afresh_on_every_case():
+    # host storage is lent from case to case: a scribble in one case must
+    # neither go unseen in the next nor leak into the clean case between
+    for vmm, kinds in ((Scribbler, ["safety"]), (Interpreter, []), (Scribbler, ["safety"])):
+        outcome = properties.check(vmm, out_case())
+        assert [p.kind for p in outcome.problems] == kinds, outcome.problems
+
+
+class LateWriter(Interpreter):
+    """Keeps its host and writes into it after its case has ended."""
+
+    name = "tiny-late-writer"
+    hosts: list = []
+
+    def load(self, image, *, memsize):
+        super().load(image, memsize=memsize)
+        LateWriter.hosts.append(self.host)
+
+
+def test_a_write_after_the_case_ended_does_not_reach_the_next_case():
+    properties.check(LateWriter, out_case())
+    stale = LateWriter.hosts.pop()
+    stale.M[0xFFF0] = 0  # the case is over; nothing checks this host any more
+    outcome = properties.check(Interpreter, out_case())
+    assert outcome.ok, outcome.problems
+
+
+class BadReserved(Interpreter):
+    name = "tiny-bad-reserved"
+
+    def reserved(self):
+        return [5]
+
+
+def test_reserved_must_be_ranges():
+    outcome = properties.check(BadReserved, out_case())
+    assert [p.kind for p in outcome.problems] == ["contract"]
+    assert "reserved() must return ranges, got int" in outcome.problems[0].message
