@@ -1,13 +1,11 @@
 """ISA-feature coverage: which instruction ran in which mode, with which outcome.
 
-Observed on the *bare* machine (the reference), by stepping it: before each
-step the instruction at PC is the one the machine's own decode cache holds
-for PC, or, where it holds none yet, fetched and decoded exactly as the
-machine does (through its own translation routine); a trap hook tells whether
-the step retired or trapped; the hook then runs the machine's own P&G trap
-mechanism, so the run is the bare run.  A campaign merges the counts of
-every case and every worker, and names the (instruction, mode) pairs that
-no case reached.
+Observed on the *bare* machine (the reference) through its own performance
+counters (`Machine.census`): the machine counts every step it takes as the
+instruction it ran (or an interrupt, a fetch fault, an undecodable word),
+the mode before the step, and whether it trapped.  The run is the bare run.
+A campaign merges the counts of every case and every worker, and names the
+(instruction, mode) pairs that no case reached.
 """
 
 from __future__ import annotations
@@ -15,14 +13,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Mapping
 
-from popek.model.machine import Machine
+from popek.model.machine import FETCH_FAULT, ILLEGAL, INTERRUPT, Machine
 from popek.spec import state as st
 from popek.spec.profiles import Profile
 
 MODES = {st.SUPERVISOR: "supervisor", st.USER: "user"}
 RETIRED, TRAPPED = "retired", "trapped"
-# pseudo-instructions for steps that are not an instruction's
-INTERRUPT, FETCH_FAULT, ILLEGAL = "<interrupt>", "<fetch-fault>", "<illegal>"
+# INTERRUPT, FETCH_FAULT and ILLEGAL (from the model) name steps that ran no instruction
 
 
 class IsaCoverage:
@@ -83,37 +80,13 @@ def run_observed(
     if coverage is None:
         r = machine.run(steps)
         return r.steps, r.halted
-    S, M, book = machine.S, machine.M, machine.book
-    trapped: list[int] = []
-
-    def hook(m: Machine, cause: int, info: int) -> None:
-        trapped.append(cause)
-        m.trap(cause, info)
-
-    done = 0
-    while done < steps:
-        if S[st.HALTED]:
-            return done, True
-        mode = S[st.MODE]
-        if S[st.PEND] and S[st.IE]:
-            name = INTERRUPT
-        else:
-            machine._check_context()  # as run() does first: the decodes of this context
-            line = machine._lines.get(S[st.PC])
-            if line is not None:  # what run() is about to execute
-                name = line.insn.name
-            else:
-                # the machine's own fetch routine: translation exactly as it runs
-                p0, p1, _ = machine._fetch()
-                if p0 is None:
-                    name = FETCH_FAULT
-                else:
-                    d = book.decode(M[p0], M[p1])
-                    name = ILLEGAL if d is None else d.insn.name
-        trapped.clear()
-        r = machine.run(1, hook, compiled=False)
-        done += r.steps
-        if r.steps == 0:
-            break
-        coverage.add(name, mode, TRAPPED if trapped else RETIRED)
-    return done, bool(S[st.HALTED])
+    census: Counter = Counter()
+    machine.census = census
+    try:
+        r = machine.run(steps)
+    finally:
+        machine.census = None
+    counts = coverage.counts
+    for (name, mode, trapped), n in census.items():
+        counts[(name, MODES[mode], TRAPPED if trapped else RETIRED)] += n
+    return r.steps, r.halted

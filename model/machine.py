@@ -22,6 +22,7 @@ once is compiled into straight-line blocks (``popek.model.codegen``).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Callable, Protocol
@@ -55,6 +56,8 @@ from . import codegen
 from .codegen import Step
 
 HOT = 2  # by default a line is compiled into a block on its second run
+# What `Machine.census` counts a step as when no instruction ran.
+INTERRUPT, FETCH_FAULT, ILLEGAL = "<interrupt>", "<fetch-fault>", "<illegal>"
 MAX_BLOCK = 32  # instructions
 MAX_CACHED_BLOCKS = 4096  # compiled blocks kept per profile
 MAX_CACHED_DECODES = 1 << 16  # word pairs whose decode is kept per profile
@@ -297,7 +300,15 @@ def _runs_alone(fx: Effects) -> bool:
 # The machine
 # --------------------------------------------------------------------------
 # S -> the translation context a cached decode depends on, as a tuple
+# (`Machine.forget_entry` unpacks it in this order)
 _CONTEXT = itemgetter(BASE, BOUND, PTBR, MODE, st.GUEST, st.NPTBR)
+
+
+def _spans(linear: int, n: int, page: int, mask: int, pb: int) -> bool:
+    """Do the words of ``n`` instructions from ``linear`` reach linear page ``page``?"""
+    first, last = (linear & mask) >> pb, ((linear + ILEN * n - 1) & mask) >> pb
+    return first <= page <= last if first <= last else (page >= first or page <= last)
+
 
 class _Line:
     """What the fetch cache holds for one virtual PC."""
@@ -346,6 +357,11 @@ class Machine:
         # a millisecond; a harness of short guests, whose code seldom runs
         # that often, raises this so as to compile only loops.
         self.hot = HOT
+        # Performance counters: when a Counter, every step is counted in it as
+        # (instruction name, mode before the step, trapped?), the way a
+        # harness wants ISA coverage without stepping the machine one call
+        # at a time.  Counting runs each instruction alone (no blocks).
+        self.census: Counter | None = None
         self.book = Codebook.of(profile)
         env = (self.S, self.M, self.out, self._watched, self._invalidate, memsize)
         self._env = env
@@ -414,6 +430,27 @@ class Machine:
         self._ctx_lines = {self._ctx: self._lines}
         self._flush_windows()
 
+    def forget_entry(self, addr: int) -> None:
+        """Drop the cached decodes fetched through the page-table entry at
+        physical ``addr``, in every context whose table holds it, and no
+        others.  A VMM that drops or rewrites one entry of a table this
+        machine translates through (a shadow page table) makes only the
+        decodes of that one linear page stale, where `flush` would drop them
+        all.  The caller then writes the entry into ``M`` itself: `write`
+        would drop every decode, since a cached decode read that word."""
+        mask, pb = self.arch.mask, self.arch.page_bits
+        for (base, _bound, ptbr, _mode, guest, nptbr), lines in self._ctx_lines.items():
+            if not ptbr:
+                continue  # paging off: no entry read
+            if guest and nptbr:  # the entry's address is guest-physical here
+                lines.clear()
+                continue
+            page = (addr - ptbr) & mask
+            if page >> (self.arch.word - pb):
+                continue  # not in this context's table
+            for pc in [pc for pc, line in lines.items() if _spans(base + pc, line.n, page, mask, pb)]:
+                del lines[pc]
+
     def _forget(self) -> None:
         """Drop the cached decodes of every context (what they watch stays)."""
         self._lines.clear()
@@ -476,6 +513,9 @@ class Machine:
         the block to run there; where it declines a pc the run ends, not
         ``stopped``."""
         S = self.S
+        census = self.census
+        if census is not None:
+            compiled = False
         if self.blocks != self._blocks:  # lines made for another chooser are not these
             self._blocks = self.blocks
             self._forget()
@@ -487,6 +527,8 @@ class Machine:
             if S[PEND] and S[IE]:  # take the interrupt: clear the tick, then trap
                 steps += 1
                 S[PEND] = 0
+                if census is not None:
+                    census[(INTERRUPT, S[MODE], True)] += 1
                 if self._trapped(on_trap, Cause.TIMER, INTERRUPT_INFO):
                     return RunResult(steps, bool(S[HALTED]), True)
                 continue
@@ -498,6 +540,9 @@ class Machine:
                     return RunResult(steps, bool(S[HALTED]))
                 if type(line) is tuple:  # fetch or decode trapped
                     steps += 1
+                    if census is not None:
+                        what = ILLEGAL if line[1] == Cause.ILLEGAL else FETCH_FAULT
+                        census[(what, S[MODE], True)] += 1
                     if self._trapped(on_trap, line[1], line[2]):
                         return RunResult(steps, bool(S[HALTED]), True)
                     continue
@@ -524,8 +569,12 @@ class Machine:
                             return RunResult(steps, bool(S[HALTED]), True)
                     continue
             # one instruction, through the per-opcode operation
+            if census is not None:
+                mode = S[MODE]
             r = line.op(line.rd, line.rs, line.imm)
             steps += 1
+            if census is not None:
+                census[(line.insn.name, mode, r is not None)] += 1
             if r is None:
                 self._tick()
                 if line.ctx:
