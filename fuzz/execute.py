@@ -273,12 +273,11 @@ def run_vmm(
             steps.append(r.steps)
             halted = r.halted
             state = call("guest_state", vmm.guest_state, returns=GuestState)
-            if len(states) == 0:  # the type check costs more than a run; once a case
-                try:
-                    state.validate()
-                except TypeError as e:
-                    problems.append(Problem("contract", f"guest_state(): {e}", checkpoint=sum(steps)))
-                    break
+            try:  # at every checkpoint: a wrong value later would crash the comparison
+                state.validate()
+            except TypeError as e:
+                problems.append(Problem("contract", f"guest_state(): {e}", checkpoint=sum(steps)))
+                break
             states.append(state)
         counters = call("counters", vmm.counters, returns=Counters)
         try:

@@ -109,3 +109,24 @@ def test_reserved_must_be_ranges():
     outcome = properties.check(BadReserved, out_case())
     assert [p.kind for p in outcome.problems] == ["contract"]
     assert "reserved() must return ranges, got int" in outcome.problems[0].message
+
+
+class LaterBadState(Interpreter):
+    """A well-formed state at the first checkpoint, a malformed one after."""
+
+    name = "tiny-later-bad-state"
+    calls = 0
+
+    def guest_state(self):
+        state = super().guest_state()
+        self.calls += 1
+        if self.calls > 1:
+            del state.regs["r3"]
+        return state
+
+
+def test_a_malformed_state_at_a_later_checkpoint_is_a_contract_problem():
+    case = GuestCase("pg", (Op("li", 3, 0, 1), Op("nop"), Op("nop")), steps=3, chunks=(1, 2))
+    outcome = properties.check(LaterBadState, case)
+    assert [p.kind for p in outcome.problems] == ["contract"], outcome.problems
+    assert "GuestState.regs must map exactly" in outcome.problems[0].message
