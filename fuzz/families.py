@@ -45,7 +45,6 @@ class Shape:
     insn: Insn
     family: str
     imm_role: str | None  # None: no immediate
-    privileged: bool  # has a PRIVILEGED trap guarded by the mode alone
 
 
 def _walk(e: Expr) -> Iterator[Expr]:
@@ -141,10 +140,7 @@ def shape(insn: Insn, arch: st.Arch = st.ARCH) -> Shape:
             role = INFO
         else:
             role = VALUE
-    privileged = any(
-        cause == st.Cause.PRIVILEGED and _vars(cond) == {f"S{st.MODE}"} for cond, cause, _ in fx.traps
-    )
-    return Shape(insn, family, role, privileged)
+    return Shape(insn, family, role)
 
 
 @lru_cache(maxsize=None)

@@ -6,7 +6,7 @@ instruction the profile has for it), program the timer, toggle interrupts,
 write R and the page-table base, with a user program and a handler that
 serves system calls and timer interrupts.  Which instructions exist, which
 immediates make sense for them (jump target, address, trap info, value) and
-which ones are privileged all come from the spec (``popek.fuzz.families``).
+which family each belongs to all come from the spec (``popek.fuzz.families``).
 
 Each case first draws which instruction *families* it uses (swarm testing:
 leaving features out of a case makes rare interactions among the rest
