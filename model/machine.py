@@ -49,7 +49,7 @@ from popek.spec.state import (
     TIMER,
     Cause,
 )
-from popek.spec.trace import trace, trace_tick, trace_trap
+from popek.spec.trace import trace, trace_tick, trace_trap, trace_undecodable
 from popek.spec.trap import INTERRUPT_INFO
 
 from . import codegen
@@ -118,6 +118,7 @@ class Codebook:
         self._kinds: dict[int, tuple[bool, bool, bool]] = {}
         self.trap = _routine_maker("trap", trace_trap(arch), arch, "cause, info")
         self.tick = _routine_maker("tick", trace_tick(arch), arch, "")
+        self.undecodable = _routine_maker("undecodable", trace_undecodable(arch), arch, "")
         self.fetch = self._fetch_maker()
         self.table_reads = _table_reads_maker(self.arch) if self.arch.vtx else None
 
@@ -368,6 +369,7 @@ class Machine:
         self._ops: dict[int, Callable] = {}
         self._trap = self.book.trap(*env)
         self._tick = self.book.tick(*env)
+        self._undecodable = self.book.undecodable(*env)
         self._fetch = self.book.fetch(*env)
         self._table_reads = self.book.table_reads(*env) if self.book.table_reads else None
         self.reset()
@@ -609,8 +611,8 @@ class Machine:
         if p0 is None:
             return r
         d = self.book.decode(self.M[p0], self.M[p1])
-        if d is None:
-            return (None, Cause.ILLEGAL, pc)
+        if d is None:  # the spec's trap for words that are no instruction
+            return self._undecodable()
         line = _Line()
         line.phys = p0
         line.insn = d.insn

@@ -185,6 +185,14 @@ def _symbolic_insn(insn: Insn, arch: Arch):
     return ops, out, tick(out.post)
 
 
+@lru_cache(maxsize=None)
+def _symbolic_undecodable(arch: Arch):
+    from .symbolic import undecodable
+
+    pre, _ = _symbolic_fetch(arch)
+    return undecodable(pre)
+
+
 def _binding(pre: SymState, state: ConcreteState) -> list[tuple[z3.ExprRef, z3.ExprRef]]:
     """Substitution pairs: the free constants of ``pre`` to ``state``'s values."""
     value = state.to_sym(pre.arch)
@@ -220,9 +228,9 @@ def predict_step(profile: Profile, state: ConcreteState) -> StepRecord:
     """What the Z3 semantics says one machine cycle does from ``state``:
     fetch through address translation, decode, the instruction's effects,
     then the timer tick, each a Z3 term over a free state into which the
-    state's values are substituted.  The state must not have an interrupt
-    due (the cycle would take it instead) and must hold a legal instruction
-    at PC."""
+    state's values are substituted; words at PC that decode to no
+    instruction give the spec's trap for them.  The state must not have an
+    interrupt due (the cycle would take it instead)."""
     from popek.spec.encoding import decode
     from popek.spec.state import HALTED, IE, PEND
 
@@ -238,7 +246,9 @@ def predict_step(profile: Profile, state: ConcreteState) -> StepRecord:
         return StepRecord(True, cause, info, list(state.S))
     d = decode(profile, state.word(p0), state.word(p1))
     if d is None:
-        raise ValueError(f"no legal instruction at pc {state.S[8]:#x}")
+        out = _symbolic_undecodable(arch)
+        trapped, cause, info = _evaluate([out.trapped, out.cause, out.info], bind)
+        return StepRecord(bool(trapped), cause, info, list(state.S))
     ops, out, post = _symbolic_insn(d.insn, arch)
     bind += [
         (ops.rd, z3.BitVecVal(d.rd, arch.reg_bits)),

@@ -23,8 +23,9 @@ import z3
 from popek.spec.bits import Expr, eq, var
 from popek.spec.instructions import Insn
 from popek.spec.memory import translate
-from popek.spec.sem import Effects, Sem, operands
-from popek.spec.state import PC, Arch, Cause
+from popek.spec.sem import Effects, Sem
+from popek.spec.state import Arch, Cause
+from popek.spec.trace import run_definition
 
 
 @lru_cache(maxsize=None)
@@ -65,24 +66,10 @@ class _OpaqueMemory(Sem):
 
 @lru_cache(maxsize=None)
 def opaque_trace(insn: Insn, arch: Arch) -> tuple[Effects, tuple]:
-    """``insn`` traced against `_OpaqueMemory`, with the fall-through rule
-    of ``popek.spec.trace.trace`` (an instruction that does not jump
-    continues at the next one)."""
+    """``insn`` traced against `_OpaqueMemory`, by the spec's own rules
+    (``popek.spec.trace.run_definition``, which `trace` uses too)."""
     s = _OpaqueMemory(arch)
-    insn.run(s, operands(arch))
-    if PC not in s.fx.field_writes:
-        s.set(PC, s.next_pc)
-    return s.fx, tuple(s.accesses)
-
-
-def _access_inputs(side: str, accesses, arch: Arch) -> dict[str, z3.BitVecRef]:
-    w = arch.word
-    out: dict[str, z3.BitVecRef] = {}
-    for _vaddr, name, _write in accesses:
-        out[f"{name}.fault"] = z3.BitVec(f"{side}.{name}.fault", 1)
-        for part in ("cause", "info", "phys"):
-            out[f"{name}.{part}"] = z3.BitVec(f"{side}.{name}.{part}", w)
-    return out
+    return run_definition(insn, s), tuple(s.accesses)
 
 
 def access_inputs(side: str, accesses, arch: Arch) -> dict[str, z3.BitVecRef]:

@@ -33,7 +33,7 @@ from popek.spec.instructions import Insn
 from popek.spec.memory import fetch_addresses
 from popek.spec.sem import Effects, Sem
 from popek.spec.state import ARCH, FIELD_NAMES, FIRST_FREE, NSLOTS, Arch, field_width
-from popek.spec.trace import trace, trace_tick
+from popek.spec.trace import trace, trace_tick, trace_undecodable
 
 MIN_MEMSIZE = 2 * FIRST_FREE  # the smallest machine `Machine` accepts
 
@@ -243,6 +243,12 @@ def apply_effects(
 def step(insn: Insn, pre: SymState, ops: Operands) -> Outcome:
     """One execution of ``insn`` (already fetched and decoded) on ``pre``."""
     return apply_effects(trace(insn, pre.arch), pre, ops.as_dict())
+
+
+def undecodable(pre: SymState) -> Outcome:
+    """The cycle on ``pre`` when the words at PC decode to no instruction
+    (``popek.spec.trap.undecodable``)."""
+    return apply_effects(trace_undecodable(pre.arch), pre)
 
 
 def tick(pre: SymState) -> SymState:

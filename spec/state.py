@@ -97,6 +97,10 @@ FLAG_V, FLAG_C, FLAG_Z, FLAG_N = 1, 2, 4, 8
 # bits 0-3: N Z C V flags; bit 4: interrupt enable; bit 5: mode (1 = supervisor)
 PSW_IE_BIT = 4
 PSW_MODE_BIT = 5
+# The same layout as a table, slot -> its lowest bit in the PSW word (its
+# width is `field_width`): what `trap.load_psw` unpacks and
+# `vtx.saved_state` reads back.
+PSW_LAYOUT = {FLAGS: 0, IE: PSW_IE_BIT, MODE: PSW_MODE_BIT}
 
 
 class Cause(IntEnum):

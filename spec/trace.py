@@ -13,13 +13,19 @@ from .bits import var
 from .instructions import Insn
 from .sem import Effects, Sem, operands
 from .state import ARCH, PC, PEND, Arch, Cause
-from .trap import enter_trap, interrupt_due, tick
+from .trap import enter_trap, interrupt_due, tick, undecodable
 
 
 @lru_cache(maxsize=None)
 def trace(insn: Insn, arch: Arch = ARCH) -> Effects:
-    s = Sem(arch)
-    insn.run(s, operands(arch))
+    return run_definition(insn, Sem(arch))
+
+
+def run_definition(insn: Insn, s: Sem) -> Effects:
+    """Run ``insn``'s definition on the recorder ``s`` with free operands,
+    adding what every instruction shares: one that does not jump falls
+    through to the next.  (The proofs pass a `Sem` of their own here.)"""
+    insn.run(s, operands(s.arch))
     if PC not in s.fx.field_writes:
         s.set(PC, s.next_pc)
     return s.fx
@@ -30,6 +36,14 @@ def trace_trap(arch: Arch = ARCH) -> Effects:
     """The trap mechanism, with the cause and info as free inputs."""
     s = Sem(arch)
     enter_trap(s, var("cause", arch.word), var("info", arch.word))
+    return s.fx
+
+
+@lru_cache(maxsize=None)
+def trace_undecodable(arch: Arch = ARCH) -> Effects:
+    """A cycle whose words at PC decode to no instruction (`trap.undecodable`)."""
+    s = Sem(arch)
+    undecodable(s)
     return s.fx
 
 

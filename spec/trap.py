@@ -10,7 +10,7 @@ instructions, and saves the PC of the instruction not yet run.
 
 from __future__ import annotations
 
-from .bits import Expr, bit, eq, extract, ite, zext
+from .bits import TRUE, Expr, eq, extract, ite, zext
 from .sem import Sem
 from .state import (
     BASE,
@@ -31,8 +31,11 @@ from .state import (
     PC,
     PEND,
     PSW_IE_BIT,
+    PSW_LAYOUT,
     PSW_MODE_BIT,
     TIMER,
+    Cause,
+    field_width,
 )
 
 
@@ -47,9 +50,8 @@ def current_psw(s: Sem) -> Expr:
 
 def load_psw(s: Sem, psw: Expr, pc: Expr, base: Expr, bound: Expr) -> None:
     """Make a stored PSW the current one."""
-    s.set(FLAGS, extract(psw, 3, 0))
-    s.set(IE, bit(psw, PSW_IE_BIT))
-    s.set(MODE, bit(psw, PSW_MODE_BIT))
+    for slot, low in PSW_LAYOUT.items():  # flags, interrupt enable, mode
+        s.set(slot, extract(psw, low + field_width(slot, s.arch) - 1, low))
     s.set(PC, pc)
     s.set(BASE, base)
     s.set(BOUND, bound)
@@ -89,6 +91,15 @@ def return_from_trap(s: Sem) -> None:
         s.load_phys(s.word(OLD_BASE)),
         s.load_phys(s.word(OLD_BOUND)),
     )
+
+
+def undecodable(s: Sem) -> None:
+    """What the machine does when the two words at PC are no instruction of
+    its profile (``encoding.decode`` refuses them): it traps ILLEGAL with
+    the PC of those words as info, and nothing else happens.  The trap
+    saves that PC too, so a handler (or a VMM that plants illegal words as
+    hypercalls) finds the words."""
+    s.trap_if(TRUE, Cause.ILLEGAL, s.pc)
 
 
 def tick(s: Sem) -> None:

@@ -170,17 +170,17 @@ def _load_state(s: Sem, v: dict[str, Expr], keep: Expr | None = None, timer: Exp
 def saved_state(M, at: int, arch=ARCH) -> dict[int, int]:
     """A state area of a VMCS in storage ``M`` (at word ``at``), as state
     slots and plain values: for tools and VMMs reading what entry or exit
-    saved (the layout is `SAVED`; the PSW word holds flags, IE and mode)."""
-    from .state import FLAGS, IE, MODE, PSW_IE_BIT, PSW_MODE_BIT
+    saved (the layout is `SAVED`; the PSW word's fields are where
+    `PSW_LAYOUT` puts them, as `load_psw` unpacks them)."""
+    from .state import PSW_LAYOUT, field_width
 
     out: dict[int, int] = {}
     slots = {"pc": PC, "base": BASE, "bound": BOUND, "ptbr": PTBR, "timer": TIMER, "pend": PEND}
     for k, name in enumerate(SAVED):
         value = M[at + k]
         if name == "psw":
-            out[FLAGS] = value & ((1 << 4) - 1)
-            out[IE] = (value >> PSW_IE_BIT) & 1
-            out[MODE] = (value >> PSW_MODE_BIT) & 1
+            for slot, low in PSW_LAYOUT.items():
+                out[slot] = (value >> low) & ((1 << field_width(slot, arch)) - 1)
         elif name in slots:
             out[slots[name]] = value
         else:
