@@ -19,6 +19,10 @@ bound (a trap condition that did not hold narrows the values it tested).
 
 Storage is one abstract store for the whole run (a word holds any value it
 ever holds); registers and state fields are tracked per program counter.
+
+Most of the work is the first phase, the guest's one path from reset while
+every value is known: that runs compiled (`reach_exact`), and stops early
+where the guest halts or comes back to a state it had.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from popek.spec.trap import INTERRUPT_INFO
 
 from ..machine import Machine
 from . import intervals as iv
+from . import reach_exact
 from .intervals import Values
 
 WIDEN = 12  # changes to one value at one program point (or to one word) before it may be anything
@@ -326,17 +331,40 @@ class _Analysis:
         local = [iv.const(words.get(a, 0)) for a in range(LOCAL)]
         self.start = tuple(iv.const(v) for v in reset.S) + tuple(local)
 
-    def run(self, exact_steps: int) -> Reach:
+    def run(self, exact_steps: int, *, compiled: bool = True, cycles: bool = True) -> Reach:
+        """``compiled=False``: follow the exact path through the abstract
+        interpreter instead (the reference the compiled path is tested
+        against; it does not look for cycles)."""
         try:
-            self._follow(exact_steps)
+            if compiled and self.arch.word <= 20:  # storage as a plain list of every word
+                self._follow(exact_steps, cycles)
+            else:
+                self._follow_interpreted(exact_steps)
             self._settle()
         except _GiveUp as e:
             self.result.gave_up = str(e)
         return self.result
 
-    def _follow(self, steps: int) -> None:
-        """Run the guest's one path from reset while every value is known:
-        the guest is deterministic, so this is exact, storage included."""
+    def _follow(self, steps: int, cycles: bool = True) -> None:
+        """Run the guest's one path from reset: the guest is deterministic,
+        so from reset every value is known, storage included.  The spec's
+        effects run compiled (`reach_exact`); what they read and run is
+        recorded as `_follow_interpreted` records it.  A path that halts,
+        or comes back to a state it had (``cycles``), is then complete."""
+        S = [v[0][0] for v in self.start[:NSLOTS]]
+        seen = reach_exact.follow(self.profile, S, self.storage.init, self.memsize, steps, cycles=cycles)
+        r = self.result
+        r.pcs, r.reads, r.fetches, r.runs = seen.pcs, seen.reads, seen.fetches, seen.runs
+        self.reads_of = seen.reads_of
+        M, init = seen.M, self.storage.init  # the trap area is kept in the state, not here
+        init.update((a, M[a]) for a in seen.stored if a >= LOCAL)
+        self.storage.special = sorted(init)
+        if not (seen.halted or seen.cycled):  # storage as it is now is where the rest starts
+            self._join(tuple(iv.const(v) for v in S) + tuple(iv.const(M[a]) for a in range(LOCAL)))
+
+    def _follow_interpreted(self, steps: int) -> None:
+        """`_follow` through the abstract interpreter, on values that are all
+        known (the reference `_follow` is tested against)."""
         self.storage.exact = True
         state = self.start
         for _ in range(steps):
@@ -467,6 +495,8 @@ class _Analysis:
                     if other in self.points and iv.overlaps(reads, grown):
                         for point in self.points[other]:
                             self._queue(point)
+        for value in fx.outputs:  # what an output shows is read too
+            ev.value(value)
         return after
 
     def _go(self, after: list[Values]) -> None:
