@@ -95,10 +95,14 @@ def check(
 ) -> Outcome:
     """Run ``case`` on the reference (the bare machine by default) and under
     ``vmm_cls``; collect every problem.  Raises nothing."""
-    ref = reference(case) if reference else execute.run_bare(case, coverage=coverage)
+    # coverage counts only guests the VMM ran: a refused guest tested nothing
+    seen = IsaCoverage() if coverage is not None else None
+    ref = reference(case) if reference else execute.run_bare(case, coverage=seen)
     run = execute.run_vmm(vmm_cls, case, safety=safety)
     if run.refused is not None:  # the design declines this guest: no verdict on it
         return Outcome(case, label or getattr(vmm_cls, "name", vmm_cls.__name__), ref, run, [])
+    if seen is not None:
+        coverage.merge(seen)
     problems = list(run.problems)
     if not any(p.kind == "crash" for p in problems):
         problems += compare_runs(ref, run, case)

@@ -10,6 +10,9 @@ change a design and the table changes.
 
 A faithful verdict from fuzzing means "no counterexample found within the
 budget"; the proofs (``popek prove``) are what can say "for every program".
+Efficiency is judged the same way, from the campaign's counts
+(`popek.fuzz.efficiency`), when the caller knows which instructions are
+innocuous; a cell matches when both agree with the declaration.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .campaign import CampaignConfig
+from .efficiency import DOMINANT, judge
+from .isa_coverage import IsaCoverage
 
 FAILING_KINDS = ("fidelity", "crash", "contract")
 
@@ -36,15 +41,29 @@ class Cell:
     counterexample: int | None  # instructions, when unfaithful
     culprit: str | None  # "insn (mode)" where the states first differ
     kind: str | None  # the finding's kind
-    efficiency: float | None
+    efficiency: float | None  # share of all guest steps run directly
     safety_findings: int
     cases: int
     seconds: float
     finding: str | None  # path of the saved counterexample
+    # efficiency (popek.fuzz.efficiency); None where it was not judged
+    observed_efficient: bool | None = None
+    innocuous_direct: float | None = None  # the most the innocuous steps' direct share can be
+    innocuous_steps: int = 0
+    emulated_innocuous: int = 0  # at least this many innocuous steps were emulated
 
     @property
     def match(self) -> bool:
-        return self.observed_faithful == self.expected_faithful
+        efficiency_agrees = self.observed_efficient in (None, self.expected_efficient)
+        return self.observed_faithful == self.expected_faithful and efficiency_agrees
+
+    def efficiency_text(self) -> str:
+        if self.observed_efficient is None:
+            if self.innocuous_steps:
+                return f"? ({self.innocuous_steps} innocuous steps)"
+            return "-" if self.efficiency is None else f"? ({self.efficiency:.0%} of steps direct)"
+        word = "efficient" if self.observed_efficient else "not efficient"
+        return f"{word} ({self.innocuous_direct:.0%})"
 
     def observed_text(self) -> str:
         if self.observed_faithful:
@@ -68,7 +87,7 @@ def run_cell(args: tuple) -> Cell:
 
     from .campaign import run_worker
 
-    design, profile, seconds, findings_dir, db, seed = args
+    design, profile, seconds, findings_dir, db, seed, innocuous, threshold = args
     cls = registry.load(design)
     support = cls.supports[profile]
     with tempfile.TemporaryDirectory(prefix="popek-cell-") as tmp:
@@ -85,6 +104,17 @@ def run_cell(args: tuple) -> Cell:
     culprit = None
     if first and first.get("culprit"):
         culprit = f"{first['culprit']['insn']} ({first['culprit']['mode']})"
+    judged: dict = {}
+    if innocuous is not None and steps:
+        eff = judge(
+            IsaCoverage.from_json(status.get("coverage", [])),
+            steps=steps, direct=status.get("direct", 0), innocuous=innocuous,
+        )  # fmt: skip
+        if eff.direct_share is not None:  # observed_efficient None: too small a sample
+            judged = {
+                "observed_efficient": eff.efficient(threshold), "innocuous_direct": round(eff.direct_share, 4),
+                "innocuous_steps": eff.innocuous, "emulated_innocuous": eff.emulated_innocuous,
+            }  # fmt: skip
     return Cell(
         design=design, profile=profile,
         expected_faithful=support.faithful, expected_efficient=support.efficient, reason=support.reason,
@@ -94,7 +124,7 @@ def run_cell(args: tuple) -> Cell:
         efficiency=(status.get("direct", 0) / steps) if steps else None,
         safety_findings=sum(f["kind"] == "safety" for f in result["findings"]),
         cases=result["cases"], seconds=round(time.time() - started, 1),
-        finding=first["path"] if first else None,
+        finding=first["path"] if first else None, **judged,
     )  # fmt: skip
 
 
@@ -114,9 +144,14 @@ def run_table(
     db: str | None = None,
     seed: int = 1,
     progress=None,
+    innocuous: dict[str, frozenset[str]] | None = None,
+    efficiency: float = DOMINANT,
 ) -> list[Cell]:
-    """Campaigns for (design, profile) pairs, ``workers`` at a time."""
-    jobs = [(d, p, seconds, findings_dir, db, seed) for d, p in cells]
+    """Campaigns for (design, profile) pairs, ``workers`` at a time.
+    ``innocuous``: per profile, the names of its innocuous instructions
+    (efficiency is judged where given); ``efficiency``: the threshold."""
+    innocuous = innocuous or {}
+    jobs = [(d, p, seconds, findings_dir, db, seed, innocuous.get(p), efficiency) for d, p in cells]
     out: list[Cell] = []
     if workers <= 1:
         for job in jobs:
@@ -135,11 +170,11 @@ def run_table(
 def format_table(cells: list[Cell]) -> str:
     rows = [("design", "profile", "observed", "efficiency", "expected", "verdict")]
     for c in cells:
-        eff = "-" if c.efficiency is None else f"{c.efficiency:.0%}"
         expected = ("faithful" if c.expected_faithful else "unfaithful") + (
-            ", efficient" if c.expected_efficient else ""
+            ", efficient" if c.expected_efficient else ", not efficient"
         )
-        rows.append((c.design, c.profile, c.observed_text(), eff, expected, "MATCH" if c.match else "MISMATCH"))
+        rows.append((c.design, c.profile, c.observed_text(), c.efficiency_text(), expected,
+                     "MATCH" if c.match else "MISMATCH"))  # fmt: skip
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

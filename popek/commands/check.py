@@ -7,9 +7,11 @@ last the declared capabilities, interleaved with guest runs
 (``popek.fuzz.stateful``):
 
     $ popek check mypkg.vmm:MyVMM --time 30s
-    design      profile  observed                               efficiency  expected              verdict
-    my-vmm      pg       faithful (2210 cases)                  63%         faithful, efficient   MATCH
-    my-vmm      x86      unfaithful (3 insns, popf (supervisor)) 58%        faithful, efficient   MISMATCH
+    design  profile  observed                                 efficiency         expected             verdict
+    my-vmm  pg       faithful (2210 cases)                    efficient (97%)    faithful, efficient  MATCH
+    my-vmm  x86      unfaithful (3 insns, popf (supervisor))  ? (212 innocuous steps)  faithful, efficient  MISMATCH
+
+Efficiency is judged as `popek.fuzz.efficiency` says, against ``--efficiency``.
 
 Exit status 0 when every profile matches its declaration, 1 otherwise.
 """
@@ -41,6 +43,11 @@ def add_table_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, metavar="DIR|redis://HOST:PORT", help="example database")
     p.add_argument("--seed", type=int, default=1, help="campaign seed (default 1: reproducible)")
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    p.add_argument(
+        "--efficiency", type=float, default=0.5, metavar="FRACTION",
+        help="share of innocuous guest steps that must run directly to call a design efficient "
+        "(P&G's 'statistically dominant'; default 0.5)",
+    )  # fmt: skip
 
 
 def table_options(args: argparse.Namespace) -> dict:
@@ -53,13 +60,36 @@ def table_options(args: argparse.Namespace) -> dict:
         raise UserError(str(e)) from None
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if not 0.0 <= args.efficiency <= 1.0:
+        raise UserError(f"--efficiency must be a fraction between 0 and 1, got {args.efficiency:g}")
     return {
+        "efficiency": args.efficiency,
         "seconds": seconds,
         "workers": args.workers,
         "findings_dir": str(Path(args.findings or findings.DEFAULT_DIR).resolve()),
         "db": args.db,
         "seed": args.seed,
     }
+
+
+def innocuous_instructions(profiles: list[str]) -> dict[str, frozenset[str]]:
+    """Per profile, the instructions the proofs classify as innocuous: what
+    the efficiency verdict needs.  Empty (efficiency not judged, and the
+    reason printed) when the proofs cannot run."""
+    try:
+        from popek.proofs.classify import classify_profile
+    except ImportError as e:
+        print(f"efficiency: not judged (the proofs are not available: {e})")
+        return {}
+    from popek.spec.profiles import get
+
+    out = {}
+    for name in profiles:
+        try:
+            out[name] = frozenset(c.insn for c in classify_profile(get(name)) if c.answer("innocuous") == "yes")
+        except Exception as e:  # a proof engine bug must not hide the fidelity table
+            print(f"efficiency on {name}: not judged (classification failed: {type(e).__name__}: {e})")
+    return out
 
 
 def progress_printer(total: int):
@@ -96,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"contract: FAILED: {e}")
         return 1
     print(f"contract: {len(checks)} checks passed")
-    cells = run_table([(args.vmm, p) for p in profiles], progress=progress_printer(len(profiles)), **opts)
+    innocuous = innocuous_instructions(profiles)
+    cells = run_table(
+        [(args.vmm, p) for p in profiles], progress=progress_printer(len(profiles)), innocuous=innocuous, **opts
+    )  # fmt: skip
     print(format_table(cells))
     stateful_ok = True
     if cls.capabilities:

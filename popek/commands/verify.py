@@ -6,8 +6,10 @@
 2. Fuzzing: a campaign for every registered VMM on every profile it
    declares, in parallel.
 3. The verdict table (design x profile): observed faithful/unfaithful (with
-   the counterexample's length and culprit), efficiency, what the design
-   declares, MATCH or MISMATCH.  Everything in it comes from the runs.
+   the counterexample's length and culprit), observed efficient or not (the
+   share of innocuous guest steps that may have run directly, against
+   ``--efficiency``; see `popek.fuzz.efficiency`), what the design declares,
+   MATCH or MISMATCH.  Everything in it comes from the runs.
 
 Exit status 0 when every cell matches its declaration, 1 otherwise.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from popek.cli import UserError
 
-from .check import add_table_arguments, progress_printer, table_options
+from .check import add_table_arguments, innocuous_instructions, progress_printer, table_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(lines), flush=True)
         print()
     print(f"fuzzing: {len(cells)} campaigns of {args.time} each, {opts['workers']} at a time", flush=True)
-    table = run_table(cells, progress=progress_printer(len(cells)), **opts)
+    innocuous = innocuous_instructions(wanted)
+    table = run_table(cells, progress=progress_printer(len(cells)), innocuous=innocuous, **opts)
     print()
     print(format_table(table))
     mismatches = [c for c in table if not c.match]

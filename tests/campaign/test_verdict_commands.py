@@ -46,6 +46,10 @@ def test_verify_table_is_computed(tmp_path):
     assert te["observed_faithful"] is False and te["counterexample"] <= 6 and te["match"]
     assert rows[("emulator", "pg")]["efficiency"] == 0.0
     assert rows[("trap-and-emulate", "pg")]["efficiency"] > 0.2
+    # efficiency is judged too (the proofs' innocuous instructions; see popek.fuzz.efficiency)
+    assert rows[("emulator", "pg")]["observed_efficient"] is False
+    assert rows[("trap-and-emulate", "pg")]["observed_efficient"] is True
+    assert "not efficient (0%)" in r.stdout
     assert "4 of 4 cells MATCH" in r.stdout
 
 

@@ -292,6 +292,19 @@ class HypercallNotRearmed(ParavirtVMM):
         pass
 
 
+# -- efficiency bugs: faithful, but P&G's efficiency lost ----------------------
+class InterpretsTheKernel(TrapAndEmulate):
+    """Runs the guest directly only in virtual user mode (the mode test of the
+    hybrid design, kept by mistake): every innocuous kernel instruction is
+    interpreted.  Faithful; not efficient, though it declares it is."""
+
+    name = "planted-interprets-the-kernel"
+    supports = PLANTED
+
+    def direct_allowed(self) -> bool:
+        return self.vcpu.S[st.MODE] == st.USER and super().direct_allowed()
+
+
 @dataclass(frozen=True)
 class Bug:
     cls: type

@@ -43,3 +43,27 @@ def test_planted_bug_is_found(bug: Bug, tmp_path):
         f"{bug.cls.name}: {finding['kind']} after {finding['seconds_to_detection']:.1f} s "
         f"({finding['cases_to_detection']} cases), {finding['instructions']} instructions"
     )
+
+
+@pytest.mark.campaign
+def test_planted_inefficiency_is_found(tmp_path):
+    """Efficiency is judged by the verdict table (`popek verify`/`check`),
+    from a campaign's counts: the planted design is faithful but emulates
+    the kernel's innocuous instructions; the real one runs them directly."""
+    from planted_bugs import InterpretsTheKernel
+
+    from popek.commands.check import innocuous_instructions
+    from popek.fuzz.efficiency import DOMINANT
+    from popek.fuzz.verdict import run_cell
+
+    innocuous = innocuous_instructions(["pg"])["pg"]
+    cells = {}
+    for name in (f"{InterpretsTheKernel.__module__}:InterpretsTheKernel", "trap-and-emulate"):
+        job = (name, "pg", 8.0, str(tmp_path / "findings"), str(tmp_path / name), 20261126, innocuous, DOMINANT)
+        cells[name] = run_cell(job)
+    planted, real = cells.values()
+    assert planted.observed_faithful and real.observed_faithful
+    assert planted.observed_efficient is False and not planted.match
+    assert planted.emulated_innocuous > planted.innocuous_steps / 2
+    assert real.observed_efficient is True and real.match
+    print(f"planted: {planted.efficiency_text()}; trap-and-emulate: {real.efficiency_text()}")

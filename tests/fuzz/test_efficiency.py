@@ -1,0 +1,63 @@
+"""The efficiency verdict's bound (popek.fuzz.efficiency), on counts whose
+answer is known, and on real runs."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+
+from popek.fuzz import execute, strategies
+from popek.fuzz.efficiency import ENOUGH, judge
+from popek.fuzz.isa_coverage import IsaCoverage
+from tiny_vmms import Interpreter
+
+# 3000 steps on the bare machine: 2000 innocuous instructions retired, and
+# 1000 others (a sensitive instruction, trapped steps)
+BARE = IsaCoverage({
+    ("add", "supervisor", "retired"): 1500,
+    ("ld", "user", "retired"): 500,
+    ("lrr", "supervisor", "retired"): 600,
+    ("ld", "user", "trapped"): 400,
+})  # fmt: skip
+INNOCUOUS = {"add", "ld"}
+
+
+def test_emulating_only_what_may_be_emulated_is_efficient():
+    e = judge(BARE, steps=3000, direct=2000, innocuous=INNOCUOUS)
+    assert (e.innocuous, e.emulated_innocuous, e.direct_share) == (2000, 0, 1.0)
+    assert e.efficient() is True
+
+
+def test_the_surplus_of_emulated_steps_is_innocuous():
+    # 1000 steps may be emulated for free; 2200 were: at least 1200 innocuous ones
+    e = judge(BARE, steps=3000, direct=800, innocuous=INNOCUOUS)
+    assert e.emulated_innocuous == 1200 and e.direct_share == 0.4
+    assert e.efficient(0.5) is False and e.efficient(0.3) is True
+    assert "at least 1200 of 2000 innocuous steps emulated" in e.describe()
+
+
+def test_an_emulator_is_not_efficient():
+    e = judge(BARE, steps=3000, direct=0, innocuous=INNOCUOUS)
+    assert e.emulated_innocuous == 2000 and e.direct_share == 0.0 and e.efficient(0.01) is False
+
+
+def test_extra_steps_of_an_unfaithful_vmm_count_as_free():
+    e = judge(BARE, steps=3500, direct=2000, innocuous=INNOCUOUS)
+    assert e.emulated_innocuous == 0
+
+
+def test_too_small_a_sample_is_not_judged():
+    small = IsaCoverage({("add", "supervisor", "retired"): ENOUGH - 1})
+    e = judge(small, steps=ENOUGH - 1, direct=0, innocuous=INNOCUOUS)
+    assert e.direct_share == 0.0 and e.efficient() is None
+    assert "not judged" in e.describe()
+
+
+@settings(max_examples=20, deadline=None, database=None)
+@given(strategies.from_profile("pg"))
+def test_an_interpreter_emulates_every_innocuous_step(case):
+    cov = IsaCoverage()
+    execute.run_bare(case, coverage=cov)
+    run = execute.run_vmm(Interpreter, case, safety=False)
+    innocuous = {"add", "addi", "li", "ld", "st", "nop", "cmpi", "jmp", "jz", "jnz", "mov"}
+    e = judge(cov, steps=run.counters.guest_steps, direct=run.counters.direct, innocuous=innocuous)
+    assert e.emulated_innocuous == e.innocuous
