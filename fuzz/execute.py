@@ -187,11 +187,13 @@ def _ranges(value: Any, method: str) -> list[range]:
 
 class _ResourceWatch:
     """Wraps ``host.run`` so that real resources changed by guest code
-    running directly (not by the VMM) are caught."""
+    running directly (not by the VMM) are caught, and counts the steps the
+    host ran: no guest step ran directly but in one of them."""
 
     def __init__(self, host: Machine):
         self.host = host
         self.violations: list[str] = []
+        self.host_steps = 0
         self._run = host.run
         self._vtx = host.arch.vtx
         host.run = self.run  # type: ignore[method-assign]
@@ -218,7 +220,9 @@ class _ResourceWatch:
 
     def run(self, max_steps: int, on_trap: Callable | None = None, *, compiled: bool = True):
         if on_trap is None:
-            return self._run(max_steps, None, compiled=compiled)
+            result = self._run(max_steps, None, compiled=compiled)
+            self.host_steps += result.steps
+            return result
         state = {"before": self._snap()}
 
         def hook(machine: Machine, cause: int, info: int):
@@ -228,6 +232,7 @@ class _ResourceWatch:
             return stop
 
         result = self._run(max_steps, hook, compiled=compiled)
+        self.host_steps += result.steps
         self._compare(state["before"], "when host.run returned")
         return result
 
@@ -290,6 +295,12 @@ def run_vmm(
                     "contract",
                     f"counters() say direct {counters.direct} + emulated {counters.emulated} = "
                     f"{counters.guest_steps} guest steps, but run() reported {sum(steps)}",
+                ))  # fmt: skip
+            if safety and counters.direct > watch.host_steps:  # efficiency rests on this count
+                problems.append(Problem(
+                    "contract",
+                    f"counters() say {counters.direct} guest steps ran directly, "
+                    f"but the host machine ran only {watch.host_steps} steps",
                 ))  # fmt: skip
         if safety:
             alloc = call("allocation", vmm.allocation, returns=range)
