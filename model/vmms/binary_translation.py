@@ -21,7 +21,9 @@ guest's translation context (R and page-table base).  Guest pages that
 translated code came from are *write-protected* in the shadow tables; a
 write to one (self-modifying code, or code and data sharing a page) traps,
 is emulated, and invalidates every translation made from that page, so the
-next run translates what is there now.
+next run translates what is there now.  The page-table pages its fetches
+were translated through are protected too, and a write that changes one of
+those entries (a remap) invalidates the translations made through it.
 
 Code in *virtual user* mode runs directly on the host, untranslated: with
 the guest's own R, interrupt flag and mode mirrored on the host (see
@@ -59,6 +61,8 @@ class Translation:
 
     decoded: list  # the guest instructions of the block; empty: call the VMM
     pages: frozenset[int] = field(default_factory=frozenset)  # guest frames it came from
+    reads: tuple[int, ...] = ()  # guest page-table words its fetches were translated through
+    values: tuple[int, ...] = ()  # what they held then
 
 
 _WHY = "kernel code is translated with sensitive instructions as VMM calls; user code runs directly"
@@ -125,11 +129,18 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         pb = arch.page_bits
         decoded = []
         page = None
+        reads: dict[int, None] = {}  # the table words walked, in order
+
+        def where(va: int) -> int | None:
+            phys, _cause, _info, read = self._walk_read(va)
+            reads.update(dict.fromkeys(read))
+            return phys
+
         for k in range(MAX_BLOCK):
             va = pc + ILEN * k
             if va + 1 > arch.mask:
                 break
-            p0, p1 = self.guest_translate(va), self.guest_translate(va + 1)
+            p0, p1 = where(va), where(va + 1)
             if p0 is None or p1 is None:
                 break
             if page is None:
@@ -151,9 +162,14 @@ class BinaryTranslationVMM(ShadowPagingVMM):
             return None  # the fetch faults: not cached
         if decoded:
             self._counts.extra["translations"] += 1
-        entry = self.tc[key] = Translation(decoded, frozenset({page}))
+        table = tuple(reads) if self.vcpu.S[PTBR] else ()
+        entry = Translation(decoded, frozenset({page}), table, tuple(map(W.__getitem__, table)))
+        self.tc[key] = entry
         self._tc_by_page.setdefault(page, set()).add(key)
         self.protect(page)
+        for pt in {a >> pb for a in table}:  # a remap must be seen: see on_guest_write
+            self._pt_pages.add(pt)
+            self.protect(pt)
         return entry
 
     def run_translated(self, budget: int) -> int:
@@ -180,6 +196,14 @@ class BinaryTranslationVMM(ShadowPagingVMM):
     # -- self-modifying code -------------------------------------------------------
     def on_guest_write(self, frame: int) -> None:
         super().on_guest_write(frame)
+        if frame in self._pt_pages:  # a remapped page: its translations came from elsewhere
+            W = self.window
+            for key, t in list(self.tc.items()):
+                if t.reads and tuple(map(W.__getitem__, t.reads)) != t.values:
+                    del self.tc[key]
+                    for page in t.pages:
+                        self._tc_by_page.get(page, set()).discard(key)
+                    self._counts.extra["translations_invalidated"] += 1
         keys = self._tc_by_page.pop(frame, None)
         if keys:
             for key in keys:
@@ -192,5 +216,5 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         """Let the guest write ``frame`` directly again (its shadow entries are
         dropped and rebuilt, writable, on the next fault)."""
         self.protected.discard(frame)
-        for word in self._maps.pop(frame, ()):
-            self.host.write(word, 0)
+        for word in list(self._maps.pop(frame, ())):
+            self._drop_entry(word)

@@ -68,6 +68,7 @@ from popek.vmm import GuestRun, Support, cause_name
 
 from .base import SoftwareVMM
 from .sensitive import footprint
+from .shadow import changed_entries
 
 
 @lru_cache(maxsize=None)
@@ -176,7 +177,9 @@ class HardwareAssistedVMM(SoftwareVMM):
         H[BOUND] = host.memsize
         H[PC] = self.ENTRY
         H[1] = self.VMCS_AT
-        host.flush()
+        # No flush: every write the VMM makes to host storage goes through
+        # `Machine.write` or the window (exact), or drops what it affects
+        # itself (`_zap`, `_after_vcpu`), so the host's decodes are current.
         self._exited = False
         r = host.run(budget + 1, self._on_trap)
         guest_steps = r.steps - 1  # the host's vmrun
@@ -260,7 +263,8 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
     allocation, one table for both modes (an entry's user bit is the guest's
     own answer for user mode).  Entries are built when a page fault exits;
     the guest's page-table pages are write-protected and a write to one
-    (emulated) drops the table, as does an ``lptb``.
+    (emulated) drops the entries built from a table word it changed (with
+    the host's decodes fetched through them); an ``lptb`` drops the table.
     """
 
     name: ClassVar[str] = "hardware-assisted+shadow"
@@ -309,6 +313,8 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         self.host.M[self.SHADOW : self.SHADOW + size] = [0] * size
         self.host.flush()
         self._pt_pages: set[int] = set()
+        # entry (host word) -> (guest table words read, their values, guest frame)
+        self._sources: dict[int, tuple[tuple[int, ...], tuple[int, ...], int]] = {}
         self._counts.extra["shadow_flushes"] += 1
 
     def _restore_extra(self, extra: object) -> None:
@@ -332,7 +338,10 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         dirty, self.window.dirty = self.window.dirty, set()
         if dirty & self._pt_pages:
             self._counts.extra["shadow_updates"] += 1
-            self._shadow_ptbr = -1  # rebuilt at the next entry
+            for word in changed_entries(self._sources, self.window):
+                del self._sources[word]
+                self.host.forget_entry(word)
+                self.host.M[word] = 0
 
     def _fill(self, vaddr: int) -> bool:
         """Build the shadow entry for ``vaddr``'s page, if the guest maps it."""
@@ -355,11 +364,16 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         frame = phys >> pb
         if (frame + 1) << pb > self.layout.memsize:
             return False
-        if S[PTBR]:
-            self._pt_pages.update(a >> pb for a in reads)
+        reads = tuple(reads) if S[PTBR] else ()
+        for pt in {a >> pb for a in reads} - self._pt_pages:  # a new table page:
+            self._pt_pages.add(pt)  # entries that map it lose their write bit
+            for w, (_r, _v, f) in self._sources.items():
+                if f == pt and self.host.M[w] & PTE_WRITE:
+                    self.host.M[w] &= ~PTE_WRITE  # a fetch does not read that bit
         writable = writable and frame not in self._pt_pages
         entry = (self.layout.guest_offset + (frame << pb)) | PTE_PRESENT
         entry |= (PTE_USER if user else 0) | (PTE_WRITE if writable else 0)
-        self.host.write(word, entry)
+        self.host.M[word] = entry  # absent until now: no decode was fetched through it
+        self._sources[word] = (reads, tuple(map(self.window.__getitem__, reads)), frame)
         self._counts.extra["shadow_faults"] += 1
         return True

@@ -19,9 +19,11 @@ otherwise), inside the guest's allocation.
   bare machine does (deliver PAGE or MEMORY to the guest, or complete it).
 * Guest page-table pages are *write-protected* (their shadow entries lose
   the write bit).  A guest write to one faults, is emulated, and drops the
-  shadow entries that came from the entries in that page.  Loading a new
-  page-table base drops every shadow entry.  Subclasses protect pages for
-  their own reasons too (`protect`, `on_guest_write`: translated code).
+  shadow entries whose walk read an entry it changed, with the host's
+  decodes fetched through them (`Machine.forget_entry`); the host's other
+  decodes stay.  Loading a new page-table base drops every shadow entry.
+  Subclasses protect pages for their own reasons too (`protect`,
+  `on_guest_write`: translated code).
 * Every write the virtual CPU makes goes through a `TrackingWindow`, so
   protected pages are noticed whoever writes them.
 
@@ -33,7 +35,7 @@ tick arrives, or waits, exactly as it would on the guest's machine, and
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
 from popek.model import codegen
 from popek.model.machine import Machine
@@ -136,6 +138,20 @@ def compile_walk(arch: st.Arch, *, write: bool) -> Callable:
     return codegen.compile_function("walk", "va", body, "S, M, MS")
 
 
+def changed_entries(sources: Mapping[int, tuple], storage: Window) -> list[int]:
+    """The shadow entries (host words) of ``sources`` to drop after a guest
+    page-table write: those whose walk read a table word that now holds
+    another value.  ``sources`` maps an entry to (the guest-physical words
+    its walk read, their values then, ...).  Only these entries map
+    otherwise than the guest's table now does: a walk depends on nothing
+    else but the table base, and loading a new base drops every entry."""
+    return [
+        word
+        for word, (reads, values, *_) in sources.items()
+        if reads and tuple(map(storage.__getitem__, reads)) != values
+    ]
+
+
 class ShadowPagingVMM(SoftwareVMM):
     """A software VMM whose guest runs on the host through shadow page tables.
 
@@ -161,6 +177,9 @@ class ShadowPagingVMM(SoftwareVMM):
         self._shadow_ptbr = -1
         self._maps: dict[int, set[int]] = {}  # guest frame -> host words of shadow entries mapping it
         self._pt_pages: set[int] = set()  # guest frames holding page-table entries we used
+        # shadow entry (host word) -> (the guest's table words its walk read,
+        # their values then, the guest frame it maps): see `changed_entries`
+        self._sources: dict[int, tuple[tuple[int, ...], tuple[int, ...], int]] = {}
         self.protected: set[int] = set()  # guest frames whose shadow entries are read-only
         self._zap_shadow()
 
@@ -230,11 +249,28 @@ class ShadowPagingVMM(SoftwareVMM):
         """The guest wrote protected page ``frame`` (guest-physical page number)."""
         if frame in self._pt_pages:
             self._counts.extra["shadow_updates"] += 1
-            self._zap_shadow(keep_protection=True)
+            self._drop_changed()
+
+    def _drop_changed(self) -> None:
+        for word in changed_entries(self._sources, self.window):
+            self._drop_entry(word)
+
+    def _drop_entry(self, word: int) -> None:
+        """Clear shadow entry ``word``, and with it the host's decodes
+        fetched through it (and only those)."""
+        source = self._sources.pop(word, None)
+        if source is not None:
+            self._maps.get(source[2], set()).discard(word)
+        self._set_entry(word, 0)
+
+    def _set_entry(self, word: int, entry: int) -> None:
+        if self.host.M[word] & PTE_PRESENT:  # no decode is fetched through an absent entry
+            self.host.forget_entry(word)
+        self.host.M[word] = entry
 
     # -- the shadow tables -------------------------------------------------------
-    def _zap_shadow(self, keep_protection: bool = False) -> None:
-        """Drop every shadow entry (a new page-table base, or a table write)."""
+    def _zap_shadow(self) -> None:
+        """Drop every shadow entry (a new page-table base, a restore)."""
         M = self.host.M
         size = 1 << (self.host.arch.word - self.host.arch.page_bits)
         for table in self.SHADOW_TABLES.values():
@@ -242,8 +278,8 @@ class ShadowPagingVMM(SoftwareVMM):
         self.host.flush()
         self._maps.clear()
         self._pt_pages.clear()
-        if not keep_protection:
-            self.protected = set(self.protected_by_design())
+        self._sources.clear()
+        self.protected = set(self.protected_by_design())
         self._counts.extra["shadow_flushes"] += 1
 
     def protected_by_design(self) -> set[int]:
@@ -258,7 +294,7 @@ class ShadowPagingVMM(SoftwareVMM):
         for word in self._maps.get(frame, ()):
             entry = self.host.M[word]
             if entry & PTE_WRITE:
-                self.host.write(word, entry & ~PTE_WRITE)
+                self._set_entry(word, entry & ~PTE_WRITE)
 
     def fill_shadow(self, vaddr: int) -> bool:
         """Build the shadow entry for the page of ``vaddr``; False when the
@@ -277,8 +313,10 @@ class ShadowPagingVMM(SoftwareVMM):
             return False  # a page only partly inside guest storage: emulate
         writable = self._walk_write(vaddr)[0] is not None and frame not in self.protected
         entry = (self.layout.guest_offset + (frame << pb)) | PTE_PRESENT | PTE_USER
-        self.host.write(word, entry | (PTE_WRITE if writable else 0))
+        self._set_entry(word, entry | (PTE_WRITE if writable else 0))
         self._maps.setdefault(frame, set()).add(word)
+        reads = tuple(reads) if V[PTBR] else ()
+        self._sources[word] = (reads, tuple(map(self.window.__getitem__, reads)), frame)
         if V[PTBR]:
             for addr in reads:
                 pt = addr >> pb
