@@ -12,7 +12,8 @@ measured within one call between the fastest of several interleaved runs:
   paging (binary translation and paravirtualization) and nested paging
   (hardware-assisted), and the counters that explain it.  Shadow paging
   pays on every page-table write (a write fault, an emulated store, the
-  shadow entries from that page dropped and rebuilt on later faults);
+  shadow entry made through the changed entry dropped and rebuilt on a
+  later fault);
   nested paging pays on every access (the hardware walks both tables, with
   no TLB on this machine) and on no write.  The last rows name the winner
   for each N between the hardware-assisted design with nested paging and
