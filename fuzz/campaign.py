@@ -219,6 +219,44 @@ def _seed_hypothesis(value: int):
     return restore
 
 
+def _without_source_constants():
+    """Keep literals from popek's own source out of the cases a campaign
+    draws; returns a function that puts Hypothesis back as it was.
+
+    Hypothesis replaces about one drawn number in twenty with a literal
+    found in the source of the *local* modules imported so far (its "local
+    constants"; test files excluded).  Which modules those are depends on
+    what ran earlier in the process: other tests, an earlier campaign, a
+    VMM module imported on first use, even mid-campaign.  So one seed drew
+    different cases alone and inside the full suite, and a planted bug
+    found in a few dozen cases alone could take thousands after other
+    tests.  popek's literals (the canary pattern, seconds per hour, cache
+    sizes) are not what makes a guest interesting, and the generator picks
+    those values itself (`strategies.interesting_values`,
+    `strategies.kernel_addresses`), so a campaign draws with that pool
+    empty: the same seed gives the same cases whatever was imported before.
+    Hypothesis's own fixed constants stay.  This patches a private function;
+    if a later Hypothesis lacks it, nothing changes (import-dependent again)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+    except ImportError:
+        return lambda: None
+    harvest = getattr(providers, "_get_local_constants", None)
+    cache = getattr(getattr(providers, "CONSTANTS_CACHE", None), "cache", None)
+    if harvest is None or cache is None:
+        return lambda: None
+    none = Constants()
+    providers._get_local_constants = lambda: none
+    cache.clear()  # constants already filtered from the harvested pool
+
+    def restore() -> None:
+        providers._get_local_constants = harvest
+        cache.clear()
+
+    return restore
+
+
 def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) -> None:
     """After Hypothesis's shrinking, `popek.fuzz.minimize`'s pass."""
     from . import properties
@@ -346,6 +384,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
     status = _Status(status_dir / f"worker-{index}.json", config, index)
     cov = None
     restore_random = lambda: None  # noqa: E731
+    restore_constants = lambda: None  # noqa: E731
     if config.code_coverage:
         import coverage
 
@@ -382,6 +421,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         deadline = status.started + config.seconds
         batch = 20
         restore_random = _seed_hypothesis(hash((config.seed, config.shard, index)) & 0xFFFFFFFF)
+        restore_constants = _without_source_constants()
         findings_dir = Path(config.findings_dir)
         batch_no = 0
         found = False
@@ -479,6 +519,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             cov.stop()
             cov.save()
         restore_random()  # run in-process: leave Hypothesis as it was
+        restore_constants()
         status.done = True
         status.write(force=True)
     return {"cases": status.cases, "findings": status.findings}

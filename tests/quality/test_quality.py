@@ -28,7 +28,9 @@ def test_planted_bug_is_found(bug: Bug, tmp_path):
         findings_dir=str(tmp_path / "findings"),
         db=str(tmp_path / "examples"),
         distinct=False,
-        seed=20261126,
+        # One fixed sample of the generator (docs/fuzzing.md lists other seeds):
+        # 20261126 needs ~2,000 cases for the unclipped bound, a minute on a busy machine.
+        seed=1,
     )
     result = run_worker(config, 0)
     assert result["findings"], f"{bug.cls.name} ({bug.cls.__doc__.strip()}) was not found"
