@@ -26,6 +26,7 @@ SECTIONS = [
     ("advanced designs", "advanced_bench"),
     ("Z3 proofs (one core)", "proofs_bench"),
     ("fuzzing harness", "fuzz_bench"),
+    ("paravirtualization's analysis (one core)", "reach_bench"),
 ]
 
 
