@@ -244,10 +244,15 @@ def _without_source_constants():
         return lambda: None
     harvest = getattr(providers, "_get_local_constants", None)
     cache = getattr(getattr(providers, "CONSTANTS_CACHE", None), "cache", None)
-    if harvest is None or cache is None:
-        return lambda: None
+    if harvest is None or cache is None or getattr(harvest, "popek_pinned", False):
+        return lambda: None  # (pinned already: a campaign in another thread restores it)
     none = Constants()
-    providers._get_local_constants = lambda: none
+
+    def no_constants() -> Constants:
+        return none
+
+    no_constants.popek_pinned = True  # type: ignore[attr-defined]
+    providers._get_local_constants = no_constants
     cache.clear()  # constants already filtered from the harvested pool
 
     def restore() -> None:
