@@ -321,7 +321,7 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         self._counts.extra["shadow_flushes"] += 1
 
     def _restore_extra(self, extra: object) -> None:
-        self.window.dirty.clear()
+        self.window.forget()
         self._shadow_ptbr = -1
 
     def handle_exit(self, reason: int, qual: int) -> int:
@@ -339,6 +339,7 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
 
     def _after_vcpu(self) -> None:
         dirty, self.window.dirty = self.window.dirty, set()
+        self.window.written.clear()
         if dirty & self._pt_pages:
             self._counts.extra["shadow_updates"] += 1
             for word in changed_entries(self._sources, self.window):

@@ -247,7 +247,7 @@ class ParavirtVMM(ShadowPagingVMM):
         w0, w1 = self.calls[k]
         M = self.window
         M[p0], M[p1] = w0, w1
-        self.window.dirty.clear()
+        self.window.forget()  # the VMM's own writes
         self.vcpu.flush()
         self._vcpu_stale = False
         self._counts.extra["hypercalls"] += 1
@@ -256,13 +256,14 @@ class ParavirtVMM(ShadowPagingVMM):
             n = self.emulate_step()
         finally:
             self._serving = False
+        written = set(self.window.written)  # by the guest's step
         if (M[p0], M[p1]) == (w0, w1):  # the step did not overwrite its own words
             self.rearm(p0, p1, k)
-        self.window.dirty.clear()
+        self.window.forget()
         pending, self._pending = self._pending, set()
         for frame in pending:
-            self._check_sites(frame)
-        self.window.dirty.clear()
+            self._check_sites(frame, written)
+        self.window.forget()
         self.vcpu.flush()
         return n
 
@@ -275,24 +276,27 @@ class ParavirtVMM(ShadowPagingVMM):
         if self._serving:
             self._pending.add(frame)
         else:
-            self._check_sites(frame)
-            self.window.dirty.clear()
+            self._check_sites(frame, set(self.window.written))
+            self.window.forget()
 
-    def _check_sites(self, frame: int) -> None:
-        """The guest wrote page ``frame``: a hypercall it overwrote, wholly or
-        in part, becomes what the guest wrote (with the original word where
-        it wrote only one), rewritten again if that needs the VMM."""
+    def _check_sites(self, frame: int, written: set[int]) -> None:
+        """The guest wrote page ``frame`` (the words in ``written``): a
+        hypercall it overwrote, wholly or in part, becomes what the guest
+        wrote (with the original word where it wrote only one), rewritten
+        again if that needs the VMM.  Which words were written is what
+        counts, not their values: a guest may store the very value a
+        hypercall word holds."""
         pb, M = self.host.arch.page_bits, self.window
         for a, k in list(self.sites.items()):
             if a >> pb != frame and (a + 1) >> pb != frame:
                 continue
-            now = (M[a], M[a + 1])
-            if now == (HYPERCALL, k):
+            if a not in written and a + 1 not in written:
                 continue
+            now = (M[a], M[a + 1])
             del self.sites[a]
             orig = self.calls[k]
-            w0 = orig[0] if now[0] == HYPERCALL else now[0]
-            w1 = orig[1] if now[1] == k else now[1]
+            w0 = now[0] if a in written else orig[0]
+            w1 = now[1] if a + 1 in written else orig[1]
             d = decode(self.host.profile, w0, w1)
             if d is not None and needs_vmm(d.insn, self.host.arch):
                 self.sites[a] = len(self.calls)

@@ -69,20 +69,31 @@ SHADOW_LIVE = (*LIVE_SLOTS, IE, PEND)
 
 
 class TrackingWindow(Window):
-    """A `Window` that notes the guest-physical pages written through it."""
+    """A `Window` that notes the guest-physical pages written through it, and
+    the words: a write is a write even when it stores the value already
+    there (a guest storing the very word a hypercall holds has still
+    replaced it)."""
 
     def __init__(self, host: Machine, offset: int, size: int, page_bits: int):
         super().__init__(host, offset, size)
         self.page_bits = page_bits
         self.dirty: set[int] = set()
+        self.written: set[int] = set()
 
     def __setitem__(self, a: int, value: int) -> None:
         super().__setitem__(a, value)
         if isinstance(a, slice):
             start, stop, step = a.indices(self.size)
             self.dirty.update(range(start >> self.page_bits, ((stop - 1) >> self.page_bits) + 1) if stop > start else ())
+            self.written.update(range(start, stop, step))
         else:
             self.dirty.add(a >> self.page_bits)
+            self.written.add(a)
+
+    def forget(self) -> None:
+        """What was written so far has been acted on (or was the VMM's own)."""
+        self.dirty.clear()
+        self.written.clear()
 
 
 # -- the guest's translation, compiled from the spec ---------------------------
@@ -169,7 +180,7 @@ class ShadowPagingVMM(SoftwareVMM):
         self.window = TrackingWindow(self.host, self.layout.guest_offset, memsize, arch.page_bits)
         self.vcpu = Machine(self.host.profile, memsize, storage=self.window)
         self.vcpu.load(image)
-        self.window.dirty.clear()
+        self.window.forget()
         self._vcpu_stale = False
         env = (self.vcpu.S, self.window, memsize)
         self._walk_read = compile_walk(arch, write=False)(*env)
@@ -185,7 +196,7 @@ class ShadowPagingVMM(SoftwareVMM):
 
     def _restore_extra(self, extra: object) -> None:
         """A restored guest has new storage: nothing derived from the old stays."""
-        self.window.dirty.clear()
+        self.window.forget()
         self.forget_derived()
         self._shadow_ptbr = -1
         self._zap_shadow()
@@ -244,6 +255,7 @@ class ShadowPagingVMM(SoftwareVMM):
         dirty.clear()
         for frame in hit:
             self.on_guest_write(frame)
+        self.window.written.clear()
 
     def on_guest_write(self, frame: int) -> None:
         """The guest wrote protected page ``frame`` (guest-physical page number)."""

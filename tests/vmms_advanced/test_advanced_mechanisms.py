@@ -16,7 +16,7 @@ from popek.spec.asm import assemble
 from popek.spec.image import Image
 from popek.spec.profiles import get
 
-from advanced_guests import image, run_bare, vmm_for
+from advanced_guests import MEMSIZE, image, run_bare, vmm_for
 
 
 # -- paravirtualization -----------------------------------------------------------
@@ -86,6 +86,36 @@ site:   out  r1
     assert bare.out == (2,)
     assert vmm.guest_state().differences(bare) == []
     assert vmm.counters().extra["rewritten_at_run_time"] == 1
+
+
+def test_a_store_of_the_value_a_hypercall_word_holds_still_overwrites_it() -> None:
+    """Found by fuzzing paravirt on vtx: a kernel's stack grew into the
+    second word of a rewritten `rti` and pushed there the very number that
+    word held as the hypercall's index.  The VMM compared values, took the
+    hypercall for untouched, and showed the guest its original word."""
+    p = get("x86")
+
+    def program(value: int) -> str:
+        return f"""
+start:  li   r1, 1
+        out  r1                     ; two rewritten instructions first, so
+        out  r1                     ; that `site` is hypercall 2, not 0
+        li   r3, {value}
+        st   r3, site+1(r0)         ; the second word of `out r1`
+site:   out  r1
+        halt
+"""
+
+    probe = assemble(program(0), p)
+    site = probe.symbols["site"]
+    k = sorted(rewrite(probe, p, MEMSIZE).sites).index(site)
+    assert k != probe.words.get(site + 1, 0)  # the store changes the original word
+    img = assemble(program(k), p)  # same layout: the store writes k, the index
+    vmm = vmm_for("paravirt", img, "x86")
+    assert (vmm.host.M[vmm.allocation().start + site + 1]) == k  # the hypercall's word
+    bare, steps, _ = run_bare(img, "x86")
+    vmm.run(steps)
+    assert vmm.guest_state().differences(bare) == []
 
 
 # -- binary translation -------------------------------------------------------------
