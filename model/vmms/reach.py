@@ -310,10 +310,7 @@ class _Analysis:
         words = {a: w & self.arch.mask for a, w in image.words.items() if 0 <= a < memsize and w}
         self.storage = _Storage(words, self.arch.word)
         self.widths = [field_width(i, self.arch) for i in range(NSLOTS)] + [self.arch.word] * LOCAL
-        s = Sem(self.arch)
-        self.fetch_words = fetch_addresses(s)
-        self.fetch_fx = s.fx
-        self.due = interrupt_condition(self.arch)
+        self.fetch_words, self.fetch_fx, self.due = _machine_cycle(self.arch)
         self.trap_fx = trace_trap(self.arch)
         self.tick_fx = trace_tick(self.arch)
         # program points: a pc in one translation context (`_point`), so that
@@ -326,10 +323,8 @@ class _Analysis:
         self.queued: set[tuple] = set()
         self.result = Reach()
         self.path: list[tuple[Values, ...]] | None = None  # the one successor of an exact step
-        reset = Machine(profile, memsize)
-        reset.reset(image.entry)
         local = [iv.const(words.get(a, 0)) for a in range(LOCAL)]
-        self.start = tuple(iv.const(v) for v in reset.S) + tuple(local)
+        self.start = _reset_state(profile, memsize, image.entry) + tuple(local)
 
     def run(self, exact_steps: int, *, compiled: bool = True, cycles: bool = True) -> Reach:
         """``compiled=False``: follow the exact path through the abstract
@@ -537,6 +532,22 @@ class _Analysis:
         if point not in self.queued:
             self.queued.add(point)
             self.todo.append(point)
+
+
+@lru_cache(maxsize=64)
+def _reset_state(profile: Profile, memsize: int, entry: int) -> tuple[Values, ...]:
+    """The machine's state slots at power-on (building a `Machine` costs more
+    than analysing most guests: done once per profile, size and entry)."""
+    reset = Machine(profile, memsize)
+    reset.reset(entry)
+    return tuple(iv.const(v) for v in reset.S)
+
+
+@lru_cache(maxsize=None)
+def _machine_cycle(arch) -> tuple[tuple[Expr, Expr], Effects, Expr]:
+    """The fetch's two addresses and its effects, and the interrupt condition."""
+    s = Sem(arch)
+    return fetch_addresses(s), s.fx, interrupt_condition(arch)
 
 
 CONTEXT = (MODE, BASE, BOUND, PTBR, GUEST)  # what a virtual pc means
