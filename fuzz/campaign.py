@@ -533,6 +533,14 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
 # --------------------------------------------------------------------------
 # The parent
 # --------------------------------------------------------------------------
+def _efficiency_json(e) -> dict | None:
+    if e is None:
+        return None
+    share = None if e.direct_share is None else round(e.direct_share, 4)
+    return {"innocuous_steps": e.innocuous, "emulated_innocuous_at_least": e.emulated_innocuous,
+            "direct_share_at_most": share}  # fmt: skip
+
+
 @dataclass
 class CampaignReport:
     config: CampaignConfig
@@ -544,6 +552,10 @@ class CampaignReport:
     code_coverage: float | None = None
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)
+    # the profile's innocuous instructions (from the proofs), when the caller
+    # knows them: the summary then says what the counts prove about P&G's
+    # efficiency (popek.fuzz.efficiency)
+    innocuous: frozenset[str] | None = None
 
     @property
     def cases_per_second(self) -> float:
@@ -554,6 +566,16 @@ class CampaignReport:
     def efficiency(self) -> float | None:
         steps = sum(w.get("guest_steps", 0) for w in self.workers)
         return sum(w.get("direct", 0) for w in self.workers) / steps if steps else None
+
+    def judged_efficiency(self):
+        """`popek.fuzz.efficiency.Efficiency` over the campaign, or None."""
+        from .efficiency import judge
+
+        steps = sum(w.get("guest_steps", 0) for w in self.workers)
+        if self.innocuous is None or not steps or self.coverage is None:
+            return None
+        direct = sum(w.get("direct", 0) for w in self.workers)
+        return judge(self.coverage, steps=steps, direct=direct, innocuous=self.innocuous)
 
     @property
     def faithful_so_far(self) -> bool:
@@ -579,6 +601,7 @@ class CampaignReport:
             "cases": self.cases,
             "cases_per_second": round(self.cases_per_second, 1),
             "efficiency": None if self.efficiency is None else round(self.efficiency, 4),
+            "innocuous_efficiency": _efficiency_json(self.judged_efficiency()),
             "interrupted": self.interrupted,
             "findings": self.findings,
             "isa_coverage": {
@@ -607,6 +630,9 @@ class CampaignReport:
             lines.append("  NOT reached: " + ", ".join(f"{n} ({m})" for n, m in unreached))
         if self.efficiency is not None:
             lines.append(f"  efficiency: {self.efficiency:.1%} of guest steps ran directly")
+        judged = self.judged_efficiency()
+        if judged is not None:
+            lines.append(f"  innocuous steps: {judged.describe()}")
         if self.code_coverage is not None:
             lines.append(f"  code coverage (popek packages): {self.code_coverage:.1f}%")
         refused = sum(w.get("refused", 0) for w in self.workers)

@@ -124,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
     check_target(args.vmm, args.profile)
     config = config_from_args(args, args.vmm, args.profile)
     report = run_campaign(config, progress=None if args.quiet else sys.stderr)
+    from .check import innocuous_instructions
+
+    report.innocuous = innocuous_instructions([args.profile]).get(args.profile)
     print(report.summary())
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")

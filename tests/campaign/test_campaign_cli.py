@@ -16,7 +16,8 @@ from campaign_helpers import popek, start_popek
 @pytest.mark.campaign
 def test_two_worker_campaign_reports_and_replays(tmp_path):
     r = popek(
-        "fuzz", "--vmm", "tiny_vmms:OddR3", "--profile", "pg", "--workers", "2", "--time", "5s",
+        # --first: each worker stops at its first finding (OddR3 takes 12-250 cases by seed)
+        "fuzz", "--vmm", "tiny_vmms:OddR3", "--profile", "pg", "--workers", "2", "--time", "30s", "--first",
         "--findings", "found", "--db", "examples", "--json", "report.json", "--seed", "3", "--quiet",
         cwd=tmp_path,
     )  # fmt: skip
