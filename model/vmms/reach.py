@@ -68,7 +68,7 @@ WIDEN = 12  # changes to one value at one program point (or to one word) before 
 # does not pile up in the one storage of the whole run.
 LOCAL = FIRST_FREE
 VISITS = 30_000  # program-point visits before the analysis gives up
-EXACT_STEPS = 2_000  # steps followed exactly before values are merged
+EXACT_STEPS = 20_000  # steps followed exactly before values are merged (compiled: a few us each)
 WORDS = 256  # possible instruction words at one program point before it gives up
 PCS = 1024  # possible next program counters one step may have before it gives up
 
