@@ -195,6 +195,7 @@ class ParavirtVMM(ShadowPagingVMM):
         self.sites = {a: k for k, a in enumerate(sorted(self.rewritten.sites))}
         self._serving = False
         self._pending: set[int] = set()
+        self._pending_words: set[int] = set()  # what a served step wrote there
         super().load(self.rewritten.image, memsize=memsize)
 
     def rewrite(self, image: Image, memsize: int) -> Rewritten:
@@ -256,8 +257,10 @@ class ParavirtVMM(ShadowPagingVMM):
             n = self.emulate_step()
         finally:
             self._serving = False
-        written = set(self.window.written)  # by the guest's step
-        if (M[p0], M[p1]) == (w0, w1):  # the step did not overwrite its own words
+        # by the guest's step: noted as it reached protected pages, since the
+        # window forgets its writes once they have been acted on (after_vcpu)
+        written, self._pending_words = self._pending_words | self.window.written, set()
+        if p0 not in written and p1 not in written:  # the step did not write its own words
             self.rearm(p0, p1, k)
         self.window.forget()
         pending, self._pending = self._pending, set()
@@ -275,6 +278,7 @@ class ParavirtVMM(ShadowPagingVMM):
         super().on_guest_write(frame)
         if self._serving:
             self._pending.add(frame)
+            self._pending_words |= self.window.written
         else:
             self._check_sites(frame, set(self.window.written))
             self.window.forget()
