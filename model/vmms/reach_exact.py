@@ -21,7 +21,10 @@ differences that the analysis needs and the machine does not:
 
 Nothing about an instruction is written here; `follow` only sequences the
 spec's routines as the machine cycle does (interrupt, fetch, decode,
-execute or trap, tick), the way ``reach._Analysis._visit`` does.
+execute or trap, tick), the way ``reach._Analysis._visit`` does.  It also
+stops where the whole state repeats: the machine is deterministic, so
+nothing after that is new.  tests/model/test_reach_exact.py holds it to the
+interpreter, result for result and in the same order.
 """
 
 from __future__ import annotations
@@ -91,7 +94,9 @@ class _LazyEmitter(codegen._Emitter):
         return super()._render(e)
 
 
-def _compile(name: str, fx: Effects, arch: Arch, inputs: tuple[str, ...], *, tail: tuple[Expr, ...] = ()):
+def _compile(
+    name: str, fx: Effects, arch: Arch, inputs: tuple[str, ...], *, tail: tuple[Expr, ...] = ()
+) -> Callable:
     """``name(S, M, R, W, MS, *inputs)``: ``fx`` on integers.  Returns
     ``(cause, info)`` for the first trap whose condition holds (nothing
     written), else writes every effect (values all taken from the
