@@ -143,7 +143,7 @@ class GuestCase:
         kernel = self.kernel[: KERNEL_ROOM - 1]
         # with a user program the kernel ends by entering it (rti loads the
         # user PSW placed in the old-PSW area), otherwise by halting
-        enter = _enter_user(prof, self.timer) if self.user is not None else halt
+        enter = _enter_user(prof, self.timer, self.user_stack) if self.user is not None else halt
         place("kernel", KERNEL, KERNEL, kernel, enter)
         # With no handler, a trap enters the kernel's final halt: the machine
         # stops instead of trapping forever through an empty new PSW.
@@ -169,6 +169,13 @@ class GuestCase:
                 words[PTABLE + k] = (k * page) | (perm & (page - 1))
         return Image(words, KERNEL, symbols, code=code)
 
+    @property
+    def user_stack(self) -> int:
+        """The user program's initial sp: the top of its region, which is
+        its bound or the end of storage, whichever comes first (a program
+        whose bound reaches past storage pops from past its end)."""
+        return min(self.user_bound, self.memsize - USER_BASE)
+
     # -- storage ------------------------------------------------------------
     def to_json(self) -> dict:
         d = asdict(self)
@@ -193,14 +200,14 @@ class GuestCase:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _enter_user(prof: Profile, timer: int) -> list[Op]:
+def _enter_user(prof: Profile, timer: int, stack: int) -> list[Op]:
     """Start the timer (if the case has one), point sp at the user stack,
     copy the user PSW kept at USER_PSW into the old-PSW area, then ``rti``: how a P&G kernel starts a
     user program (the area is overwritten by every trap, so the kernel
     cannot rely on what a loader left there)."""
     zero, tmp = 6, 5
     ops = [Op("li", tmp, 0, timer), Op("stimer", 0, tmp)] if timer else []
-    ops.append(Op("li", st.SP, 0, USER_SIZE))  # the user stack: the top of its region
+    ops.append(Op("li", st.SP, 0, stack))  # the user stack: the top of its region
     ops.append(Op("li", zero, 0, 0))
     for k in range(4):
         ops += [Op("ld", tmp, zero, USER_PSW + k), Op("st", zero, tmp, st.OLD_PSW + k)]

@@ -79,10 +79,25 @@ def kernel_addresses(profile: Profile, memsize: int) -> list[int]:
     ]  # fmt: skip
 
 
-def user_addresses(profile: Profile) -> list[int]:
-    """Address offsets in user mode (virtual, R = the user region)."""
+def user_addresses(profile: Profile, memsize: int) -> list[int]:
+    """Address offsets in user mode (virtual, R = the user region): its data,
+    the last word inside the default bound and the first past it, and the
+    last word of storage and the first past it (which only a bound reaching
+    beyond storage lets through to the storage check, see `user_bounds`)."""
     mask = profile.arch.mask
-    return [g.USER_DATA, g.USER_DATA + 1, g.USER_SIZE - 1, 0, 2, g.USER_SIZE, mask]
+    end = memsize - g.USER_BASE  # the first user address past the end of storage
+    return [g.USER_DATA, g.USER_DATA + 1, g.USER_SIZE - 1, 0, 2, g.USER_SIZE, end - 1, end, mask]
+
+
+def user_bounds(profile: Profile, memsize: int) -> list[int]:
+    """Bounds for the user program's R other than the default `guest.USER_SIZE`:
+    one that ends exactly at the end of storage, one a word past it, and
+    none at all (the largest word).  A bound past the end of storage is
+    legal; the storage check then traps instead of the bounds check, and a
+    VMM that runs the program directly must clip the real bound to the
+    guest's allocation or the program reads and writes past it."""
+    end = memsize - g.USER_BASE
+    return [end, end + 1, profile.arch.mask]
 
 
 class _Plan:
@@ -96,7 +111,8 @@ class _Plan:
         self.nregs = profile.arch.nregs
         self.values = interesting_values(profile, memsize)
         self.kaddr = kernel_addresses(profile, memsize)
-        self.uaddr = user_addresses(profile)
+        self.uaddr = user_addresses(profile, memsize)
+        self.ubounds = user_bounds(profile, memsize)
         self.mask = profile.arch.mask
         self.paging = "paging" in profile.features
         needed = ("li", "ld", "st", "addi", "cmpi", "jz", "rti", "halt")
@@ -223,6 +239,7 @@ def _guests(
         kernel = ((g.Op("li", st.SP, 0, g.KSTACK),) + kernel)[: max(kernel_room, 1)]
     handler = user = None
     user_ie, trap_limit, page_perms, kdata, timer = False, 6, None, (), 0
+    user_bound = g.USER_SIZE
     if level:
         handler = section(HANDLER, HANDLER, max(0, max_instructions // 4))
         trap_limit = draw(hs.integers(4, 40))
@@ -230,6 +247,10 @@ def _guests(
             user = section(USER, SECTION_TAGS, max_instructions)
             user_ie = draw(hs.booleans())
             timer = draw(hs.integers(0, 40))
+            # half the user programs get a bound other than their region's
+            # size (shrinks to the default)
+            if draw(hs.booleans()):
+                user_bound = draw(hs.sampled_from(plan.ubounds))
     if os_scaffold and draw(hs.booleans()):
         kdata = tuple(draw(hs.lists(hs.sampled_from(plan.values), max_size=4)))
         if plan.paging:
@@ -256,7 +277,7 @@ def _guests(
         bounds = [0, *cuts, steps]
         chunks = tuple(b - a for a, b in zip(bounds, bounds[1:]))
     return g.GuestCase(
-        plan.profile.name, kernel, handler, user, user_ie=user_ie, user_bound=g.USER_SIZE,
+        plan.profile.name, kernel, handler, user, user_ie=user_ie, user_bound=user_bound,
         trap_limit=trap_limit, timer=timer, kdata=kdata, page_perms=page_perms,
         memsize=memsize, steps=steps, chunks=chunks,
     )  # fmt: skip

@@ -108,3 +108,37 @@ def test_every_instruction_is_reached_in_both_modes(name):
     assert table["halt"]["user"]["trapped"] > 0  # privileged in user mode: traps
     assert table["li"]["user"]["retired"] > 0
     assert table["<interrupt>"]["user"]["trapped"] > 0  # timer slices reach user code
+
+
+def _sp_on_entering_user(case: GuestCase) -> int:
+    """sp when the bare machine first runs in user mode."""
+    from popek.model.machine import Machine
+    from popek.spec import state as st
+
+    prof = profiles.get(case.profile)
+    m = Machine(prof, case.memsize)
+    m.load(case.image(prof))
+    for _ in range(200):
+        if m.S[st.MODE] == st.USER:
+            return m.S[st.SP]
+        m.step()
+    raise AssertionError("the kernel never entered the user program")
+
+
+def test_some_user_bounds_reach_past_the_end_of_storage():
+    """Some user programs get a bound past the end of storage (the storage
+    check, not the bounds check, then stops a stray access, and a VMM must
+    clip the real bound to the allocation); a user program's stack starts
+    at the top of what its bound and storage allow."""
+    from hypothesis import find
+
+    from popek.fuzz.guest import USER_BASE, USER_SIZE
+
+    past = find(
+        strategies.from_profile("pg"),
+        lambda c: c.user is not None and c.user_bound > c.memsize - USER_BASE,
+        settings=settings(database=None, max_examples=2000),
+    )
+    lifted = GuestCase("pg", (), handler=(), user=(), user_bound=past.user_bound)
+    assert _sp_on_entering_user(lifted) == past.memsize - USER_BASE
+    assert _sp_on_entering_user(GuestCase("pg", (), handler=(), user=())) == USER_SIZE
