@@ -69,6 +69,11 @@ WIDEN = 12  # changes to one value at one program point (or to one word) before 
 LOCAL = FIRST_FREE
 VISITS = 30_000  # program-point visits before the analysis gives up
 EXACT_STEPS = 20_000  # steps followed exactly before values are merged (compiled: a few us each)
+# Where the merged phase starts changes how precise it is, and not in step
+# with the prefix's length: a guest whose loops are mid-way at one start may
+# be bounded from another.  Every start gives a sound answer, so when the
+# merged phase gives up after the long prefix, these shorter ones are tried.
+RETRY_STEPS = (2_000,)
 WORDS = 256  # possible instruction words at one program point before it gives up
 PCS = 1024  # possible next program counters one step may have before it gives up
 
@@ -561,10 +566,20 @@ def _point(state: tuple[Values, ...]) -> tuple:
     return (state[PC][0][0], ctx if known else None)
 
 
-def analyse(image: Image, profile: Profile, memsize: int, *, exact_steps: int = EXACT_STEPS) -> Reach:
+def analyse(
+    image: Image, profile: Profile, memsize: int, *, exact_steps: int | None = None
+) -> Reach:
     """Everything ``image`` may read, fetch and run, from reset, on ``profile``
-    (the first ``exact_steps`` steps followed exactly)."""
-    return _Analysis(image, profile, memsize).run(exact_steps)
+    (the first ``exact_steps`` steps followed exactly; by default EXACT_STEPS,
+    then each of RETRY_STEPS while the merged phase gives up)."""
+    if exact_steps is not None:
+        return _Analysis(image, profile, memsize).run(exact_steps)
+    reach = _Analysis(image, profile, memsize).run(EXACT_STEPS)
+    for steps in RETRY_STEPS:
+        if not reach.gave_up:
+            break
+        reach = _Analysis(image, profile, memsize).run(steps)
+    return reach
 
 
 @lru_cache(maxsize=None)
