@@ -169,9 +169,12 @@ def _first_change(M: list[int], canary: list[int], kept: list[range]) -> int | N
     is done with ``M``)."""
     size = len(M)
     for r in kept:
-        a, b = max(0, r.start), min(size, r.stop)
-        if a < b:
-            M[a:b] = canary[a:b]
+        if r.step < 0:
+            r = r[::-1]  # the same words, counted upwards
+        a = r.start if r.start >= 0 else r.start + -(r.start // r.step) * r.step  # first word >= 0
+        b = min(size, r.stop)
+        if a < b:  # only the words the range holds: a step leaves the words between checked
+            M[a : b : r.step] = canary[a : b : r.step]
     if M == canary:
         return None
     return next(a for a in range(size) if M[a] != canary[a])
