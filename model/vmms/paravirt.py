@@ -264,8 +264,7 @@ class ParavirtVMM(ShadowPagingVMM):
             self.rearm(p0, p1, k)
         self.window.forget()
         pending, self._pending = self._pending, set()
-        for frame in pending:
-            self._check_sites(frame, written)
+        self._check_sites(pending, written)
         self.window.forget()
         self.vcpu.flush()
         return n
@@ -279,12 +278,14 @@ class ParavirtVMM(ShadowPagingVMM):
         if self._serving:
             self._pending.add(frame)
             self._pending_words |= self.window.written
-        else:
-            self._check_sites(frame, set(self.window.written))
+        else:  # every frame the step wrote at once (after_vcpu calls this per frame;
+            # the words are forgotten below, and a site may span two frames)
+            written = set(self.window.written)
+            self._check_sites({w >> self.host.arch.page_bits for w in written}, written)
             self.window.forget()
 
-    def _check_sites(self, frame: int, written: set[int]) -> None:
-        """The guest wrote page ``frame`` (the words in ``written``): a
+    def _check_sites(self, frames: set[int], written: set[int]) -> None:
+        """The guest wrote pages ``frames`` (the words in ``written``): a
         hypercall it overwrote, wholly or in part, becomes what the guest
         wrote (with the original word where it wrote only one), rewritten
         again if that needs the VMM.  Which words were written is what
@@ -292,7 +293,7 @@ class ParavirtVMM(ShadowPagingVMM):
         hypercall word holds."""
         pb, M = self.host.arch.page_bits, self.window
         for a, k in list(self.sites.items()):
-            if a >> pb != frame and (a + 1) >> pb != frame:
+            if a >> pb not in frames and (a + 1) >> pb not in frames:
                 continue
             if a not in written and a + 1 not in written:
                 continue
