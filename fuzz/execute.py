@@ -136,6 +136,12 @@ def _zeros(size: int) -> list[int]:
     return [0] * size
 
 
+@lru_cache(maxsize=8)
+def _sink(size: int) -> list[int]:
+    """Storage for hosts whose case is over (see `run_vmm`): never read."""
+    return [0] * size
+
+
 _lent = threading.local()
 
 
@@ -330,4 +336,10 @@ def run_vmm(
         return Run([], [], False, None, [], refused=str(e) or type(e).__name__)
     finally:
         _give_back(storage, fill)
+        # The finished host may outlive the case (reference cycles wait for
+        # the collector), and a plug-in's teardown may still write through it:
+        # such writes go to a sink, not to the storage the next case borrows.
+        # (Code the host compiled keeps the list itself; only running the
+        # old host again could reach it.)
+        host.M = _sink(size)
     return Run(states, steps, halted, counters, problems)

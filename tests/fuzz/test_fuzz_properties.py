@@ -8,7 +8,7 @@ from hypothesis import given, seed, settings
 from popek.fuzz import properties, strategies
 from popek.fuzz.execute import run_vmm
 from popek.fuzz.guest import GuestCase, Op
-from tiny_vmms import Hang, Interpreter, OddR3, Scribbler
+from tiny_vmms import OFFSET, Hang, Interpreter, OddR3, Scribbler
 
 FEW = settings(max_examples=40, deadline=None, database=None)
 
@@ -130,3 +130,24 @@ def test_a_malformed_state_at_a_later_checkpoint_is_a_contract_problem():
     outcome = properties.check(LaterBadState, case)
     assert [p.kind for p in outcome.problems] == ["contract"], outcome.problems
     assert "GuestState.regs must map exactly" in outcome.problems[0].message
+
+
+class WritesThroughAStaleHost(Interpreter):
+    """While running, writes through the host of an earlier case, as a
+    plug-in's teardown (a `__del__` run by the collector mid-case) would."""
+
+    name = "tiny-stale-host-writer"
+
+    def run(self, steps):
+        for stale in LateWriter.hosts:
+            stale.M[OFFSET : OFFSET + 64] = [0x5555] * 64
+        return super().run(steps)
+
+
+def test_a_finished_case_cannot_write_into_the_next_cases_storage():
+    properties.check(LateWriter, out_case())  # keeps its host past its case
+    try:
+        outcome = properties.check(WritesThroughAStaleHost, out_case())
+    finally:
+        LateWriter.hosts.clear()
+    assert outcome.ok, outcome.problems
