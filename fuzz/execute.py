@@ -319,14 +319,13 @@ def run_vmm(
             except TypeError as e:
                 problems.append(Problem("contract", str(e)))
             else:
-                canary = fill
-                bad = _first_change(host.M, canary, kept)
+                bad = _first_change(host.M, fill, kept)
                 if bad is not None:
                     problems.append(Problem(
                         "safety",
                         f"host word {bad:#06x} (outside the guest's allocation "
                         f"[{alloc.start:#x}, {alloc.stop:#x}) and the VMM's reserved ranges) "
-                        f"changed: {canary[bad]:#06x} -> {host.M[bad]:#06x}",
+                        f"changed: {fill[bad]:#06x} -> {host.M[bad]:#06x}",
                     ))  # fmt: skip
             for v in watch.violations:
                 problems.append(Problem("safety", v))

@@ -28,8 +28,8 @@ class IsaCoverage:
     def __init__(self, counts: Mapping[tuple[str, str, str], int] | None = None):
         self.counts: Counter = Counter(counts or {})
 
-    def add(self, name: str, mode: int, outcome: str) -> None:
-        self.counts[(name, MODES[mode], outcome)] += 1
+    def add(self, name: str, mode: int, outcome: str, n: int = 1) -> None:
+        self.counts[(name, MODES[mode], outcome)] += n
 
     def merge(self, other: "IsaCoverage") -> None:
         self.counts.update(other.counts)
@@ -86,7 +86,6 @@ def run_observed(
         r = machine.run(steps)
     finally:
         machine.census = None
-    counts = coverage.counts
     for (name, mode, trapped), n in census.items():
-        counts[(name, MODES[mode], TRAPPED if trapped else RETIRED)] += n
+        coverage.add(name, mode, TRAPPED if trapped else RETIRED, n)
     return r.steps, r.halted

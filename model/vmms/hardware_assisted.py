@@ -338,8 +338,8 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         return n
 
     def _after_vcpu(self) -> None:
-        dirty, self.window.dirty = self.window.dirty, set()
-        self.window.written.clear()
+        dirty = set(self.window.dirty)
+        self.window.forget()
         if dirty & self._pt_pages:
             self._counts.extra["shadow_updates"] += 1
             for word in changed_entries(self._sources, self.window):
