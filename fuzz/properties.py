@@ -27,9 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from popek import guard
 from popek.spec.state import MODE as st_MODE
-from popek.vmm import VMM, Counters
+from popek.vmm import VMM, Counters, GuestState
 
 from . import execute
 from .execute import Problem, Run
@@ -172,31 +171,25 @@ def first_divergence(
     This names a finding's *culprit*; a campaign excludes it from later
     cases to find the next distinct bug."""
     from popek.model.machine import Machine
+    from popek.session import Session
     from popek.spec import profiles
-    from popek.vmm import GuestState
 
     from .isa_coverage import MODES, run_observed
 
     prof = profiles.get(case.profile)
     bare = Machine(prof, case.memsize)
     bare.load(case.image(prof))
-    host = Machine(prof, 1 << prof.arch.word)
     label = getattr(vmm_cls, "name", vmm_cls.__name__)
-
-    def call(method: str, fn, *args, **kw):
-        return guard.call(label, method, fn, *args, timeout=execute.CALL_TIMEOUT, **kw)
-
-    vmm = call("__init__", vmm_cls, host)
-    call("load", vmm.load, case.image(prof), memsize=case.memsize)
-    for step in range(1, (limit or case.steps) + 1):
-        cov = IsaCoverage()
-        mode = MODES[bare.S[st_MODE]]
-        n, _ = run_observed(bare, 1, cov)
-        call("run", vmm.run, 1)
-        state = call("guest_state", vmm.guest_state, returns=GuestState)
-        if GuestState.from_machine(bare).differences(state, limit=1):
-            name = next(iter(cov.counts))[0] if cov.counts else "<none>"
-            return step, name, mode
-        if n == 0:
-            return None
+    with Session(vmm_cls, prof, label=label, timeout=execute.CALL_TIMEOUT, watch=False) as vmm:
+        vmm.load(case.image(prof), memsize=case.memsize)
+        for step in range(1, (limit or case.steps) + 1):
+            cov = IsaCoverage()
+            mode = MODES[bare.S[st_MODE]]
+            n, _ = run_observed(bare, 1, cov)
+            vmm.run(1)
+            if GuestState.from_machine(bare).differences(vmm.state(), limit=1):
+                name = next(iter(cov.counts))[0] if cov.counts else "<none>"
+                return step, name, mode
+            if n == 0:
+                return None
     return None

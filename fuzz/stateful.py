@@ -34,10 +34,10 @@ from hypothesis.stateful import (
     rule,
 )
 
-from popek import guard
 from popek.model.machine import Machine
+from popek.session import Session
 from popek.spec import profiles
-from popek.vmm import VMM, GuestRun, GuestState
+from popek.vmm import VMM, GuestState
 
 from . import strategies
 from .execute import CALL_TIMEOUT
@@ -73,15 +73,12 @@ def vmm_state_machine(
     if guests is None:
         guests = strategies.from_profile(prof, split_runs=False)
 
-    def call(method, fn, *args, returns=None, **kw):
-        return guard.call(label, method, fn, *args, timeout=CALL_TIMEOUT, returns=returns, **kw)
-
     class VMMStateMachine(RuleBasedStateMachine):
         @initialize(case=guests, snap_first=hs.booleans())
         def load(self, case, snap_first: bool) -> None:
-            self.host = Machine(prof, 1 << prof.arch.word)
-            self.vmm = call("__init__", vmm_cls, self.host)
-            call("load", self.vmm.load, case.image(prof), memsize=case.memsize)
+            self.session = Session(vmm_cls, prof, label=label, timeout=CALL_TIMEOUT, watch=False)
+            self.vmm = self.session.vmm
+            self.session.load(case.image(prof), memsize=case.memsize)
             self.twins = {None: _Twin(prof, case)}
             self.current = None
             self.saved = None
@@ -93,13 +90,13 @@ def vmm_state_machine(
         def run(self, n: int) -> None:
             twin = self.twins[self.current]
             bare_steps, _ = run_observed(twin.m, n, None)
-            r = call("run", self.vmm.run, n, returns=GuestRun)
+            r = self.session.run(n)
             assert r.steps == bare_steps, f"run({n}): VMM ran {r.steps} guest steps, bare {bare_steps}"
 
         @precondition(lambda self: "snapshot" in caps)
         @rule()
         def snapshot(self) -> None:
-            self.saved = (self.current, call("snapshot", self.vmm.snapshot), self.twins[self.current].save())
+            self.saved = (self.current, self.session.call("snapshot", self.vmm.snapshot), self.twins[self.current].save())
 
         @precondition(lambda self: "snapshot" in caps and self.saved is not None)
         @rule()
@@ -107,7 +104,7 @@ def vmm_state_machine(
             which, snap, bare = self.saved
             if which != self.current:
                 return  # a snapshot is restored into the guest it came from
-            call("restore", self.vmm.restore, snap)
+            self.session.call("restore", self.vmm.restore, snap)
             self.twins[which].load(bare)
 
         @precondition(lambda self: "multi-guest" in caps)
@@ -116,19 +113,23 @@ def vmm_state_machine(
             if len(self.twins) > 1:
                 ids = [k for k in self.twins if k != self.current]
                 self.current = ids[0]
-                call("select_guest", self.vmm.select_guest, self.current)
+                self.session.select_guest(self.current)
                 return
-            gid = call("add_guest", self.vmm.add_guest, case.image(prof), memsize=case.memsize)
-            first = call("guests", self.vmm.guests)[0]
+            gid = self.session.add_guest(case.image(prof), memsize=case.memsize)
+            first = self.session.guests()[0]
             self.twins = {first: self.twins[None], gid: _Twin(prof, case)}
             self.current = gid
-            call("select_guest", self.vmm.select_guest, gid)
+            self.session.select_guest(gid)
+
+        def teardown(self) -> None:
+            if hasattr(self, "session"):
+                self.session.close()
 
         @invariant()
         def faithful(self) -> None:
             if not hasattr(self, "vmm"):
                 return
-            state = call("guest_state", self.vmm.guest_state, returns=GuestState)
+            state = self.session.state()
             diffs = GuestState.from_machine(self.twins[self.current].m).differences(state)
             assert not diffs, f"guest state differs from its bare twin: {diffs[:6]}"
 

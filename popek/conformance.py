@@ -21,19 +21,20 @@ is listed as refused and skipped, but refusing every workload of a profile
 fails.  Whether the guest behaves as on bare hardware is fidelity,
 which ``popek check`` decides; it is not checked here.
 
-Every call into the plug-in goes through `popek.guard.call`, so a plug-in
-that raises, loops or returns the wrong type fails with a message naming
-it; each failure is a `ConformanceError` (an AssertionError, so pytest
+Every call into the plug-in goes through a `popek.session.Session`, so a
+plug-in that raises, loops or returns the wrong type fails with a message
+naming it; each failure is a `ConformanceError` (an AssertionError, so pytest
 shows it as a test failure with that message).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
-from popek import guard
 from popek.model.machine import Machine
 from popek.registry import PluginError, validate_class
+from popek.session import Session, SessionError
 from popek.spec import profiles as profile_table
 from popek.spec.asm import assemble
 from popek.spec.image import Image
@@ -104,64 +105,52 @@ def _images(profile: Profile) -> dict[str, Image]:
 
 
 class _Checker:
+    """The checks, each on fresh `popek.session.Session` s; a session error
+    becomes a `ConformanceError` with the same one-line message."""
+
     def __init__(self, cls: type[VMM], label: str, timeout: float):
         self.cls, self.label, self.timeout = cls, label, timeout
+        self._open: list[Session] = []
 
     def fail(self, message: str) -> ConformanceError:
         return ConformanceError(f"VMM {self.label!r}: {message}")
 
-    def call(self, method: str, fn: Callable, *args: Any, returns: Any = None, **kw: Any) -> Any:
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """Session errors as conformance failures; sessions closed after each check."""
         try:
-            return guard.call(self.label, method, fn, *args, timeout=self.timeout, returns=returns, **kw)
-        except guard.PluginFailure as e:
+            yield
+        except SessionError as e:
             raise ConformanceError(str(e)) from None
+        finally:
+            for s in self._open:
+                s.close()
+            self._open.clear()
 
     # -- one fresh VMM with a guest loaded ---------------------------------
-    def fresh(self, profile: Profile, image: Image) -> VMM:
-        host = Machine(profile, 1 << profile.arch.word)
-        vmm = self.call("__init__", self.cls, host, returns=VMM)
-        self.call("load", vmm.load, image, memsize=MEMSIZE)
-        return vmm
+    def fresh(self, profile: Profile, image: Image) -> Session:
+        s = Session(self.cls, profile, label=self.label, timeout=self.timeout, watch=False)
+        self._open.append(s)
+        s.load(image, memsize=MEMSIZE)
+        return s
 
-    def run(self, vmm: VMM, steps: int) -> GuestRun:
-        r = self.call("run", vmm.run, steps, returns=GuestRun)
-        if not isinstance(r.steps, int) or not isinstance(r.halted, bool):
-            raise self.fail(f"run({steps}) returned {r!r}: steps must be int, halted bool")
-        if not 0 <= r.steps <= steps:
-            raise self.fail(f"run({steps}) reports {r.steps} steps")
+    def run(self, vmm: Session, steps: int) -> GuestRun:
+        r = vmm.run(steps)
         if not r.halted and r.steps != steps:
             raise self.fail(f"run({steps}) stopped after {r.steps} steps without the guest halting")
         return r
 
-    def state(self, vmm: VMM) -> GuestState:
-        s = self.call("guest_state", vmm.guest_state, returns=GuestState)
-        try:
-            s.validate()
-        except TypeError as e:
-            raise self.fail(f"guest_state(): {e}") from None
-        if len(s.memory) != MEMSIZE:
-            raise self.fail(f"guest_state().memory has {len(s.memory)} words, the guest has {MEMSIZE}")
-        return s
+    def state(self, vmm: Session) -> GuestState:
+        return vmm.state()
 
-    def counters(self, vmm: VMM) -> Counters:
-        c = self.call("counters", vmm.counters, returns=Counters)
-        try:
-            c.validate()
-        except TypeError as e:
-            raise self.fail(f"counters(): {e}") from None
-        return c
+    def counters(self, vmm: Session) -> Counters:
+        return vmm.counters(totals=False)  # the sum is checked run by run (`counts_add_up`)
 
     # -- the checks --------------------------------------------------------
     def layout(self, profile: Profile, image: Image) -> None:
         vmm = self.fresh(profile, image)
-        alloc = self.call("allocation", vmm.allocation, returns=range)
-        host_size = 1 << profile.arch.word
-        if len(alloc) != MEMSIZE or alloc.step != 1 or alloc.start < 0 or alloc.stop > host_size:
-            raise self.fail(f"allocation() is {alloc!r}: must be {MEMSIZE} consecutive host words")
-        reserved = self.call("reserved", vmm.reserved, returns=list)
-        for r in reserved:
-            if not isinstance(r, range):
-                raise self.fail(f"reserved() holds {type(r).__name__}, not range")
+        alloc = vmm.allocation()
+        for r in vmm.reserved():
             if r.step == 1 and len(r) and (r.start < alloc.stop and alloc.start < r.stop):
                 raise self.fail(f"reserved() {r!r} overlaps allocation() {alloc!r}")
 
@@ -237,7 +226,7 @@ class _Checker:
         vmm = self.fresh(profile, image)
         first = self.state(vmm)
         self.run(vmm, 50)
-        self.call("load", vmm.load, image, memsize=MEMSIZE)
+        vmm.load(image, memsize=MEMSIZE)
         diffs = first.differences(self.state(vmm), limit=3)
         if diffs:
             raise self.fail(f"load() again does not reset the guest: {diffs}")
@@ -246,10 +235,10 @@ class _Checker:
         vmm = self.fresh(profile, image)
         self.run(vmm, 60)
         saved_state = self.state(vmm)
-        snap = self.call("snapshot", vmm.snapshot)
+        snap = vmm.call("snapshot", vmm.vmm.snapshot)
         self.run(vmm, 100)
         later = self.state(vmm)
-        self.call("restore", vmm.restore, snap)
+        vmm.call("restore", vmm.vmm.restore, snap)
         diffs = saved_state.differences(self.state(vmm), limit=3)
         if diffs:
             raise self.fail(f"restore() does not bring back the snapshot's state: {diffs}")
@@ -306,7 +295,8 @@ def check_vmm(
         accepted = 0
         for wname, image in _images(profile).items():
             try:
-                checks[0][1](profile, image)
+                with checker.translated():
+                    checks[0][1](profile, image)
             except GuestRefused as e:  # the VMM may decline a guest; then nothing can be checked on it
                 done.append(f"{pname}/{wname}: refused ({e})")
                 continue
@@ -314,7 +304,8 @@ def check_vmm(
             done.append(f"{pname}/{wname}: {checks[0][0]}")
             for what, check in checks[1:]:
                 try:
-                    check(profile, image)
+                    with checker.translated():
+                        check(profile, image)
                 except GuestRefused as e:
                     raise checker.fail(f"refused the {wname!r} workload on {pname} after accepting it: {e}") from None
                 done.append(f"{pname}/{wname}: {what}")

@@ -1,8 +1,8 @@
 """Running a guest under a VMM plug-in from the command line, safely.
 
 `popek run --vmm` and `popek list` reach plug-in code only through here.
-Every call is bounded and checked by `popek.guard.call`, and every way a
-plug-in can fail (cannot be imported, raises, loops, returns the wrong
+Every call is bounded and checked by a `popek.session.Session`, and every
+way a plug-in can fail (cannot be imported, raises, loops, returns the wrong
 type, breaks the counters' sum) becomes a `popek.cli.UserError`: one line
 that names the plug-in, never a traceback.
 """
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from popek import guard, registry
 from popek.cli import UserError
-from popek.model.machine import Machine
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
+from popek.session import Session, SessionError
 from popek.vmm import GuestRefused, VMM, Counters, GuestRun, GuestState, Support
 
 
@@ -66,38 +66,16 @@ def run_under_vmm(
     if profile.name not in cls.supports:
         known = ", ".join(sorted(cls.supports))
         raise UserError(f"VMM {name!r} does not support profile {profile.name!r} (it supports: {known})")
-    host = Machine(profile, 1 << profile.arch.word)
-
-    def call(method: str, fn, *args, returns=None, **kw):
-        try:
-            return guard.call(name, method, fn, *args, timeout=timeout, returns=returns, **kw)
-        except guard.PluginFailure as e:
-            raise UserError(str(e)) from None
-        except GuestRefused as e:
-            raise UserError(f"VMM {name!r} refuses this guest: {e}") from None
-
-    vmm = call("__init__", cls, host, returns=VMM)
-    call("load", vmm.load, image, memsize=memsize)
-    result = call("run", vmm.run, steps, returns=GuestRun)
-    state = call("guest_state", vmm.guest_state, returns=GuestState)
-    counters = call("counters", vmm.counters, returns=Counters)
     try:
-        state.validate()
-        counters.validate()
-    except TypeError as e:
-        raise UserError(f"VMM {name!r}: {e}") from None
-    if len(state.memory) != memsize:
-        raise UserError(
-            f"VMM {name!r}: guest_state() has {len(state.memory)} words of storage, "
-            f"the guest was given {memsize}"
-        )
-    if not isinstance(result.steps, int) or not 0 <= result.steps <= steps:
-        raise UserError(f"VMM {name!r}: run({steps}) reported {result.steps!r} steps")
-    if counters.guest_steps != result.steps:
-        raise UserError(
-            f"VMM {name!r}: counters say {counters.guest_steps} guest steps "
-            f"(direct {counters.direct} + emulated {counters.emulated}), run() says {result.steps}"
-        )
+        with Session(cls, profile, label=name, timeout=timeout, watch=False) as vmm:
+            vmm.load(image, memsize=memsize)
+            result = vmm.run(steps)
+            state = vmm.state()
+            counters = vmm.counters()
+    except SessionError as e:
+        raise UserError(str(e)) from None
+    except GuestRefused as e:
+        raise UserError(f"VMM {name!r} refuses this guest: {e}") from None
     return VMMRun(name, state, result, counters, cls.supports.get(profile.name))
 
 

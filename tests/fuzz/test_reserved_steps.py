@@ -5,6 +5,7 @@ finding).  The span used to be kept whole."""
 from __future__ import annotations
 
 from popek.fuzz import execute
+from popek import session
 from popek.fuzz.guest import GuestCase, Op
 from tiny_vmms import Interpreter
 
@@ -49,5 +50,5 @@ def test_first_change_keeps_exactly_the_words_of_each_range():
     canary = list(range(100, 200))
     for r in (range(-7, 50, 3), range(95, -10, -4), range(-20, -3, 2), range(99, 1000, 7), range(10, 0)):
         M = [0] * 100
-        execute._first_change(M, canary, [r])
+        session.first_change(M, canary, [r])
         assert M == [canary[a] if a in r else 0 for a in range(100)], r

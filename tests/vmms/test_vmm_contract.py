@@ -44,7 +44,7 @@ def test_builtins_meet_the_contract(name: str) -> None:
         ("Nondeterministic", "two instances on the same guest disagree"),
         ("ForgetfulSnapshot", "restore() does not bring back the snapshot's state"),
         ("NeverHalts", "never reported the halt the guest reaches"),
-        ("ShortMemory", "guest_state().memory has 512 words, the guest has 1024"),
+        ("ShortMemory", "guest_state() has 512 words of storage, the guest was given 1024"),
     ],
 )
 def test_conformance_names_the_plugin_and_the_fault(broken, cls: str, message: str) -> None:
@@ -77,7 +77,7 @@ def test_conformance_rejects_what_is_not_a_vmm(monkeypatch: pytest.MonkeyPatch) 
         ("Loops", ["--timeout", "0.3"], "VMM 'loops': run() did not return within 0.3 s"),
         ("WrongType", [], "VMM 'wrong-type': run() returned dict, expected GuestRun"),
         ("CountsWrong", [], "VMM 'counts-wrong': counters say"),
-        ("BadState", [], "VMM 'bad-state': GuestState.regs must map exactly"),
+        ("BadState", [], "VMM 'bad-state': guest_state(): GuestState.regs must map exactly"),
         ("ShortMemory", [], "VMM 'short-memory': guest_state() has 2048 words of storage"),
         ("SwallowsTimeouts", ["--timeout", "0.3"], "VMM 'swallows-timeouts': run() did not return"),
         ("NotAVMM", [], "'broken_vmms:NotAVMM' is not a subclass of popek.vmm.VMM"),
