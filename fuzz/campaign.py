@@ -42,6 +42,8 @@ BATCH = 50  # cases per Hypothesis run (the first run is smaller, for a quick fi
 FOCUS_ABOVE = 6  # counterexamples longer than this get a focused search (`_focus`)
 FOCUS_EXAMPLES = 300
 FOCUS_ROUNDS = 3
+MINIMIZE_TRIES = 300  # runs `minimize` may spend on one finding
+MINIMIZE_CAP = 30.0  # seconds: a cap for a very slow VMM, not the budget
 WORKER_FILE = Path(__file__).with_name("worker.py")
 
 
@@ -61,14 +63,26 @@ class CampaignConfig:
     steps: int = 400
     code_coverage: bool = False
     reuse_only: bool = False  # only replay the example database
-    # after a finding: stop (False), or exclude its culprit instruction and
-    # go on to find the next distinct one (True)
+    # after a fidelity finding: exclude its culprit instruction and go on to
+    # find the next distinct one (True), or count fidelity as found (False)
     distinct: bool = True
+    # stop at the first finding of any kind (True), or go on until every
+    # requirement the campaign can break has a finding (False: see
+    # `run_worker`).  None: as before findings were kept per requirement, a
+    # non-distinct campaign stops at its first finding (callers that predate
+    # the change, e.g. tests/quality, rely on it; new callers say False)
+    first: bool | None = None
     # compare against this VMM instead of the bare machine (popek equiv)
     reference: str | None = None
     # stop once every one of these has been a finding's culprit (tests use it)
     stop_culprits: tuple[str, ...] = ()
-    max_cases: int | None = None  # per worker; None: until the deadline
+    # the case budget, per worker: the worker stops after exactly this many
+    # cases (``seconds`` is then only a cap, reported when it cuts the run
+    # short); None: until the deadline
+    max_cases: int | None = None
+    # the campaign's case budget, shared among its workers (`split_cases`);
+    # when set, it decides each worker's ``max_cases``
+    cases: int | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -92,6 +106,54 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 1 <= i <= n:
         raise ValueError(f"--shard {text!r}: need 1 <= i <= n")
     return i - 1, n
+
+
+def parse_cases(text: str) -> int:
+    """``--cases N``: a positive whole number of cases (``2000``, ``2k``)."""
+    t = str(text).strip().lower()
+    try:
+        value = int(t[:-1]) * 1000 if t.endswith("k") else int(t)
+    except ValueError:
+        raise ValueError(f"--cases {text!r}: expected a whole number of cases, e.g. 2000") from None
+    if value <= 0:
+        raise ValueError(f"--cases {text!r} must be at least 1")
+    return value
+
+
+def split_cases(total: int, workers: int) -> list[int]:
+    """A campaign's case budget shared among its workers, the first ones
+    taking the remainder: the shares add up to ``total``."""
+    return [total // workers + (1 if k < total % workers else 0) for k in range(workers)]
+
+
+# Which requirement each kind of problem (`popek.fuzz.execute.Problem.kind`)
+# breaks.  A crash or a broken contract means the VMM's answers cannot be
+# trusted at all, so, as before safety had a verdict of its own, it counts
+# against fidelity: the guest did not get what the bare machine gives it.
+REQUIREMENT = {
+    "fidelity": "fidelity",
+    "crash": "fidelity",
+    "contract": "fidelity",
+    "safety": "safety",
+    "efficiency": "efficiency",
+}
+REQUIREMENTS = ("fidelity", "efficiency", "safety")
+
+
+def requirement_of(kind: str) -> str:
+    """The requirement a problem of ``kind`` breaks (an unknown kind: fidelity,
+    the cell's trust)."""
+    return REQUIREMENT.get(kind, "fidelity")
+
+
+def breakable(config: "CampaignConfig") -> tuple[str, ...]:
+    """The requirements a campaign's cases can break: fidelity and safety
+    always; efficiency when it produces efficiency problems (a per-case
+    threshold, ``popek fuzz --min-direct-share``)."""
+    reqs = ["fidelity", "safety"]
+    if config.efficiency is not None:
+        reqs.append("efficiency")
+    return tuple(reqs)
 
 
 def parse_duration(text: str) -> float:
@@ -166,6 +228,13 @@ class _Status:
         self.direct = 0
         self.guest_steps = 0
         self.refused = 0  # guests the VMM declined (GuestRefused)
+        # runs of cases while Hypothesis shrank a finding (not in ``cases``)
+        self.shrink_runs = 0
+        # per requirement: cases with a problem breaking it, counted whether
+        # or not they were raised (a requirement already found is not again)
+        self.problem_cases: dict[str, int] = {}
+        self.budget = config.max_cases
+        self.time_capped = False  # the time cap stopped it short of its case budget
         self.errors: list[str] = []
         self.done = False
         self._last_write = 0.0
@@ -186,6 +255,10 @@ class _Status:
             "direct": self.direct,
             "guest_steps": self.guest_steps,
             "refused": self.refused,
+            "shrink_runs": self.shrink_runs,
+            "problem_cases": self.problem_cases,
+            "budget": self.budget,
+            "time_capped": self.time_capped,
             "errors": self.errors,
             "done": self.done,
         }
@@ -268,6 +341,7 @@ def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) ->
     from .minimize import minimize
 
     kind = current["problem"].kind
+    tries = [0]
 
     def outcome(case):
         return properties.check(
@@ -275,12 +349,14 @@ def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) ->
         )
 
     def still_fails(case) -> bool:
-        p = outcome(case).first()
-        return p is not None and p.kind == kind
+        # a budget of tries, not of seconds: the same finding shrinks to the
+        # same case on a quiet and on a loaded machine (the seconds are a cap)
+        tries[0] += 1
+        return tries[0] <= MINIMIZE_TRIES and outcome(case).first((kind,)) is not None
 
-    small = minimize(current["case"], still_fails, seconds=3.0)
+    small = minimize(current["case"], still_fails, seconds=MINIMIZE_CAP)
     if small != current["case"]:
-        problem = outcome(small).first()
+        problem = outcome(small).first((kind,))
         if problem is not None:
             current["case"], current["problem"] = small, problem
 
@@ -311,9 +387,10 @@ def _focus(current: dict, vmm_cls, config: CampaignConfig, culprit: dict, exclud
         families=families,
     )  # fmt: skip
 
+    kind = current["problem"].kind
+
     def same_bug(case) -> bool:
-        p = properties.check(vmm_cls, case, label=config.vmm).first()
-        if p is None or p.kind != current["problem"].kind:
+        if properties.check(vmm_cls, case, label=config.vmm).first((kind,)) is None:
             return False
         hit = properties.first_divergence(vmm_cls, case)
         return hit is not None and hit[1] == target
@@ -345,7 +422,7 @@ def _focus(current: dict, vmm_cls, config: CampaignConfig, culprit: dict, exclud
     if small is None:
         return
     if small.instructions < current["case"].instructions:
-        problem = properties.check(vmm_cls, small, label=config.vmm).first()
+        problem = properties.check(vmm_cls, small, label=config.vmm).first((kind,))
         if problem is not None:
             current["case"], current["problem"] = small, problem
             hit = properties.first_divergence(vmm_cls, small)
@@ -369,13 +446,48 @@ def _culprit(vmm_cls, case, problem) -> dict | None:
     return {"step": step, "insn": insn, "mode": mode}
 
 
+def _conclude(entry: dict, vmm_cls, config: CampaignConfig, reference, excluded: list[str], *,
+              shrunk: bool, status: "_Status") -> tuple[str, dict | None]:
+    """A batch's finding made final: our own shrinking pass, the culprit
+    (fidelity), a focused search for a short one, the file rewritten, and
+    the entry in the worker's status.  Returns (requirement, culprit)."""
+    _minimize(entry, vmm_cls, config, reference)
+    culprit = None
+    if reference is None:
+        culprit = _culprit(vmm_cls, entry["case"], entry["problem"])
+        if culprit and entry["case"].instructions > FOCUS_ABOVE:
+            _focus(entry, vmm_cls, config, culprit, excluded)
+    path = Path(entry["path"])
+    final = fnd.finding_path(path.parent, config.vmm, config.profile, entry["problem"].kind, entry["tag"])
+    if final != path:  # shrank to another kind of the same requirement (e.g. a crash)
+        path.unlink(missing_ok=True)
+        path = final
+    doc = fnd.write(
+        path, vmm=config.vmm, case=entry["case"], problem=entry["problem"],
+        seconds=entry["seconds"], cases=entry["cases"], shrunk=shrunk,
+        reference=config.reference or "bare", culprit=culprit,
+    )  # fmt: skip
+    req = requirement_of(doc["kind"])
+    status.findings.append({
+        "path": str(path), "kind": doc["kind"], "requirement": req, "message": doc["message"],
+        "instructions": doc["instructions"], "uses": doc["uses"],
+        "culprit": culprit,
+        "seconds_to_detection": doc["seconds_to_detection"],
+        "cases_to_detection": doc["cases_to_detection"],
+    })  # fmt: skip
+    status.write(force=True)
+    return req, culprit
+
+
 def worker_index() -> int:
     name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
 
 
 def run_worker(config: CampaignConfig, index: int) -> dict:
-    """One worker's share of a campaign: batches until the deadline."""
+    """One worker's share of a campaign: batches until its case budget is
+    spent (or, without one, until the deadline), or until every requirement
+    it can break has a finding."""
     from hypothesis import given, reject, settings
 
     from popek import registry
@@ -424,21 +536,38 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         strategy = make_strategy()
         database = make_database(config.db)
         deadline = status.started + config.seconds
-        batch = 20
+        budget = config.max_cases
+        if config.cases is not None:
+            budget = split_cases(config.cases, max(1, config.workers))[index % max(1, config.workers)]
+        status.budget = budget
+        first_batch = 20
         restore_random = _seed_hypothesis(hash((config.seed, config.shard, index)) & 0xFFFFFFFF)
         restore_constants = _without_source_constants()
         findings_dir = Path(config.findings_dir)
         batch_no = 0
-        found = False
-        # After a confirmed finding a worker stops, or (``distinct``) excludes
-        # the finding's culprit instruction and goes on: the database key
-        # changes with the strategy, so the same example is not replayed.
-        while time.time() < deadline and not found:
-            if config.max_cases is not None and status.cases >= config.max_cases:
+        wanted = breakable(config)
+        done: set[str] = set()  # requirements with a finding: no longer raised
+        stop_at_first = (not config.distinct) if config.first is None else config.first
+        # A worker goes on until every requirement it can break has a finding
+        # (or its budget ends): in each batch, the first case with a problem
+        # of a requirement not yet found is raised, and Hypothesis shrinks it;
+        # problems of requirements already found are counted, not raised.  A
+        # fidelity finding with a culprit (``distinct``) excludes the culprit
+        # instruction and leaves fidelity open for the next distinct one (the
+        # database key changes with the strategy: the example is not replayed).
+        while not set(wanted) <= done:
+            if budget is not None and status.cases >= budget:
+                break
+            if time.time() >= deadline:
+                status.time_capped = budget is not None
                 break
             batch_no += 1
             tag = f"s{config.shard[0]}w{index}b{batch_no}-{config.seed & 0xFFFF:04x}"
-            current: dict[str, Any] = {"path": None, "best": None}
+            # the batch's finding: the requirement of the first problem raised
+            # (then only that requirement is raised in this batch, so that
+            # Hypothesis shrinks towards it), and others seen meanwhile
+            current: dict[str, Any] = {"req": None, "path": None, "best": None, "tag": tag}
+            pending: dict[str, dict] = {}
 
             def inner(case: GuestCase) -> None:
                 outcome = properties.check(
@@ -448,34 +577,66 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 if outcome.run.refused is not None:
                     status.refused += 1  # not a case: ask Hypothesis for another guest
                     reject()
-                status.cases += 1
+                # Hypothesis stops generating at a batch's first failure: the
+                # runs after it shrink that finding and are not cases
+                if current["req"] is None:
+                    status.cases += 1
+                else:
+                    status.shrink_runs += 1
                 if outcome.counters is not None:
                     status.direct += outcome.counters.direct
                     status.guest_steps += outcome.counters.guest_steps
-                problem = outcome.first()
-                if problem is not None:
-                    size = case.instructions
-                    if current["best"] is None:  # first seen: when it was detected
-                        current["seconds"] = time.time() - status.started
-                        current["cases"] = status.cases
-                    if current["best"] is None or size <= current["best"]:
-                        path = fnd.finding_path(findings_dir, config.vmm, case.profile, problem.kind, tag)
-                        fnd.write(
-                            path, vmm=config.vmm, case=case, problem=problem,
-                            seconds=current["seconds"], cases=current["cases"], shrunk=False,
-                            reference=config.reference or "bare",
-                        )  # fmt: skip
-                        current["path"], current["best"] = path, size
-                        current["case"], current["problem"] = case, problem
+                seen = {}
+                for p in outcome.problems:
+                    seen.setdefault(requirement_of(p.kind), p)
+                if current["req"] is None:  # counted once per generated case
+                    for req in seen:
+                        status.problem_cases[req] = status.problem_cases.get(req, 0) + 1
+                target = current["req"]
+                if target is None:
+                    target = next((r for r in seen if r not in done), None)
+                problem = seen.get(target) if target is not None else None
+                for req, p in seen.items():  # another open requirement, seen while shrinking
+                    if req not in done and req != target and req not in pending:
+                        pending[req] = {
+                            "req": req, "case": case, "problem": p,
+                            "seconds": time.time() - status.started, "cases": status.cases,
+                        }  # fmt: skip
+                if problem is None:
                     status.write()
-                    raise properties.PropertyFailed(problem.message, outcome)
+                    return
+                size = case.instructions
+                if current["best"] is None:  # first seen: when it was detected
+                    current["req"] = target
+                    current["seconds"] = time.time() - status.started
+                    current["cases"] = status.cases
+                if current["best"] is None or size <= current["best"]:
+                    path = fnd.finding_path(findings_dir, config.vmm, case.profile, problem.kind, tag)
+                    fnd.write(
+                        path, vmm=config.vmm, case=case, problem=problem,
+                        seconds=current["seconds"], cases=current["cases"], shrunk=False,
+                        reference=config.reference or "bare",
+                    )  # fmt: skip
+                    if current["path"] is not None and current["path"] != path:
+                        Path(current["path"]).unlink(missing_ok=True)  # shrank to another kind
+                    current["path"], current["best"] = path, size
+                    current["case"], current["problem"] = case, problem
                 status.write()
+                raise properties.PropertyFailed(problem.message, outcome)
 
             inner._hypothesis_internal_add_digest = (  # type: ignore[attr-defined]
                 f"popek-campaign:{config.vmm}:{config.profile}:{strategy!r}".encode()
             )
+            # Fixed batch sizes (a second or so at the usual rates), not sized
+            # from the clock: a campaign with --seed draws the same cases
+            # however fast the machine is.  The last batch of a case budget
+            # is its remainder, so the budget is met exactly.
+            batch = first_batch if batch_no == 1 else BATCH
+            if budget is not None:
+                batch = min(batch, budget - status.cases)
             s = register_settings_profile(database, batch, config.reuse_only)
             test = settings(s)(given(strategy)(inner))
+            found = False
             try:
                 test()
             except properties.PropertyFailed:
@@ -483,41 +644,35 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             except Exception as e:  # a harness bug: record it, do not spin
                 status.errors.append(f"{type(e).__name__}: {e}")
                 break
-            culprit = None
+            concluded = []
             if current["path"] is not None:
-                if found:
-                    _minimize(current, vmm_cls, config, reference)
-                if reference is None:
-                    culprit = _culprit(vmm_cls, current["case"], current["problem"])
-                    if found and culprit and current["case"].instructions > FOCUS_ABOVE:
-                        _focus(current, vmm_cls, config, culprit, excluded)
-                doc = fnd.write(
-                    current["path"], vmm=config.vmm, case=current["case"], problem=current["problem"],
-                    seconds=current["seconds"], cases=current["cases"], shrunk=found,
-                    reference=config.reference or "bare",
-                    culprit=culprit,
+                concluded.append(_conclude(
+                    current, vmm_cls, config, reference, excluded, shrunk=found, status=status,
+                ))  # fmt: skip
+            for req, entry in pending.items():  # not shrunk by Hypothesis: by `minimize` only
+                if req in done or req == current["req"]:
+                    continue
+                entry["tag"] = tag + "p"  # "p": seen while another finding was shrunk
+                entry["path"] = fnd.finding_path(
+                    findings_dir, config.vmm, config.profile, entry["problem"].kind, entry["tag"]
                 )  # fmt: skip
-                status.findings.append({
-                    "path": str(current["path"]), "kind": doc["kind"], "message": doc["message"],
-                    "instructions": doc["instructions"], "uses": doc["uses"],
-                    "culprit": culprit,
-                    "seconds_to_detection": doc["seconds_to_detection"],
-                    "cases_to_detection": doc["cases_to_detection"],
-                })  # fmt: skip
-            seen = {f["culprit"]["insn"] for f in status.findings if f.get("culprit")}
-            if found and config.stop_culprits and seen >= set(config.stop_culprits):
+                concluded.append(_conclude(
+                    entry, vmm_cls, config, reference, excluded, shrunk=False, status=status,
+                ))  # fmt: skip
+            for req, culprit in concluded:
+                if req == "fidelity" and config.distinct and culprit and culprit["insn"] in prof.by_name \
+                        and culprit["insn"] not in excluded:
+                    excluded.append(culprit["insn"])  # fidelity stays open for the next culprit
+                    strategy = make_strategy()
+                else:
+                    done.add(req)
+            seen_culprits = {f["culprit"]["insn"] for f in status.findings if f.get("culprit")}
+            if concluded and config.stop_culprits and seen_culprits >= set(config.stop_culprits):
                 break
-            if found and config.distinct and culprit and culprit["insn"] in prof.by_name \
-                    and culprit["insn"] not in excluded:
-                excluded.append(culprit["insn"])
-                strategy = make_strategy()
-                found = False
+            if concluded and stop_at_first:
+                break
             if config.reuse_only:
                 break
-            # Fixed batch sizes (a second or so at the usual rates), not sized
-            # from the clock: then a campaign with --seed draws the same cases
-            # however fast the machine is, and only the deadline differs.
-            batch = BATCH
             status.write(force=True)
     finally:
         if cov is not None:
@@ -527,7 +682,11 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         restore_constants()
         status.done = True
         status.write(force=True)
-    return {"cases": status.cases, "findings": status.findings}
+    return {
+        "cases": status.cases, "findings": status.findings, "budget": status.budget,
+        "time_capped": status.time_capped, "problem_cases": status.problem_cases,
+        "refused": status.refused, "shrink_runs": status.shrink_runs,
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------
@@ -579,7 +738,32 @@ class CampaignReport:
 
     @property
     def faithful_so_far(self) -> bool:
-        return not any(f["kind"] in ("fidelity", "crash", "contract") for f in self.findings)
+        return not any(requirement_of(f["kind"]) == "fidelity" for f in self.findings)
+
+    @property
+    def safe_so_far(self) -> bool:
+        return not any(requirement_of(f["kind"]) == "safety" for f in self.findings)
+
+    @property
+    def budget(self) -> int | None:
+        """The case budget asked for (None: a time budget)."""
+        if self.config.cases is not None:
+            return self.config.cases
+        if self.config.max_cases is not None:
+            return self.config.max_cases * self.config.workers
+        return None
+
+    @property
+    def time_capped(self) -> bool:
+        """The time cap stopped some worker short of its case budget."""
+        return any(w.get("time_capped") for w in self.workers)
+
+    def problem_cases(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for w in self.workers:
+            for req, n in (w.get("problem_cases") or {}).items():
+                out[req] = out.get(req, 0) + n
+        return out
 
     def shortest(self, kinds=("fidelity",)) -> dict | None:
         fs = [f for f in self.findings if f["kind"] in kinds]
@@ -603,6 +787,12 @@ class CampaignReport:
             "efficiency": None if self.efficiency is None else round(self.efficiency, 4),
             "innocuous_efficiency": _efficiency_json(self.judged_efficiency()),
             "interrupted": self.interrupted,
+            "budget": self.budget,
+            "time_cap_seconds": self.config.seconds if self.budget is not None else None,
+            "time_capped": self.time_capped,
+            "refused": sum(w.get("refused", 0) for w in self.workers),
+            "shrink_runs": sum(w.get("shrink_runs", 0) for w in self.workers),
+            "problem_cases": self.problem_cases(),
             "findings": self.findings,
             "isa_coverage": {
                 "fraction": round(cov.fraction(prof), 4),
@@ -622,6 +812,7 @@ class CampaignReport:
             f"campaign: VMM {self.config.vmm} on profile {self.config.profile}, "
             f"{self.config.workers} worker(s), shard {self.config.shard[0] + 1}/{self.config.shard[1]}",
             f"  {self.cases} cases in {self.seconds:.1f} s ({self.cases_per_second:.0f} cases/s)"
+            + (f", budget {self.budget} cases" if self.budget is not None else "")
             + (", interrupted" if self.interrupted else ""),
             f"  ISA coverage: {cov.fraction(prof):.0%} of instruction x mode pairs reached",
         ]
@@ -638,6 +829,13 @@ class CampaignReport:
         refused = sum(w.get("refused", 0) for w in self.workers)
         if refused:
             lines.append(f"  refused: the VMM declined {refused} generated guests (GuestRefused)")
+        if self.time_capped:
+            lines.append(f"  TIME CAP: {self.config.seconds:g} s ran out after {self.cases} of {self.budget} "
+                         "cases; the budget was cut short")  # fmt: skip
+        counted = self.problem_cases()
+        if counted:
+            lines.append("  cases with problems, by requirement: "
+                         + ", ".join(f"{r} {counted[r]}" for r in REQUIREMENTS if r in counted))  # fmt: skip
         if not self.findings:
             lines.append("  findings: none")
         for f in self.findings:

@@ -2,17 +2,31 @@
 
 Each cell is one fuzzing campaign (`popek.fuzz.campaign.run_worker`, in a
 process of its own so that cells run side by side): what the design
-*declares* (`popek.vmm.Support`) against what the campaign *observed*:
-unfaithful when it found a fidelity counterexample (or the VMM crashed or
-broke its contract), with the counterexample's length and culprit; else
-faithful within the budget.  The table is computed, never written down:
-change a design and the table changes.
+*declares* (`popek.vmm.Support`: faithful, efficient; every design is
+declared safe) against what the campaign *observed*, for each of Popek and
+Goldberg's three requirements:
 
-A faithful verdict from fuzzing means "no counterexample found within the
+* **fidelity**: unfaithful when the campaign found a fidelity
+  counterexample, with the counterexample's length and culprit; a crash or
+  a broken plug-in contract counts here too (the VMM's answers cannot be
+  trusted, so the guest did not get what the bare machine gives it); else
+  faithful within the budget;
+* **efficiency**: judged from the campaign's counts (`popek.fuzz.efficiency`)
+  when the caller knows which instructions are innocuous, and not efficient
+  whatever the counts say when the campaign found an efficiency problem;
+* **safety**: unsafe when the campaign found a safety problem (host storage
+  outside the allocation changed, real resources changed by guest code, a
+  ``run(n)`` that overran its bound), with the shrunk witness; else safe
+  within the budget.
+
+A cell MATCHes only when all three agree with the declaration.  A campaign
+does not stop at its first finding: it goes on until each requirement it
+can break has one (`run_worker`), so a fidelity finding cannot hide a safety
+one.  The table is computed, never written down: change a design and the
+table changes.
+
+"Faithful" and "safe" from fuzzing mean "no counterexample found within the
 budget"; the proofs (``popek prove``) are what can say "for every program".
-Efficiency is judged the same way, from the campaign's counts
-(`popek.fuzz.efficiency`), when the caller knows which instructions are
-innocuous; a cell matches when both agree with the declaration.
 """
 
 from __future__ import annotations
@@ -23,11 +37,21 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .campaign import CampaignConfig
+from .campaign import CampaignConfig, requirement_of
 from .efficiency import DOMINANT, judge
 from .isa_coverage import IsaCoverage
 
-FAILING_KINDS = ("fidelity", "crash", "contract")
+FAILING_KINDS = ("fidelity", "crash", "contract")  # the kinds that break fidelity
+HEAD = 48  # characters of a safety finding's message shown in the table
+
+
+def message_head(message: str) -> str:
+    """The gist of a finding's message, for a table cell: parenthesized
+    detail dropped, cut at ``HEAD`` characters."""
+    import re
+
+    text = re.sub(r"\s*\([^()]*\)", "", message).strip()
+    return text if len(text) <= HEAD else text[: HEAD - 3].rstrip() + "..."
 
 
 @dataclass
@@ -51,13 +75,59 @@ class Cell:
     innocuous_direct: float | None = None  # the most the innocuous steps' direct share can be
     innocuous_steps: int = 0
     emulated_innocuous: int = 0  # at least this many innocuous steps were emulated
+    # safety: every design is declared safe
+    expected_safe: bool = True
+    observed_safe: bool = True
+    safety_counterexample: int | None = None  # instructions, when unsafe
+    safety_message: str | None = None
+    safety_finding: str | None = None  # path of the saved witness
+    efficiency_finding: str | None = None  # an efficiency problem's witness, if any
+    # the budget: cases asked for (None: a time budget), and whether the time
+    # cap cut the campaign short of it
+    budget: int | None = None
+    time_capped: bool = False
+    refused: int = 0  # guests the design declined (GuestRefused): not cases
+    # per requirement, generated cases that had a problem breaking it
+    problem_cases: dict | None = None
+
+    def agrees(self) -> dict[str, bool]:
+        """Per requirement: does what was observed agree with the declaration?"""
+        return {
+            "fidelity": self.observed_faithful == self.expected_faithful,
+            # not judged (too small a sample): the cell rests on the others
+            "efficiency": self.observed_efficient in (None, self.expected_efficient),
+            "safety": self.observed_safe == self.expected_safe,
+        }
 
     @property
     def match(self) -> bool:
-        efficiency_agrees = self.observed_efficient in (None, self.expected_efficient)
-        return self.observed_faithful == self.expected_faithful and efficiency_agrees
+        return all(self.agrees().values())
+
+    def verdict_text(self) -> str:
+        wrong = [r for r, ok in self.agrees().items() if not ok]
+        return "MATCH" if not wrong else f"MISMATCH ({', '.join(wrong)})"
+
+    def cases_text(self) -> str:
+        if self.time_capped and self.budget is not None:
+            return f"{self.cases} of {self.budget} cases, time cap"
+        return f"{self.cases} cases"
+
+    def safety_text(self) -> str:
+        if self.observed_safe:
+            return f"safe ({self.cases_text()})"
+        head = message_head(self.safety_message or "")
+        return f"UNSAFE ({self.safety_counterexample} insns, {head})"
+
+    def expected_text(self) -> str:
+        return ", ".join((
+            "faithful" if self.expected_faithful else "unfaithful",
+            "efficient" if self.expected_efficient else "not efficient",
+            "safe" if self.expected_safe else "unsafe",
+        ))  # fmt: skip
 
     def efficiency_text(self) -> str:
+        if self.efficiency_finding is not None:
+            return "not efficient (finding)"
         if self.observed_efficient is None:
             if self.innocuous_steps:
                 return f"? ({self.innocuous_steps} innocuous steps)"
@@ -66,8 +136,9 @@ class Cell:
         return f"{word} ({self.innocuous_direct:.0%})"
 
     def observed_text(self) -> str:
+        """The fidelity column."""
         if self.observed_faithful:
-            return f"faithful ({self.cases} cases)"
+            return f"faithful ({self.cases_text()})"
         what = f"unfaithful ({self.counterexample} insns"
         if self.culprit:
             what += f", {self.culprit}"
@@ -75,31 +146,56 @@ class Cell:
             what += f", {self.kind}"
         return what + ")"
 
+    def summary_text(self) -> str:
+        """One line: the three observations and the verdict (progress lines)."""
+        return f"{self.observed_text()}; {self.efficiency_text()}; {self.safety_text()}: {self.verdict_text()}"
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["match"] = self.match
+        agrees = self.agrees()
+        d["requirements"] = {
+            "fidelity": {"expected": self.expected_faithful, "observed": self.observed_faithful,
+                         "match": agrees["fidelity"], "finding": self.finding},
+            "efficiency": {"expected": self.expected_efficient, "observed": self.observed_efficient,
+                           "match": agrees["efficiency"], "finding": self.efficiency_finding},
+            "safety": {"expected": self.expected_safe, "observed": self.observed_safe,
+                       "match": agrees["safety"], "finding": self.safety_finding},
+        }  # fmt: skip
         return d
 
 
 def run_cell(args: tuple) -> Cell:
-    """One campaign; a top-level function so that a process pool can run it."""
+    """One campaign; a top-level function so that a process pool can run it.
+
+    ``args``: (design, profile, seconds, findings_dir, db, seed, innocuous,
+    threshold[, cases]): with ``cases``, a case budget and ``seconds`` its
+    time cap; without, a time budget of ``seconds``."""
     from popek import registry
 
     from .campaign import run_worker
 
-    design, profile, seconds, findings_dir, db, seed, innocuous, threshold = args
+    design, profile, seconds, findings_dir, db, seed, innocuous, threshold, *rest = args
+    cases = rest[0] if rest else None
     cls = registry.load(design)
     support = cls.supports[profile]
     with tempfile.TemporaryDirectory(prefix="popek-cell-") as tmp:
         config = CampaignConfig(
             vmm=design, profile=profile, seconds=seconds, status_dir=str(Path(tmp) / "status"),
             findings_dir=findings_dir, db=db or str(Path(tmp) / "examples"), seed=seed, distinct=False,
+            first=False, max_cases=cases,
         )  # fmt: skip
         started = time.time()
         result = run_worker(config, 0)
         status = _status(Path(tmp) / "status")
-    failing = [f for f in result["findings"] if f["kind"] in FAILING_KINDS]
+    by_req: dict[str, list[dict]] = {}
+    for f in result["findings"]:
+        by_req.setdefault(f.get("requirement") or requirement_of(f["kind"]), []).append(f)
+    failing = by_req.get("fidelity", [])
     first = failing[0] if failing else None
+    unsafe = by_req.get("safety", [])
+    safety = min(unsafe, key=lambda f: f["instructions"]) if unsafe else None
+    inefficient = by_req.get("efficiency", [])
     steps = status.get("guest_steps", 0)
     culprit = None
     if first and first.get("culprit"):
@@ -115,6 +211,8 @@ def run_cell(args: tuple) -> Cell:
                 "observed_efficient": eff.efficient(threshold), "innocuous_direct": round(eff.direct_share, 4),
                 "innocuous_steps": eff.innocuous, "emulated_innocuous": eff.emulated_innocuous,
             }  # fmt: skip
+    if inefficient:  # a witness of inefficiency outweighs totals that look fine
+        judged["observed_efficient"] = False
     return Cell(
         design=design, profile=profile,
         expected_faithful=support.faithful, expected_efficient=support.efficient, reason=support.reason,
@@ -122,9 +220,16 @@ def run_cell(args: tuple) -> Cell:
         counterexample=first["instructions"] if first else None, culprit=culprit,
         kind=first["kind"] if first else None,
         efficiency=(status.get("direct", 0) / steps) if steps else None,
-        safety_findings=sum(f["kind"] == "safety" for f in result["findings"]),
+        safety_findings=len(unsafe),
         cases=result["cases"], seconds=round(time.time() - started, 1),
         finding=first["path"] if first else None, **judged,
+        observed_safe=safety is None,
+        safety_counterexample=safety["instructions"] if safety else None,
+        safety_message=safety["message"] if safety else None,
+        safety_finding=safety["path"] if safety else None,
+        efficiency_finding=inefficient[0]["path"] if inefficient else None,
+        budget=cases, time_capped=bool(result.get("time_capped")), refused=result.get("refused", 0),
+        problem_cases=result.get("problem_cases") or {},
     )  # fmt: skip
 
 
@@ -145,13 +250,18 @@ def run_table(
     seed: int = 1,
     progress=None,
     innocuous: dict[str, frozenset[str]] | None = None,
-    efficiency: float = DOMINANT,
+    innocuous_share: float = DOMINANT,
+    cases: int | None = None,
 ) -> list[Cell]:
     """Campaigns for (design, profile) pairs, ``workers`` at a time.
-    ``innocuous``: per profile, the names of its innocuous instructions
-    (efficiency is judged where given); ``efficiency``: the threshold."""
+    ``cases``: the case budget per cell, with ``seconds`` its time cap (None:
+    a time budget of ``seconds``); ``innocuous``: per profile, the names of
+    its innocuous instructions (efficiency is judged where given);
+    ``innocuous_share``: the efficiency threshold."""
     innocuous = innocuous or {}
-    jobs = [(d, p, seconds, findings_dir, db, seed, innocuous.get(p), efficiency) for d, p in cells]
+    jobs = [
+        (d, p, seconds, findings_dir, db, seed, innocuous.get(p), innocuous_share, cases) for d, p in cells
+    ]  # fmt: skip
     out: list[Cell] = []
     if workers <= 1:
         for job in jobs:
@@ -168,14 +278,27 @@ def run_table(
 
 
 def format_table(cells: list[Cell]) -> str:
-    rows = [("design", "profile", "observed", "efficiency", "expected", "verdict")]
+    rows = [("design", "profile", "fidelity", "efficiency", "safety", "expected", "verdict")]
     for c in cells:
-        expected = ("faithful" if c.expected_faithful else "unfaithful") + (
-            ", efficient" if c.expected_efficient else ", not efficient"
-        )
-        rows.append((c.design, c.profile, c.observed_text(), c.efficiency_text(), expected,
-                     "MATCH" if c.match else "MISMATCH"))  # fmt: skip
+        rows.append((c.design, c.profile, c.observed_text(), c.efficiency_text(), c.safety_text(),
+                     c.expected_text(), c.verdict_text()))  # fmt: skip
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def notes(cells: list[Cell]) -> list[str]:
+    """Lines below the table: budgets the time cap cut short, refusals."""
+    out = []
+    capped = [c for c in cells if c.time_capped]
+    if capped:
+        out.append("time cap reached before the case budget: " + ", ".join(
+            f"{c.design}/{c.profile} ({c.cases} of {c.budget} cases)" for c in capped
+        ) + "; those verdicts rest on fewer cases than asked for")  # fmt: skip
+    refused = [c for c in cells if c.refused]
+    if refused:
+        out.append("refused guests (GuestRefused; not cases, no verdict on them): " + ", ".join(
+            f"{c.design}/{c.profile} {c.refused}" for c in refused
+        ))  # fmt: skip
+    return out

@@ -31,6 +31,12 @@ class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
+def deprecated_option(old: str, new: str, meaning: str) -> None:
+    """One line on stderr for an option kept as an alias for one version."""
+    print(f"popek: warning: {old} is deprecated and will be removed in the next version; "
+          f"use {new} ({meaning})", file=sys.stderr)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="popek",

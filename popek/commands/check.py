@@ -25,46 +25,99 @@ from pathlib import Path
 
 from popek.cli import UserError
 
-DEFAULT_TIME = "20s"
+DEFAULT_CASES = 1500  # per profile; see docs/fuzzing.md for what it costs
+DEFAULT_CAP = "10m"  # per profile: a cap for a slow VMM, not the budget
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check a VMM plug-in: the contract, then fidelity on every declared profile")
+    p = sub.add_parser("check", help="check a VMM plug-in: the contract, then fidelity, efficiency "
+                                     "and safety on every declared profile")  # fmt: skip
     p.add_argument("vmm", help="package.module:Class (or a registered name)")
-    add_table_arguments(p)
+    add_table_arguments(p, default_cases=DEFAULT_CASES, per="profile")
     p.add_argument("--profile", action="append", help="only this profile (repeatable)")
     p.set_defaults(func=run)
 
 
-def add_table_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--time", default=DEFAULT_TIME, help=f"budget per profile (default {DEFAULT_TIME})")
+def add_table_arguments(p: argparse.ArgumentParser, *, default_cases: int, per: str) -> None:
+    p.add_argument(
+        "--cases", default=None, metavar="N",
+        help=f"case budget per {per} (default {default_cases}): the same seed gives the same cases "
+        "and the same verdict on a quiet and on a loaded machine",
+    )  # fmt: skip
+    p.add_argument(
+        "--time", default=None, metavar="T",
+        help=f"a time cap per {per}, e.g. 90s, 10m (default {DEFAULT_CAP}), reported when it cuts a "
+        "run short of its case budget; given without --cases, a time budget instead of a case budget",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="campaigns run side by side (default 2)")
     p.add_argument("--findings", default=None, metavar="DIR", help="counterexamples (default .popek/findings)")
     p.add_argument("--db", default=None, metavar="DIR|redis://HOST:PORT", help="example database")
     p.add_argument("--seed", type=int, default=1, help="campaign seed (default 1: reproducible)")
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
     p.add_argument(
-        "--efficiency", type=float, default=0.5, metavar="FRACTION",
-        help="share of innocuous guest steps that must run directly to call a design efficient "
-        "(P&G's 'statistically dominant'; default 0.5)",
+        "--innocuous-share", default=None, metavar="FRACTION",
+        help="share of the innocuous guest steps that must be able to have run directly for a design "
+        "to be called efficient (P&G's 'statistically dominant'; default 0.5)",
     )  # fmt: skip
+    p.add_argument("--efficiency", default=None, dest="efficiency_deprecated", metavar="FRACTION",
+                   help="deprecated: the old name of --innocuous-share")  # fmt: skip
+    p.set_defaults(default_cases=default_cases)
+
+
+def fraction(text: str | float | None, option: str, default: float) -> float:
+    """A command-line fraction between 0 and 1; a one-line error otherwise."""
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected a fraction between 0 and 1, e.g. 0.5") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"{option} must be a fraction between 0 and 1, got {value:g}")
+    return value
+
+
+def budget_options(args: argparse.Namespace, default_cases: int | None) -> tuple[int | None, float]:
+    """(case budget, seconds) from ``--cases`` and ``--time``: a case budget
+    capped by time (the default), or, with ``--time`` alone, a time budget
+    (case budget None)."""
+    from popek.fuzz.campaign import parse_cases, parse_duration
+
+    try:
+        if args.cases is not None:
+            return parse_cases(args.cases), parse_duration(args.time or DEFAULT_CAP)
+        if args.time is not None or default_cases is None:
+            return None, parse_duration(args.time or "60s")
+        return default_cases, parse_duration(DEFAULT_CAP)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def budget_text(cases: int | None, seconds: float) -> str:
+    if cases is None:
+        return f"{seconds:g} s"
+    return f"{cases} cases (time cap {seconds:g} s)"
 
 
 def table_options(args: argparse.Namespace) -> dict:
+    from popek.cli import deprecated_option
     from popek.fuzz import findings
-    from popek.fuzz.campaign import parse_duration
+    from popek.fuzz.efficiency import DOMINANT
 
-    try:
-        seconds = parse_duration(args.time)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    cases, seconds = budget_options(args, args.default_cases)
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    if not 0.0 <= args.efficiency <= 1.0:
-        raise UserError(f"--efficiency must be a fraction between 0 and 1, got {args.efficiency:g}")
+    if args.efficiency_deprecated is not None:
+        if args.innocuous_share is not None:
+            raise UserError("--efficiency is the old name of --innocuous-share: give only --innocuous-share")
+        deprecated_option("--efficiency", "--innocuous-share",
+                          "the share of innocuous steps that must run directly")  # fmt: skip
+        args.innocuous_share = args.efficiency_deprecated
+    share = fraction(args.innocuous_share, "--innocuous-share", DOMINANT)
     return {
-        "efficiency": args.efficiency,
+        "innocuous_share": share,
         "seconds": seconds,
+        "cases": cases,
         "workers": args.workers,
         "findings_dir": str(Path(args.findings or findings.DEFAULT_DIR).resolve()),
         "db": args.db,
@@ -97,7 +150,7 @@ def progress_printer(total: int):
 
     def show(cell) -> None:
         done[0] += 1
-        print(f"[{done[0]}/{total}] {cell.design} on {cell.profile}: {cell.observed_text()}",
+        print(f"[{done[0]}/{total}] {cell.design} on {cell.profile}: {cell.summary_text()}",
               file=sys.stderr, flush=True)  # fmt: skip
 
     return show
@@ -105,7 +158,7 @@ def progress_printer(total: int):
 
 def run(args: argparse.Namespace) -> int:
     from popek.conformance import ConformanceError, check_vmm
-    from popek.fuzz.verdict import format_table, run_table
+    from popek.fuzz.verdict import format_table, notes, run_table
     from popek.spec.profiles import all_profiles
     from popek.vmm_runner import load_vmm
 
@@ -131,42 +184,110 @@ def run(args: argparse.Namespace) -> int:
         [(args.vmm, p) for p in profiles], progress=progress_printer(len(profiles)), innocuous=innocuous, **opts
     )  # fmt: skip
     print(format_table(cells))
+    for line in notes(cells):
+        print(line)
     stateful_ok = True
     if cls.capabilities:
         stateful_ok = capabilities_section(cls, profiles)
-    for c in cells:
-        if c.finding:
-            print(f"counterexample for {c.profile}: {c.finding}")
+    print_findings(cells)
     if args.json:
         Path(args.json).write_text(json.dumps([c.to_json() for c in cells], indent=1) + "\n")
     return 0 if all(c.match for c in cells) and stateful_ok else 1
 
 
+def print_findings(cells) -> None:
+    """Where each cell's witnesses are; a safety finding's report in full
+    (every design is declared safe, so each one is a MISMATCH)."""
+    from popek.fuzz import findings
+
+    for c in cells:
+        if c.finding:
+            print(f"counterexample for {c.design} on {c.profile} ({c.kind}): {c.finding}")
+        if c.efficiency_finding:
+            print(f"efficiency finding for {c.design} on {c.profile}: {c.efficiency_finding}")
+        if c.safety_finding:
+            print(f"safety finding for {c.design} on {c.profile}: {c.safety_finding}")
+            try:
+                print(findings.read(c.safety_finding)["report"])
+            except (OSError, ValueError, KeyError):
+                pass  # the path above is what there is
+
+
+def accepting(cls, profile: str, guests, refusals: list[str]):
+    """``guests`` without the guests ``cls`` refuses (`popek.vmm.GuestRefused`
+    from ``load``): each is tried on a fresh instance first, and a refused
+    one is filtered out (Hypothesis draws another) and its message kept in
+    ``refusals``.  A refusal is the design's declared answer, not a failure
+    of a capability; anything else the plug-in does is left to the state
+    machine to see."""
+    from popek import guard
+    from popek.model.machine import Machine
+    from popek.spec import profiles as _profiles
+    from popek.vmm import GuestRefused
+
+    prof = _profiles.get(profile)
+    label = getattr(cls, "name", cls.__name__)
+
+    def accepted(case) -> bool:
+        host = Machine(prof, 1 << prof.arch.word)
+        try:
+            vmm = guard.call(label, "__init__", cls, host, timeout=GUEST_CHECK_TIMEOUT)
+            guard.call(label, "load", vmm.load, case.image(prof), memsize=case.memsize,
+                       timeout=GUEST_CHECK_TIMEOUT)  # fmt: skip
+        except GuestRefused as e:
+            refusals.append(str(e) or type(e).__name__)
+            return False
+        except guard.PluginFailure:
+            return True  # not a refusal: the state machine will meet it and report it
+        return True
+
+    return guests.filter(accepted)
+
+
+GUEST_CHECK_TIMEOUT = 30.0  # seconds for one trial load (generous: a loaded machine)
+
+
 def capabilities_section(cls, profiles: list[str], examples: int = 40) -> bool:
     """The declared capabilities (snapshot/restore, several guests), each
     interleaved with guest execution by `popek.fuzz.stateful`, on every
-    profile the design is faithful on (elsewhere fidelity already fails)."""
+    profile the design is faithful on (elsewhere fidelity already fails).
+
+    Guests the design refuses (`GuestRefused`) are neither failures nor
+    findings: they are drawn again, counted and reported."""
     from hypothesis import HealthCheck, Phase, settings
 
+    from popek.fuzz import strategies
     from popek.fuzz.stateful import vmm_state_machine
+    from popek.spec import profiles as _profiles
+    from popek.vmm import GuestRefused
 
     ok = True
     caps = ", ".join(sorted(cls.capabilities))
     for p in profiles:
         if not cls.supports[p].faithful:
             continue
-        test = vmm_state_machine(cls, p).TestCase("runTest")
+        refusals: list[str] = []
+        guests = accepting(cls, p, strategies.from_profile(_profiles.get(p), split_runs=False), refusals)
+        test = vmm_state_machine(cls, p, guests=guests).TestCase("runTest")
         # no shrinking: the verdict is what matters here; `popek.fuzz.stateful`
         # in a test suite shrinks a failing interleaving
         test.settings = settings(
             max_examples=examples, stateful_step_count=12, deadline=None, database=None,
             suppress_health_check=list(HealthCheck), phases=[Phase.generate],
         )  # fmt: skip
+        refused = ""
         try:
             test.runTest()
+        except GuestRefused as e:  # refused after all (a second guest, say): an answer, not a failure
+            refusals.append(str(e) or type(e).__name__)
+            refused = "; stopped early by a refusal"
         except Exception as e:  # a failed property, or the plug-in failing (PluginFailure)
             ok = False
             print(f"capabilities ({caps}) on {p}: FAILED: {(str(e).splitlines() or [type(e).__name__])[0]}")
-        else:
-            print(f"capabilities ({caps}) on {p}: {examples} interleavings with guest runs passed")
+            continue
+        note = ""
+        if refusals:
+            note = f"; {len(refusals)} generated guests refused (GuestRefused, not failures): {refusals[0][:80]}"
+        passed = "interleavings with guest runs passed" + refused
+        print(f"capabilities ({caps}) on {p}: {examples} {passed}{note}")
     return ok

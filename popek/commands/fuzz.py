@@ -1,6 +1,7 @@
 """`popek fuzz`: a fuzzing campaign for one VMM on one profile, or a replay.
 
     popek fuzz --vmm trap-and-emulate --profile x86 --workers 2 --time 10m
+    popek fuzz --vmm trap-and-emulate --profile x86 --workers 2 --cases 5000 --seed 7
     popek fuzz --vmm mypkg.vmm:MyVMM --profile pg --db redis://10.0.0.5:6379 --shard 2/4
     popek fuzz --vmm trap-and-emulate --profile x86 --replay .popek/findings/X.json
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from popek.cli import UserError
 
 DEFAULT_TIME = "60s"
+CASES_CAP = "1h"  # the time cap of a case budget when --time is not given
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +39,12 @@ def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True) -> N
     if vmm:
         p.add_argument("--vmm", required=True, help="registered VMM name or package.module:Class")
     p.add_argument("--workers", type=int, default=1, help="worker processes (pytest-xdist), default 1")
-    p.add_argument("--time", default=DEFAULT_TIME,
-                   help=f"time budget per campaign, e.g. 90s, 10m, 1h (default {DEFAULT_TIME})")  # fmt: skip
+    p.add_argument("--cases", default=None, metavar="N",
+                   help="case budget of the campaign, shared among its workers: with --seed, the same "
+                        "cases whatever the machine's load (default: a time budget)")  # fmt: skip
+    p.add_argument("--time", default=None,
+                   help=f"time budget per campaign, e.g. 90s, 10m, 1h (default {DEFAULT_TIME}); with "
+                        f"--cases, a time cap (default {CASES_CAP}), reported when it cuts the run short")  # fmt: skip
     p.add_argument("--db", metavar="DIR|redis://HOST:PORT",
                    help="Hypothesis example database (default .popek/examples)")  # fmt: skip
     p.add_argument("--shard", default="1/1", metavar="I/N",
@@ -46,8 +52,11 @@ def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True) -> N
     p.add_argument("--findings", default=None, metavar="DIR",
                    help="where counterexamples are written (default .popek/findings)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="campaign seed (default: random, reported)")
-    p.add_argument("--efficiency", type=float, default=None, metavar="SHARE",
-                   help="fail cases whose share of directly executed steps is below SHARE (0..1)")  # fmt: skip
+    p.add_argument("--min-direct-share", default=None, metavar="SHARE",
+                   help="an efficiency finding for each case whose share of guest steps run directly "
+                        "(all steps, per case) is below SHARE (0..1)")  # fmt: skip
+    p.add_argument("--efficiency", default=None, dest="efficiency_deprecated", metavar="SHARE",
+                   help="deprecated: the old name of --min-direct-share")  # fmt: skip
     p.add_argument("--max-instructions", type=int, default=24, help="longest generated section")
     p.add_argument("--steps", type=int, default=400, help="step budget of each case")
     p.add_argument("--code-coverage", action="store_true",
@@ -60,25 +69,43 @@ def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True) -> N
 
 
 def config_from_args(args: argparse.Namespace, vmm: str, profile: str):
+    from popek.cli import deprecated_option
     from popek.fuzz import findings
-    from popek.fuzz.campaign import CampaignConfig, parse_duration, parse_shard
+    from popek.fuzz.campaign import CampaignConfig, parse_cases, parse_duration, parse_shard
 
     try:
-        seconds = parse_duration(args.time)
+        cases = None if args.cases is None else parse_cases(args.cases)
+        seconds = parse_duration(args.time or (DEFAULT_TIME if cases is None else CASES_CAP))
         shard = parse_shard(args.shard)
     except ValueError as e:
         raise UserError(str(e)) from None
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    if args.efficiency is not None and not 0 <= args.efficiency <= 1:
-        raise UserError(f"--efficiency must be between 0 and 1, got {args.efficiency}")
+    if cases is not None and cases < args.workers:
+        raise UserError(f"--cases {cases} is fewer than --workers {args.workers}: each worker needs a case")
+    share = args.min_direct_share
+    if args.efficiency_deprecated is not None:
+        if share is not None:
+            raise UserError("--efficiency is the old name of --min-direct-share: give only --min-direct-share")
+        deprecated_option("--efficiency", "--min-direct-share",
+                          "the per-case share of all guest steps run directly")  # fmt: skip
+        share = args.efficiency_deprecated
+    option = "--min-direct-share" if args.efficiency_deprecated is None else "--efficiency"
+    if share is not None:
+        try:
+            share = float(share)
+        except ValueError:
+            raise UserError(f"{option} {share!r}: expected a share between 0 and 1, e.g. 0.8") from None
+        if not 0 <= share <= 1:
+            raise UserError(f"{option} must be between 0 and 1, got {share:g}")
     if not 1 <= args.steps <= 100_000:
         raise UserError(f"--steps must be between 1 and 100000, got {args.steps}")
     return CampaignConfig(
         vmm=vmm, profile=profile, seconds=seconds, workers=args.workers, db=args.db,
         shard=shard, findings_dir=args.findings or str(findings.DEFAULT_DIR), seed=args.seed,
-        efficiency=args.efficiency, max_instructions=args.max_instructions, steps=args.steps,
+        efficiency=share, max_instructions=args.max_instructions, steps=args.steps,
         code_coverage=args.code_coverage, reuse_only=args.reuse_only, distinct=not args.first,
+        first=args.first, cases=cases,
     )  # fmt: skip
 
 
@@ -96,11 +123,13 @@ def replay(vmm_spec: str, profile: str, target: str) -> int:
     from popek.fuzz.report import format_problem
 
     cls = check_target(vmm_spec, profile)
+    kind = None
     try:
         if target.startswith(findings.BLOB_PREFIX):
             case = findings.case_from_blob(target)
         else:
-            case = findings.case_of(findings.read(target))
+            doc = findings.read(target)
+            case, kind = findings.case_of(doc), doc.get("kind")
     except FileNotFoundError:
         raise UserError(f"{target}: no such finding") from None
     except (ValueError, KeyError, TypeError, zlib.error) as e:
@@ -108,11 +137,15 @@ def replay(vmm_spec: str, profile: str, target: str) -> int:
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
     outcome = properties.check(cls, case, efficiency=None, label=vmm_spec)
-    problem = outcome.first()
+    # the saved finding's own kind first (a case can break more than one requirement)
+    problem = (outcome.first((kind,)) if kind else None) or outcome.first()
     if problem is None:
         print(f"{target}: passes now (VMM {vmm_spec}, profile {profile}, {case.instructions} instructions)")
         return 0
     print(format_problem(problem, case, vmm_spec, path=target))
+    others = [p for p in outcome.problems if p is not problem]
+    if others:
+        print(f"also: {len(others)} other problem(s): " + "; ".join(f"{p.kind}: {p.message}" for p in others[:3]))
     return 1
 
 

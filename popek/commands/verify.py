@@ -5,11 +5,16 @@
    simulation proof.
 2. Fuzzing: a campaign for every registered VMM on every profile it
    declares, in parallel.
-3. The verdict table (design x profile): observed faithful/unfaithful (with
-   the counterexample's length and culprit), observed efficient or not (the
-   share of innocuous guest steps that may have run directly, against
-   ``--efficiency``; see `popek.fuzz.efficiency`), what the design declares,
-   MATCH or MISMATCH.  Everything in it comes from the runs.
+3. The verdict table (design x profile), three requirements per cell:
+   observed faithful/unfaithful (with the counterexample's length and
+   culprit), observed efficient or not (the share of innocuous guest steps
+   that may have run directly, against ``--innocuous-share``; see
+   `popek.fuzz.efficiency`), observed safe/UNSAFE (with the witness's length
+   and what it touched), what the design declares, MATCH or MISMATCH (naming
+   the requirements that disagree).  Everything in it comes from the runs.
+
+Each cell has a case budget (``--cases``, default `DEFAULT_CASES`) with a
+time cap (``--time``); ``--time`` alone is a time budget, as before.
 
 Exit status 0 when every cell matches its declaration, 1 otherwise.
 """
@@ -23,13 +28,22 @@ from pathlib import Path
 
 from popek.cli import UserError
 
-from .check import add_table_arguments, innocuous_instructions, progress_printer, table_options
+from .check import (
+    add_table_arguments,
+    budget_text,
+    innocuous_instructions,
+    print_findings,
+    progress_printer,
+    table_options,
+)
+
+# per cell; 22 cells on 2 cores: see docs/fuzzing.md for what it costs
+DEFAULT_CASES = 700
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="proofs, then fuzz every registered VMM on every profile: the verdict table")
-    add_table_arguments(p)
-    p.set_defaults(time="20s")
+    add_table_arguments(p, default_cases=DEFAULT_CASES, per="cell")
     p.add_argument("--designs", help="comma-separated VMM names (default every registered one)")
     p.add_argument("--profiles", help="comma-separated profiles (default every declared one)")
     p.add_argument("--no-proofs", action="store_true", help="skip the Z3 part")
@@ -74,7 +88,7 @@ def proofs_section(profiles: list[str]) -> tuple[list[str], dict]:
 
 def run(args: argparse.Namespace) -> int:
     from popek import registry
-    from popek.fuzz.verdict import format_table, run_table
+    from popek.fuzz.verdict import format_table, notes, run_table
     from popek.spec.profiles import all_profiles
     from popek.vmm_runner import load_vmm
 
@@ -97,16 +111,22 @@ def run(args: argparse.Namespace) -> int:
         lines, record["proofs"] = proofs_section(wanted)
         print("\n".join(lines), flush=True)
         print()
-    print(f"fuzzing: {len(cells)} campaigns of {args.time} each, {opts['workers']} at a time", flush=True)
+    print(f"fuzzing: {len(cells)} campaigns of {budget_text(opts['cases'], opts['seconds'])} each, "
+          f"{opts['workers']} at a time", flush=True)  # fmt: skip
     innocuous = innocuous_instructions(wanted)
     table = run_table(cells, progress=progress_printer(len(cells)), innocuous=innocuous, **opts)
     print()
     print(format_table(table))
+    for line in notes(table):
+        print(line)
     mismatches = [c for c in table if not c.match]
     print()
     print(f"{len(table) - len(mismatches)} of {len(table)} cells MATCH the designs' declarations"
-          + ("" if not mismatches else "; MISMATCH: " + ", ".join(f"{c.design}/{c.profile}" for c in mismatches)))
-    if any(not c.observed_faithful for c in table):
+          + ("" if not mismatches else "; MISMATCH: " + ", ".join(
+              f"{c.design}/{c.profile} ({c.verdict_text()[len('MISMATCH ('):-1]})" for c in mismatches)))
+    if any(not c.observed_safe for c in table):
+        print_findings([c for c in table if not c.observed_safe])
+    if any(not c.observed_faithful or not c.observed_safe for c in table):
         print("counterexamples: " + opts["findings_dir"])
     record["table"] = [c.to_json() for c in table]
     if args.json:
