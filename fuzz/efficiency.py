@@ -26,8 +26,9 @@ design look *more* efficient, never less.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .isa_coverage import RETIRED, IsaCoverage
 
@@ -84,3 +85,136 @@ def judge(
     free = max(bare_steps, steps) - inn
     surplus = max(0, min(emulated - free, inn))
     return Efficiency(steps=steps, emulated=emulated, innocuous=inn, emulated_innocuous=surplus)
+
+
+# --------------------------------------------------------------------------
+# Per instruction, from the host's own record
+# --------------------------------------------------------------------------
+BOTH_MODES = frozenset({"user", "supervisor"})
+
+
+@dataclass(frozen=True)
+class DirectRule:
+    """What a design declared efficient promises, as popek checks it: every
+    innocuous instruction (the proofs name them) that the guest executes in
+    one of ``modes`` runs directly on the host, also while the guest's
+    paging is on when ``paged``."""
+
+    innocuous: frozenset[str]
+    modes: frozenset[str] = BOTH_MODES
+    paged: bool = True
+
+
+@dataclass(frozen=True)
+class EmulatedInnocuous:
+    """An innocuous instruction that the host did not retire as often as
+    the guest executed it: some of its executions were emulated."""
+
+    insn: str
+    modes: tuple[str, ...]  # the virtual modes the guest executed it in
+    direct: int  # times the host retired it
+    executions: int  # times the guest retired it on the bare machine, in those modes
+
+    def describe(self) -> str:
+        return (
+            f"{self.insn} in virtual {' or '.join(self.modes)} mode ran emulated "
+            f"({self.direct} of {self.executions} executions direct)"
+        )
+
+
+def paged(bare: IsaCoverage) -> bool:
+    """Did the guest load its page-table base?  (Its only way to turn paging on.)"""
+    return any(n for (name, _m, o), n in bare.counts.items() if name == "lptb" and o == RETIRED)
+
+
+def emulated_innocuous(
+    rule: DirectRule, bare: IsaCoverage, direct: Mapping[str, int]
+) -> list[EmulatedInnocuous]:
+    """Innocuous instructions of one case that ran emulated at least once:
+    the bare run's count in the declared modes against the host's count of
+    the same instruction retired directly.  The host cannot say in which
+    virtual mode it ran an instruction, so its whole count stands against
+    the declared modes' (necessary, not sufficient: an emulated execution
+    in a declared mode can hide behind a direct one in another).  Meant for
+    a case the VMM ran faithfully: only then are the two runs the same."""
+    if not rule.paged and paged(bare):
+        return []
+    want: dict[str, dict[str, int]] = {}
+    for (name, mode, outcome), n in bare.counts.items():
+        if outcome == RETIRED and mode in rule.modes and name in rule.innocuous and n:
+            want.setdefault(name, {})[mode] = want.get(name, {}).get(mode, 0) + n
+    out = []
+    for name, modes in sorted(want.items()):
+        executions = sum(modes.values())
+        got = direct.get(name, 0)
+        if got < executions:
+            out.append(EmulatedInnocuous(name, tuple(sorted(modes, reverse=True)), got, executions))
+    return out
+
+
+# Fewer executions of an instruction than this, over a campaign, are no
+# sample to judge its direct share by.
+ENOUGH_EXECUTIONS = 20
+
+
+class DirectLedger:
+    """Per innocuous instruction, over the cases a VMM ran faithfully: how
+    often the guest executed it in the declared modes (bare run) and how
+    many of those the host retired directly (its own record, capped per
+    case at the executions, so that direct runs in other modes cannot make
+    up for emulated ones)."""
+
+    def __init__(self, rule: DirectRule):
+        self.rule = rule
+        self.executions: Counter = Counter()
+        self.direct: Counter = Counter()
+        self.cases = 0  # cases judged (faithful, and paged only if the rule covers it)
+
+    def add(self, bare: IsaCoverage, host_direct: Mapping[str, int]) -> None:
+        rule = self.rule
+        if not rule.paged and paged(bare):
+            return
+        self.cases += 1
+        want: Counter = Counter()
+        for (name, mode, outcome), n in bare.counts.items():
+            if outcome == RETIRED and mode in rule.modes and name in rule.innocuous:
+                want[name] += n
+        for name, n in want.items():
+            if n:
+                self.executions[name] += n
+                self.direct[name] += min(n, host_direct.get(name, 0))
+
+    def merge(self, other: "DirectLedger") -> None:
+        self.executions.update(other.executions)
+        self.direct.update(other.direct)
+        self.cases += other.cases
+
+    def share(self, name: str) -> float | None:
+        n = self.executions.get(name, 0)
+        return self.direct.get(name, 0) / n if n else None
+
+    def emulated(self, threshold: float = DOMINANT) -> list[EmulatedInnocuous]:
+        """Instructions (with enough executions) whose direct share is below
+        ``threshold``, lowest share first."""
+        modes = tuple(sorted(self.rule.modes, reverse=True))
+        out = [
+            EmulatedInnocuous(name, modes, self.direct[name], n)
+            for name, n in self.executions.items()
+            if n >= ENOUGH_EXECUTIONS and self.direct[name] < threshold * n
+        ]
+        return sorted(out, key=lambda e: (e.direct / e.executions, e.insn))
+
+    def judged(self) -> int:
+        """How many instructions had enough executions to be judged."""
+        return sum(n >= ENOUGH_EXECUTIONS for n in self.executions.values())
+
+    def to_json(self) -> dict:
+        return {"cases": self.cases, "executions": dict(self.executions), "direct": dict(self.direct)}
+
+    @classmethod
+    def from_json(cls, rule: DirectRule, d: dict) -> "DirectLedger":
+        ledger = cls(rule)
+        ledger.cases = int(d.get("cases", 0))
+        ledger.executions.update({str(k): int(v) for k, v in d.get("executions", {}).items()})
+        ledger.direct.update({str(k): int(v) for k, v in d.get("direct", {}).items()})
+        return ledger

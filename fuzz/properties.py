@@ -31,11 +31,15 @@ from popek.spec.state import MODE as st_MODE
 from popek.vmm import VMM, Counters, GuestState
 
 from . import execute
+from .efficiency import DirectRule, emulated_innocuous
 from .execute import Problem, Run
 from .guest import GuestCase
 from .isa_coverage import IsaCoverage
 
 KINDS = ("fidelity", "efficiency", "safety", "contract", "crash")
+# Efficiency per instruction compares the two runs step for step: only a
+# run with none of these problems was the same run as the bare one.
+TRUSTED = ("fidelity", "contract", "crash")
 
 
 class PropertyFailed(AssertionError):
@@ -91,20 +95,31 @@ def check(
     coverage: IsaCoverage | None = None,
     reference: Callable[[GuestCase], Run] | None = None,
     label: str | None = None,
+    direct: DirectRule | None = None,
 ) -> Outcome:
     """Run ``case`` on the reference (the bare machine by default) and under
-    ``vmm_cls``; collect every problem.  Raises nothing."""
+    ``vmm_cls``; collect every problem.  Raises nothing.
+
+    ``direct``: what the design's efficiency declaration promises; on a
+    case the VMM ran faithfully, an innocuous instruction the host did not
+    retire as often as the bare machine did is an efficiency problem (the
+    host's own record, with the safety watch on, is the evidence)."""
     # coverage counts only guests the VMM ran: a refused guest tested nothing
-    seen = IsaCoverage() if coverage is not None else None
+    judge_direct = direct is not None and reference is None and safety
+    seen = IsaCoverage() if coverage is not None or judge_direct else None
     ref = reference(case) if reference else execute.run_bare(case, coverage=seen)
     run = execute.run_vmm(vmm_cls, case, safety=safety)
     if run.refused is not None:  # the design declines this guest: no verdict on it
         return Outcome(case, label or getattr(vmm_cls, "name", vmm_cls.__name__), ref, run, [])
-    if seen is not None:
+    if coverage is not None and seen is not None:
         coverage.merge(seen)
     problems = list(run.problems)
     if not any(p.kind == "crash" for p in problems):
         problems += compare_runs(ref, run, case)
+    if judge_direct and run.observed is not None and not any(p.kind in TRUSTED for p in problems):
+        missed = emulated_innocuous(direct, seen, run.observed.direct)
+        if missed:
+            problems.append(Problem("efficiency", "; ".join(m.describe() for m in missed[:3])))
     if efficiency is not None and run.counters is not None and run.counters.guest_steps:
         eff = run.counters.efficiency
         if eff < efficiency:

@@ -71,13 +71,49 @@ CAPABILITIES: Mapping[str, tuple[str, ...]] = {
 }
 
 
+VIRTUAL_MODES = frozenset({"user", "supervisor"})
+
+
 @dataclass(frozen=True)
 class Support:
-    """What a design expects on one profile (DESIGN.md's verdict table)."""
+    """What a design expects on one profile (the verdict table's "expected").
+
+    An *efficient* design runs every innocuous instruction the guest
+    executes directly on the host; ``direct_modes`` says in which of the
+    guest's virtual modes it promises that (trap-and-emulate: both; a
+    hybrid VMM, which interprets its guest's kernel: ``{"user"}``), and
+    ``direct_paged`` whether also while the guest's own paging is on.
+    popek checks the promise from the host's record, never from counters.
+    A plug-in written before these fields existed leaves ``direct_modes``
+    None: both modes are assumed, and `popek check` says so (a deprecation
+    notice: declare it)."""
 
     faithful: bool
     efficient: bool
     reason: str = ""
+    direct_modes: frozenset[str] | None = None
+    direct_paged: bool = True
+
+    def __post_init__(self) -> None:
+        if self.direct_modes is not None:
+            modes = frozenset(self.direct_modes)
+            if not modes or not modes <= VIRTUAL_MODES:
+                raise ValueError(f"Support.direct_modes must be a non-empty subset of {sorted(VIRTUAL_MODES)}")
+            object.__setattr__(self, "direct_modes", modes)
+
+    @property
+    def modes(self) -> frozenset[str]:
+        """The virtual modes the efficiency promise covers."""
+        return VIRTUAL_MODES if self.direct_modes is None else self.direct_modes
+
+    def promise(self) -> str:
+        """The efficiency declaration, as the verdict table prints it."""
+        if not self.efficient:
+            return "not efficient"
+        scope = [] if self.modes == VIRTUAL_MODES else [f"{'/'.join(sorted(self.modes))} mode"]
+        if not self.direct_paged:
+            scope.append("paging off")
+        return "efficient" + (f" ({', '.join(scope)})" if scope else "")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import ClassVar, Mapping
 
 from popek.spec.state import PTBR
+from popek.vmm import VIRTUAL_MODES as _BOTH
 from popek.vmm import Support
 
 from .base import SoftwareVMM
@@ -40,11 +41,12 @@ from .base import SoftwareVMM
 class TrapAndEmulate(SoftwareVMM):
     name: ClassVar[str] = "trap-and-emulate"
     summary: ClassVar[str] = "guest runs in real user mode; privileged instructions trap and are emulated"
+    # a paged guest is interpreted (see the module docstring): efficient with paging off
     supports: ClassVar[Mapping[str, Support]] = {
-        "pg": Support(True, True, "every sensitive instruction is privileged (Theorem 1)"),
-        "hybrid": Support(False, True, "jru is sensitive but unprivileged: runs as a plain jump"),
-        "x86": Support(False, True, "popf/pushf/rdmode/rdbase/rdbound are sensitive but run directly"),
-        "vtx": Support(False, True, "as x86: the VT-x extension is not used by this design"),
+        "pg": Support(True, True, "every sensitive instruction is privileged (Theorem 1)", _BOTH, False),
+        "hybrid": Support(False, True, "jru is sensitive but unprivileged: runs as a plain jump", _BOTH, False),
+        "x86": Support(False, True, "popf/pushf/rdmode/rdbase/rdbound are sensitive but run directly", _BOTH, False),
+        "vtx": Support(False, True, "as x86: the VT-x extension is not used by this design", _BOTH, False),
     }
 
     def direct_allowed(self) -> bool:

@@ -24,6 +24,10 @@ from popek.spec.encoding import decode
 from popek.vmm import Support
 
 PLANTED = {p: Support(True, True, "planted bug: should be found") for p in ("pg", "hybrid", "x86", "vtx")}
+# A trap-and-emulate fork declares what trap-and-emulate does: efficient with the guest's paging off.
+PLANTED_TE = {
+    p: Support(True, True, "planted bug: should be found", direct_paged=False) for p in ("pg", "hybrid", "x86", "vtx")
+}
 
 
 def next_insn(vmm: SoftwareVMM) -> str | None:
@@ -320,6 +324,81 @@ class InterpretsTheKernel(TrapAndEmulate):
         return self.vcpu.S[st.MODE] == st.USER and super().direct_allowed()
 
 
+# -- safety bugs: faithful, but the guest reaches what it was not given --------
+class ScratchPastAllocation(_EmulateHook, TrapAndEmulate):
+    """When an emulated `rti` takes the guest into user mode, the VMM keeps
+    the guest's kernel stack pointer in a scratch word it believes its own:
+    the word right after the guest's storage, which is neither the guest's
+    nor reserved.  Faithful (the guest never sees the word); unsafe."""
+
+    name = "planted-scratch-past-allocation"
+    supports = PLANTED_TE
+
+    def after_emulate(self, name, before):
+        if name == "rti" and self.vcpu.S[st.MODE] == st.USER:
+            self.host.write(self.allocation().stop, before[st.SP])
+
+
+class BoundReachesReserved(TrapAndEmulate):
+    """The VMM keeps its bookkeeping in the page right after the guest's
+    storage (reserved) and clips the real bound one word too late: guest
+    code on the host can address the first reserved word (reading it, and
+    writing it, unseen by a canary check that leaves reserved words out)."""
+
+    name = "planted-bound-reaches-reserved"
+    supports = PLANTED_TE
+
+    def reserved(self):
+        a = self.allocation()
+        return [*super().reserved(), range(a.stop, a.stop + 64)] if self.layout else []
+
+    def real_r(self):
+        base, bound = super().real_r()
+        lay = self.layout
+        return base, (bound + 1 if base + bound == lay.guest_offset + lay.memsize else bound)
+
+
+# -- efficiency bugs judged per instruction, from the host's record ------------
+class InterpretsLoads(TrapAndEmulate):
+    """A fork of trap-and-emulate that interprets every `ld` (its author
+    wanted to watch the guest's loads): the direct run stops before each
+    one, and the virtual CPU runs it.  Faithful; `ld` never runs directly."""
+
+    name = "planted-interprets-loads"
+    supports = PLANTED_TE
+
+    def direct_allowed(self) -> bool:
+        return super().direct_allowed() and next_insn(self) != "ld"
+
+    def run_direct(self, budget: int, **kw) -> int:
+        return super().run_direct(1, **kw)  # one at a time: the next one may be a load
+
+
+class TrapsBookedDirect(TrapAndEmulate):
+    """Books the privileged instructions it emulates as direct steps
+    (they "ran on the host until they trapped"): the totals add up, the
+    claimed efficiency is more than the host's record allows."""
+
+    name = "planted-traps-booked-direct"
+    supports = PLANTED_TE
+
+    _booking = False
+
+    def handle_host_trap(self, cause, info):
+        self._booking = cause == st.Cause.PRIVILEGED
+        try:
+            super().handle_host_trap(cause, info)
+        finally:
+            self._booking = False
+
+    def emulate_step(self) -> int:
+        n = super().emulate_step()
+        if self._booking:  # `run_direct` then counts the step among the host's, as direct
+            self._counts.emulated -= n
+            self._traps_this_run -= n
+        return n
+
+
 @dataclass(frozen=True)
 class Bug:
     cls: type
@@ -348,4 +427,7 @@ BUGS = [
     Bug(StaleShadowEntry, "pg", "fidelity"),
     Bug(PassTrustsTheGuest, "x86", "fidelity"),
     Bug(HypercallNotRearmed, "x86", "fidelity"),
+    Bug(ScratchPastAllocation, "pg", "safety"),
+    Bug(BoundReachesReserved, "pg", "safety"),
+    Bug(TrapsBookedDirect, "pg", "contract"),
 ]
