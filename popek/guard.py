@@ -3,9 +3,10 @@
 A VMM written by someone else may raise, loop forever, or return the wrong
 type.  Every call popek makes into a plug-in goes through `call`, which turns
 each of those into a `PluginFailure` naming the plug-in and the method, with
-a bound on the time it may take.  The bound uses SIGALRM, so it applies in
-the main thread of a process (where popek and pytest-xdist workers run
-plug-ins); elsewhere the call runs unbounded.
+a bound on the processor time it may take (and a longer one on the clock).
+The bounds use signals, so they apply in the main thread of a process
+(where popek and pytest-xdist workers run plug-ins); elsewhere the call
+runs unbounded.
 """
 
 from __future__ import annotations
@@ -34,8 +35,19 @@ class _Timeout(BaseException):
     plug-in's own `except Exception` cannot swallow it."""
 
 
+# A plug-in that blocks (sleeps, waits on a lock) uses no processor time, so
+# the processor-time limit cannot see it: a wall-clock limit this many times
+# longer stands behind it.
+WALL_FACTOR = 5
+
+
 @contextmanager
 def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Bound the call by the *processor time* it uses (ITIMER_PROF), not by
+    the clock: a loop costs the same processor time on a quiet and on a
+    loaded machine, so a limit that a slow machine or a busy neighbour
+    would trip by the clock does not trip here.  A wall-clock limit of
+    WALL_FACTOR times as long catches a plug-in that blocks."""
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -43,14 +55,17 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
     def on_alarm(signum: int, frame: Any) -> None:
         raise _Timeout()
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    # repeat the alarm: a plug-in with a bare `except:` swallows the first one
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)
+    previous = signal.signal(signal.SIGPROF, on_alarm), signal.signal(signal.SIGALRM, on_alarm)
+    # repeat the alarms: a plug-in with a bare `except:` swallows the first one
+    signal.setitimer(signal.ITIMER_PROF, seconds, 0.25)
+    signal.setitimer(signal.ITIMER_REAL, seconds * WALL_FACTOR, 0.25)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGPROF, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
 
 
 def call(
@@ -67,7 +82,7 @@ def call(
         with _time_limit(timeout):
             result = fn(*args, **kwargs)
     except _Timeout:
-        raise PluginFailure(plugin, method, f"did not return within {timeout:g} s") from None
+        raise PluginFailure(plugin, method, f"did not return within {timeout:g} s of processor time") from None
     except (KeyboardInterrupt, GuestRefused):
         raise  # a refusal is the plug-in's declared answer, not a failure
     except Exception as e:  # anything a plug-in raises is the plug-in's failure

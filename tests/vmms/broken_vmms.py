@@ -125,3 +125,15 @@ class SwallowsTimeouts(Emulator):
                 swallowed += 1
         while True:
             pass
+
+
+class Sleeps(Emulator):
+    """Blocks without using the processor: the guard's wall-clock limit (a
+    multiple of its processor-time limit) must still end the call."""
+
+    name = "sleeps"
+
+    def run(self, steps):
+        import time
+
+        time.sleep(3600)

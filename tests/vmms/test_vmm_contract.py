@@ -60,6 +60,13 @@ def test_conformance_bounds_a_plugin_that_loops(broken) -> None:
         check_vmm(broken("Loops"), ["pg"], timeout=0.3)
 
 
+def test_conformance_bounds_a_plugin_that_blocks(broken) -> None:
+    """The limit is processor time (a loaded machine does not trip it); a
+    plug-in that sleeps uses none, and the clock limit behind it ends it."""
+    with pytest.raises(ConformanceError, match=r"VMM 'sleeps': run\(\) did not return within 0.1 s"):
+        check_vmm(broken("Sleeps"), ["pg"], timeout=0.1)
+
+
 def test_conformance_rejects_what_is_not_a_vmm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(HERE))
     import broken_vmms
