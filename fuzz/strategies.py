@@ -100,27 +100,48 @@ def user_bounds(profile: Profile, memsize: int) -> list[int]:
     return [end, end + 1, profile.arch.mask]
 
 
+# Storage sizes and run lengths a case may have besides the ones asked for
+# (``vary``): a small one and one that is not a power of two (both at least
+# the layout's `guest.SMALL_MEMSIZE`), a large one; shorter and longer runs.
+OTHER_MEMSIZES = (0x340, 0x600, 0x1000)
+OTHER_STEPS = (1 / 4, 2)  # times the step budget asked for
+
+
+class _Pools:
+    """The operand pools that depend on the storage size."""
+
+    def __init__(self, profile: Profile, memsize: int):
+        self.values = interesting_values(profile, memsize)
+        self.kaddr = kernel_addresses(profile, memsize)
+        self.uaddr = user_addresses(profile, memsize)
+        self.ubounds = user_bounds(profile, memsize)
+
+
 class _Plan:
     """Everything a draw needs, computed once per strategy."""
 
-    def __init__(self, profile: Profile, families: Sequence[str], memsize: int, exclude: frozenset[str]):
+    def __init__(self, profile: Profile, families: Sequence[str], memsize: int, exclude: frozenset[str],
+                 vary: bool = False, steps: int = DEFAULT_STEPS):  # fmt: skip
         self.profile = profile
         groups = {f: tuple(s for s in v if s.insn.name not in exclude) for f, v in by_family(profile).items()}
         self.families = tuple(f for f in families if groups[f])
         self.groups = {f: groups[f] for f in self.families}
         self.nregs = profile.arch.nregs
-        self.values = interesting_values(profile, memsize)
-        self.kaddr = kernel_addresses(profile, memsize)
-        self.uaddr = user_addresses(profile, memsize)
-        self.ubounds = user_bounds(profile, memsize)
+        self.memsizes = (memsize,) + (tuple(m for m in OTHER_MEMSIZES if m != memsize) if vary else ())
+        self.pools = {m: _Pools(profile, m) for m in self.memsizes}
+        self.steps = (steps,)
+        if vary:
+            other = sorted({max(1, min(MAX_STEPS, int(steps * k))) for k in OTHER_STEPS} - {steps})
+            self.steps += tuple(other)
         self.mask = profile.arch.mask
         self.paging = "paging" in profile.features
         needed = ("li", "ld", "st", "addi", "cmpi", "jz", "rti", "halt")
         self.can_handle = all(n in profile.by_name for n in needed)
+        self.scenarios = _scenarios(profile) if self.can_handle else ()
 
 
 @hs.composite
-def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool, regs: Sequence[int]) -> g.Op:
+def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool, regs: Sequence[int], pools: _Pools) -> g.Op:
     s = draw(hs.sampled_from(shapes))
     fields = s.insn.fields
     reg = hs.sampled_from(regs)
@@ -130,15 +151,132 @@ def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool, regs: Sequence[i
     if s.imm_role == JUMP:
         skip = draw(hs.integers(0, 4))
     elif s.imm_role == ADDRESS:
-        pool = plan.uaddr if user else plan.kaddr
+        pool = pools.uaddr if user else pools.kaddr
         imm = draw(hs.sampled_from(pool) | hs.integers(0, plan.mask))
     elif s.imm_role == INFO:
         imm = draw(hs.integers(0, 7))
     elif s.imm_role == VALUE:
-        imm = draw(hs.sampled_from(plan.values) | hs.integers(0, plan.mask))
+        imm = draw(hs.sampled_from(pools.values) | hs.integers(0, plan.mask))
     return g.Op(s.insn.name, rd, rs, imm, skip)
 
 
+def _ie_source(profile: Profile, name: str) -> str | None:
+    """Where instruction ``name`` takes the IE it sets from, read off its
+    traced IE write: ``"none"`` (a constant), ``"stack"`` (a word popped at
+    sp), ``"old-psw"`` (the PSW a trap saved); None if none of these."""
+    from popek.spec.trace import trace
+
+    from .families import _walk
+
+    e = trace(profile.by_name[name], profile.arch).field_writes.get(st.IE)
+    if e is None:
+        return None
+    if e.op == "const":
+        return "none"
+    nodes = list(_walk(e))
+    if any(x.op == "mem" and x.args[0].op == "const" and x.args[0].args[0] == st.OLD_PSW for x in nodes):
+        return "old-psw"
+    if any(x.op == "reg" and x.args[0].op == "const" and x.args[0].args[0] == st.SP for x in nodes):
+        return "stack"
+    return None
+
+
+def _scenarios(profile: Profile) -> tuple[tuple[str, object], ...]:
+    """Short fixed kernel sequences that each put the machine in a situation
+    of `popek.fuzz.situations` that random code seldom reaches: ``(name,
+    build)``, ``build(memsize) -> ops``.  Only those the profile has the
+    instructions for."""
+    have = profile.by_name
+    r5, r6, page = REMAP_REG, PAGING_REG, profile.arch.page_size
+    out: list[tuple[str, object]] = []
+
+    def ok(*names: str) -> bool:
+        return all(n in have for n in names)
+
+    if ok("wrr"):
+        # the same code under two bases: `wrr` to base 2 makes the next fetch
+        # skip an instruction; the last `wrr` then runs under base 2 and,
+        # as it sets base 0 again, once more under base 0
+        def rebase(memsize: int) -> list[g.Op]:
+            return [g.Op("li", r6, 0, 2), g.Op("li", r5, 0, memsize - 2), g.Op("wrr", r6, r5),
+                    g.Op("li", r6, 0, 0x5EED),  # skipped: runs only if the new base is ignored
+                    g.Op("li", r6, 0, 0), g.Op("li", r5, 0, memsize), g.Op("wrr", r6, r5)]  # fmt: skip
+
+        out.append(("rebase", rebase))
+
+        # R at and past the end of storage: the next fetch traps
+        def edge_r(memsize: int, k: int = 0) -> list[g.Op]:
+            base = (memsize, memsize + page)[k]
+            return [g.Op("li", r6, 0, base), g.Op("li", r5, 0, page), g.Op("wrr", r6, r5)]
+
+        out.append(("base-at-memsize", edge_r))
+        out.append(("base-past-memsize", lambda memsize: edge_r(memsize, 1)))
+    if ok("sys") and "paging" in profile.features:
+        # the handler's code under two page-table entries: trap, re-protect
+        # the handler's page (same frame, no user bit), trap again
+        hpage = g.HANDLER // page
+
+        def reprotect(memsize: int) -> list[g.Op]:
+            return [g.Op("sys", 0, 0, 0), g.Op("li", r6, 0, g.PTABLE + hpage),
+                    g.Op("li", r5, 0, hpage * page | st.PTE_PRESENT | st.PTE_WRITE),
+                    g.Op("st", r6, r5, 0), g.Op("sys", 0, 0, 0)]  # fmt: skip
+
+        out.append(("reprotect-handler", reprotect))
+    if ok("call", "pop", "mov", "nop"):
+        # self-modifying code: store a `mov` over the `nop` two instructions on
+        from popek.spec.encoding import encode
+
+        mov = encode(profile, have["mov"], r5, r6, 0)[0]
+
+        def smc(memsize: int) -> list[g.Op]:
+            return [g.Op("li", st.SP, 0, g.KSTACK), g.Op("call", 0, 0, 0, 0), g.Op("pop", r5),
+                    g.Op("li", r6, 0, mov), g.Op("st", r5, r6, 6), g.Op("nop")]  # fmt: skip
+
+        out.append(("self-modify", smc))
+    if ok("sys", "ld"):
+        # the user program starts with a system call and a load from its
+        # data page (a page fault when paging is on and the page is not the user's)
+        def user_traps(memsize: int) -> list[g.Op]:
+            return [g.Op("sys", 0, 0, 0), g.Op("ld", r5, r6, g.USER_DATA)]
+
+        out += [("user-traps", user_traps)] * 2  # twice as likely: user programs are often not reached
+    if ok("stimer", "ei"):
+        # a tick falls due with interrupts on after TICK_AT_CUT instructions;
+        # placed first in the kernel, with a run() slice ending right then
+        out.append(("tick-at-cut", lambda memsize: [
+            g.Op("ei"), g.Op("li", r5, 0, TICK_AT_CUT), g.Op("stimer", 0, r5)]))
+    if ok("stimer", "di"):
+        # a tick made pending with interrupts off, then each instruction that
+        # can turn them on does, from wherever it takes IE
+        from . import situations
+
+        tick = [g.Op("di"), g.Op("li", r5, 0, 1), g.Op("stimer", 0, r5)]
+        ie_psw = (1 << st.PSW_MODE_BIT) | (1 << st.PSW_IE_BIT)
+        for name in situations.unmaskers(profile):
+            source = _ie_source(profile, name)
+            if source == "none":
+                ops = tick + [g.Op(name)]
+                out.append((f"unmask-{name}", lambda memsize, ops=ops: ops))
+            elif source == "stack" and ok("push"):
+                ops = [g.Op("li", st.SP, 0, g.KSTACK)] + tick + [
+                    g.Op("li", r5, 0, 1 << st.PSW_IE_BIT), g.Op("push", 0, r5), g.Op(name)]
+                out.append((f"unmask-{name}", lambda memsize, ops=ops: ops))
+            elif source == "old-psw" and ok("call", "pop"):
+                def via_old_psw(memsize: int, name=name) -> list[g.Op]:
+                    # the saved PSW: supervisor, IE on, returning past `name`
+                    # (its address from `call` to the next instruction)
+                    return [g.Op("li", st.SP, 0, g.KSTACK), *tick, g.Op("li", r6, 0, 0),
+                            g.Op("li", r5, 0, ie_psw), g.Op("st", r6, r5, st.OLD_PSW),
+                            g.Op("call", 0, 0, 0, 0), g.Op("pop", r5), g.Op("addi", r5, 0, 14),
+                            g.Op("st", r6, r5, st.OLD_PC), g.Op("st", r6, r6, st.OLD_BASE),
+                            g.Op("li", r5, 0, memsize), g.Op("st", r6, r5, st.OLD_BOUND),
+                            g.Op(name)]  # fmt: skip
+
+                out.append((f"unmask-{name}", via_old_psw))
+    return tuple(out)
+
+
+TICK_AT_CUT = 2  # the timer the tick-at-cut scenario sets
 PAGING_REG = 6  # the register a kernel that turns paging on first loads PTBR from
 REMAP_REG = 5  # and the one it writes a page-table entry from
 
@@ -148,12 +286,12 @@ SECTION_TAGS = 5
 
 
 @hs.composite
-def _tagged_op(draw, plan: _Plan, shapes: Sequence[Shape], regs: Sequence[int]):
+def _tagged_op(draw, plan: _Plan, shapes: Sequence[Shape], regs: Sequence[int], pools: _Pools):
     tag = draw(hs.integers(0, SECTION_TAGS))
-    return tag, draw(_op(plan, shapes, tag >= USER, regs))
+    return tag, draw(_op(plan, shapes, tag >= USER, regs, pools))
 
 
-def _draw_sections(draw, plan: _Plan, shapes, regs, max_size: int) -> list[tuple[int, g.Op]]:
+def _draw_sections(draw, plan: _Plan, shapes, regs, max_size: int, pools: _Pools) -> list[tuple[int, g.Op]]:
     """All generated instructions as one list, each tagged with its section.
 
     One list, not three: when shrinking removes the user program or the
@@ -162,7 +300,7 @@ def _draw_sections(draw, plan: _Plan, shapes, regs, max_size: int) -> list[tuple
     Lists, not a drawn count, because Hypothesis's shrinker deletes list
     elements anywhere; a list of short runs, because one flat list averages
     only a handful of elements."""
-    run = hs.lists(_tagged_op(plan, shapes, regs), max_size=8)
+    run = hs.lists(_tagged_op(plan, shapes, regs, pools), max_size=8)
     runs = draw(hs.lists(run, max_size=max(1, max_size // 4)))
     return [t for r in runs for t in r]
 
@@ -179,7 +317,7 @@ def _with_remaps(draw, plan: _Plan, section: tuple[g.Op, ...], pages: int) -> tu
     used = sorted({a // page for a in g.LAYOUT_ADDRESSES if a // page < pages})
     remaps = draw(hs.lists(hs.tuples(
         hs.integers(0, len(section)), hs.sampled_from(used), hs.integers(0, page - 1),
-        hs.integers(0, pages - 1), hs.sampled_from([7, 3, 5, 1, 0]),
+        hs.integers(0, pages - 1), hs.sampled_from([7, 3, 5, 1, 0, 0]),
     ), min_size=1, max_size=2))  # fmt: skip
     out = list(section)
     for at, entry, offset, frame, perm in sorted(remaps, reverse=True):
@@ -199,8 +337,6 @@ def _guests(
     draw,
     plan: _Plan,
     max_instructions: int,
-    steps: int,
-    memsize: int,
     os_scaffold: bool,
     split_runs: bool,
 ) -> g.GuestCase:
@@ -213,12 +349,20 @@ def _guests(
     # from one instruction to the next far more often (li then stimer, wrr,
     # ld ...); shrinks toward r0 alone
     regs = draw(hs.lists(hs.integers(0, plan.nregs - 1), min_size=1, max_size=4, unique=True))
+    # storage size and run length: usually the ones asked for; 1 case in 6
+    # gets another size and 1 in 4 another length (shrinks to the usual)
+    memsize, steps = plan.memsizes[0], plan.steps[0]
+    if len(plan.memsizes) > 1 and draw(hs.integers(0, 5)) == 5:
+        memsize = draw(hs.sampled_from(plan.memsizes[1:]))
+    if len(plan.steps) > 1 and draw(hs.integers(0, 3)) == 3:
+        steps = draw(hs.sampled_from(plan.steps[1:]))
+    pools = plan.pools[memsize]
     # How much operating system the case has: 0 bare kernel code, 1-2 a trap
     # handler too, 3-7 a handler and a user program.  Likelier than not, and
     # shrinks to 0.  The sections are lists, so shrinking this leaves the
     # kernel's instructions as they were.
     level = draw(hs.integers(0, 7)) if os_scaffold and plan.can_handle else 0
-    tagged = _draw_sections(draw, plan, shapes, regs, 2 * max_instructions)
+    tagged = _draw_sections(draw, plan, shapes, regs, 2 * max_instructions, pools)
 
     def home(tag: int) -> int:
         """Absent sections fold into the kernel."""
@@ -237,6 +381,20 @@ def _guests(
     # faults); one instruction that shrinking removes when it does not matter
     if draw(hs.integers(0, 3)):
         kernel = ((g.Op("li", st.SP, 0, g.KSTACK),) + kernel)[: max(kernel_room, 1)]
+    # 1 case in 2 runs one fixed scenario (`_scenarios`) early in the
+    # kernel (within its first three instructions), which gets the room for
+    # it; a ``user-`` scenario starts the user program instead
+    scenario, room, cut, user_ops = None, kernel_room, None, ()
+    if plan.scenarios and draw(hs.booleans()):
+        scenario, build = draw(hs.sampled_from(plan.scenarios))
+        ops = tuple(build(memsize))
+        if scenario.startswith("user-"):
+            user_ops, ops = ops, ()
+        at = 0 if scenario == "tick-at-cut" else draw(hs.integers(0, min(2, len(kernel))))
+        room = min(kernel_room + len(ops), g.KERNEL_ROOM - 1)
+        kernel = (kernel[:at] + ops + kernel[at:])[:room]
+        if scenario == "tick-at-cut":  # a run() slice ends as the tick falls due
+            cut = len(ops) - 1 + TICK_AT_CUT
     handler = user = None
     user_ie, trap_limit, page_perms, kdata, timer = False, 6, None, (), 0
     user_bound = g.USER_SIZE
@@ -244,36 +402,52 @@ def _guests(
         handler = section(HANDLER, HANDLER, max(0, max_instructions // 4))
         trap_limit = draw(hs.integers(4, 40))
         if level >= 3:
-            user = section(USER, SECTION_TAGS, max_instructions)
+            user = user_ops + section(USER, SECTION_TAGS, max_instructions)
             user_ie = draw(hs.booleans())
             timer = draw(hs.integers(0, 40))
             # half the user programs get a bound other than their region's
             # size (shrinks to the default)
             if draw(hs.booleans()):
-                user_bound = draw(hs.sampled_from(plan.ubounds))
-    if os_scaffold and draw(hs.booleans()):
-        kdata = tuple(draw(hs.lists(hs.sampled_from(plan.values), max_size=4)))
+                user_bound = draw(hs.sampled_from(pools.ubounds))
+    # the scenario that re-protects the handler's page needs paging on
+    paged = scenario in ("reprotect-handler", "user-traps")
+    if os_scaffold and (paged or draw(hs.booleans())):
+        kdata = tuple(draw(hs.lists(hs.sampled_from(pools.values), max_size=4)))
         if plan.paging:
             perm = hs.sampled_from([7, 3, 5, 1, 0])
             page_perms = tuple(draw(hs.lists(perm, min_size=memsize // plan.profile.arch.page_size,
                                              max_size=memsize // plan.profile.arch.page_size)))
     # with a page table laid out, sometimes (1 in 4) turn paging on first, so that what the
     # case does to page-table entries reaches a VMM's shadow or nested tables
-    if page_perms is not None and "lptb" in plan.profile.by_name and not draw(hs.integers(0, 3)):
+    if page_perms is not None and "lptb" in plan.profile.by_name and (paged or not draw(hs.integers(0, 3))):
         on = (g.Op("li", PAGING_REG, 0, g.PTABLE), g.Op("lptb", 0, PAGING_REG))
-        kernel = (on + _with_remaps(draw, plan, kernel, len(page_perms)))[: max(kernel_room, len(on))]
+        # (a scenario that turned paging on keeps its page table as it is)
+        remapped = kernel if paged else _with_remaps(draw, plan, kernel, len(page_perms))
+        if scenario is not None:  # what was added keeps its room
+            room += len(on) + len(remapped) - len(kernel)
+        kernel = (on + remapped)[: max(room, len(on))]
         # a kernel that turns paging on maps its own code, stack and table
+        # (and, for the user-traps scenario, the user program's code)
         page = plan.profile.arch.page_size
         own = {a // page for a in (*range(g.KERNEL, g.USER_BASE, page), g.KSTACK - 1, g.PTABLE)}
+        if scenario == "user-traps":
+            own.add(g.USER_BASE // page)
         page_perms = tuple(7 if k in own else perm for k, perm in enumerate(page_perms))
-        if handler is not None:
+        if handler is not None and not paged:
             handler = _with_remaps(draw, plan, handler, len(page_perms))[: max(0, max_instructions // 4)]
     chunks: tuple[int, ...] = ()
     # Checkpoints: the run under the VMM is split into several run() calls and
     # compared at each boundary, which also catches differences that a later
     # instruction would overwrite before the end (a register read then reused).
-    if split_runs and draw(hs.integers(0, 3)):
+    if split_runs and steps > 1 and draw(hs.integers(0, 3)):
         cuts = sorted(set(draw(hs.lists(hs.integers(1, steps - 1), max_size=8))))
+        # 1 in 8 also has a stretch of short slices (every 1-3 steps), so
+        # that timer ticks fall due at the end of a run() slice
+        if draw(hs.integers(0, 7)) == 7:
+            start, every = draw(hs.integers(1, steps - 1)), draw(hs.integers(1, 3))
+            cuts = sorted(set(cuts) | set(range(start, min(start + 48, steps), every)))
+        if cut is not None and cut < steps:
+            cuts = sorted(set(cuts) | {cut})
         bounds = [0, *cuts, steps]
         chunks = tuple(b - a for a, b in zip(bounds, bounds[1:]))
     return g.GuestCase(
@@ -293,6 +467,7 @@ def from_profile(
     os_scaffold: bool = True,
     split_runs: bool = True,
     exclude: Iterable[str] = (),
+    vary: bool = True,
 ) -> hs.SearchStrategy[g.GuestCase]:
     """Guests for ``profile`` (a `Profile` or a registered name).
 
@@ -305,35 +480,39 @@ def from_profile(
     only).  ``split_runs``: let a case split the run under the VMM into
     several ``run()`` calls.  ``exclude``: instruction names never to
     draw (a campaign excludes the culprit of each finding, to find the next
-    distinct one); the scaffolding still uses what it needs.
+    distinct one); the scaffolding still uses what it needs.  ``vary``: let
+    some cases have another storage size (`OTHER_MEMSIZES`) and another
+    run length (`OTHER_STEPS` times ``steps``) than the ones given, so that
+    sizes and lengths a VMM must handle are tried (off: every case has
+    exactly ``memsize`` and ``steps``).
     """
     prof = _profile(profile)
     _int_arg("max_instructions", max_instructions, 0, g.KERNEL_ROOM - 1)
     _int_arg("steps", steps, 1, MAX_STEPS)
-    _int_arg("memsize", memsize, g.MIN_MEMSIZE, 1 << prof.arch.word)
-    if memsize & (memsize - 1):
-        raise InvalidArgument(f"memsize={memsize} must be a power of two")
+    _int_arg("memsize", memsize, g.SMALL_MEMSIZE, 1 << prof.arch.word)
+    if memsize % prof.arch.page_size:
+        raise InvalidArgument(f"memsize={memsize} must be a multiple of the page size ({prof.arch.page_size})")
     fams = tuple(FAMILIES if families is None else families)
     unknown = set(fams) - set(FAMILIES)
     if unknown or not fams:
         raise InvalidArgument(f"families={fams!r}: choose a non-empty subset of {FAMILIES}")
-    for name, flag in (("os_scaffold", os_scaffold), ("split_runs", split_runs)):
+    for name, flag in (("os_scaffold", os_scaffold), ("split_runs", split_runs), ("vary", vary)):
         if not isinstance(flag, bool):
             raise InvalidArgument(f"{name}={flag!r} must be a bool")
     excluded = frozenset(exclude)
     unknown_names = excluded - set(prof.by_name)
     if unknown_names:
         raise InvalidArgument(f"exclude={sorted(unknown_names)}: not instructions of {prof.name!r}")
-    plan = _Plan(prof, fams, memsize, excluded)
+    plan = _Plan(prof, fams, memsize, excluded, vary, steps)
     if not plan.families:
         raise InvalidArgument(f"profile {prof.name!r} has no instructions in families {fams!r}")
-    strategy = _guests(plan, max_instructions, steps, memsize, os_scaffold, split_runs)
+    strategy = _guests(plan, max_instructions, os_scaffold, split_runs)
     args = [repr(prof.name)]
     defaults = dict(max_instructions=24, families=None, steps=DEFAULT_STEPS,
-                    memsize=g.MIN_MEMSIZE, os_scaffold=True, split_runs=True, exclude=())  # fmt: skip
+                    memsize=g.MIN_MEMSIZE, os_scaffold=True, split_runs=True, exclude=(), vary=True)  # fmt: skip
     given = dict(max_instructions=max_instructions, families=None if families is None else fams,
                  steps=steps, memsize=memsize, os_scaffold=os_scaffold, split_runs=split_runs,
-                 exclude=tuple(sorted(excluded)))  # fmt: skip
+                 exclude=tuple(sorted(excluded)), vary=vary)  # fmt: skip
     args += [f"{k}={v!r}" for k, v in given.items() if v != defaults[k]]
     return _Named(strategy, f"from_profile({', '.join(args)})")
 
