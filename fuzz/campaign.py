@@ -251,6 +251,7 @@ class _Status:
             "elapsed": now - self.started,
             "cases": self.cases,
             "coverage": self.coverage.to_json(),
+            "situations": self.coverage.situations_json(),
             "findings": self.findings,
             "direct": self.direct,
             "guest_steps": self.guest_steps,
@@ -799,12 +800,15 @@ class CampaignReport:
                 "unreached": [f"{n} ({m})" for n, m in cov.unreached(prof)],
                 "table": cov.table(prof),
             },
+            "situations": cov.situations_json(prof),
             "code_coverage": self.code_coverage,
             "errors": self.errors,
         }
 
     def summary(self) -> str:
         from popek.spec import profiles
+
+        from . import situations
 
         prof = profiles.get(self.config.profile)
         cov = self.coverage
@@ -819,6 +823,8 @@ class CampaignReport:
         unreached = cov.unreached(prof)
         if unreached:
             lines.append("  NOT reached: " + ", ".join(f"{n} ({m})" for n, m in unreached))
+        if cov.observed:
+            lines.append("  " + situations.summary_line(dict(cov.situations), cov.observed, prof))
         if self.efficiency is not None:
             lines.append(f"  efficiency: {self.efficiency:.1%} of guest steps ran directly")
         judged = self.judged_efficiency()
@@ -940,6 +946,7 @@ def run_campaign(
     cov = IsaCoverage()
     for s in statuses:
         cov.merge(IsaCoverage.from_json(s["coverage"]))
+        cov.add_situations(s.get("situations"))
     report = CampaignReport(
         config, elapsed, sum(s["cases"] for s in statuses), statuses,
         [f for s in statuses for f in s["findings"]], cov, interrupted=interrupted,
