@@ -27,6 +27,7 @@ SECTIONS = [
     ("Z3 proofs (one core)", "proofs_bench"),
     ("fuzzing harness", "fuzz_bench"),
     ("paravirtualization's analysis (one core)", "reach_bench"),
+    ("situation coverage of default guests (one core)", "situations_bench"),
 ]
 
 
