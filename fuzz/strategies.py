@@ -137,7 +137,11 @@ class _Plan:
         self.paging = "paging" in profile.features
         needed = ("li", "ld", "st", "addi", "cmpi", "jz", "rti", "halt")
         self.can_handle = all(n in profile.by_name for n in needed)
-        self.scenarios = _scenarios(profile) if self.can_handle else ()
+        # scenarios that use an excluded instruction are left out with it
+        self.scenarios = tuple(
+            (name, build) for name, build in (_scenarios(profile) if self.can_handle else ())
+            if not {op.name for op in build(memsize)} & exclude
+        )
 
 
 @hs.composite
@@ -383,7 +387,7 @@ def _guests(
         kernel = ((g.Op("li", st.SP, 0, g.KSTACK),) + kernel)[: max(kernel_room, 1)]
     # 1 case in 2 runs one fixed scenario (`_scenarios`) early in the
     # kernel (within its first three instructions), which gets the room for
-    # it; a ``user-`` scenario starts the user program instead
+    # it up to max_instructions; a ``user-`` scenario starts the user program instead
     scenario, room, cut, user_ops = None, kernel_room, None, ()
     if plan.scenarios and draw(hs.booleans()):
         scenario, build = draw(hs.sampled_from(plan.scenarios))
@@ -391,7 +395,7 @@ def _guests(
         if scenario.startswith("user-"):
             user_ops, ops = ops, ()
         at = 0 if scenario == "tick-at-cut" else draw(hs.integers(0, min(2, len(kernel))))
-        room = min(kernel_room + len(ops), g.KERNEL_ROOM - 1)
+        room = max(kernel_room, min(max_instructions, kernel_room + len(ops)))
         kernel = (kernel[:at] + ops + kernel[at:])[:room]
         if scenario == "tick-at-cut":  # a run() slice ends as the tick falls due
             cut = len(ops) - 1 + TICK_AT_CUT
@@ -402,7 +406,7 @@ def _guests(
         handler = section(HANDLER, HANDLER, max(0, max_instructions // 4))
         trap_limit = draw(hs.integers(4, 40))
         if level >= 3:
-            user = user_ops + section(USER, SECTION_TAGS, max_instructions)
+            user = (user_ops + section(USER, SECTION_TAGS, max_instructions))[:max_instructions]
             user_ie = draw(hs.booleans())
             timer = draw(hs.integers(0, 40))
             # half the user programs get a bound other than their region's
@@ -423,8 +427,8 @@ def _guests(
         on = (g.Op("li", PAGING_REG, 0, g.PTABLE), g.Op("lptb", 0, PAGING_REG))
         # (a scenario that turned paging on keeps its page table as it is)
         remapped = kernel if paged else _with_remaps(draw, plan, kernel, len(page_perms))
-        if scenario is not None:  # what was added keeps its room
-            room += len(on) + len(remapped) - len(kernel)
+        if scenario is not None:  # what was added keeps its room, within max_instructions
+            room = max(room, min(max_instructions, room + len(on) + len(remapped) - len(kernel)))
         kernel = (on + remapped)[: max(room, len(on))]
         # a kernel that turns paging on maps its own code, stack and table
         # (and, for the user-traps scenario, the user program's code)
