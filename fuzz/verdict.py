@@ -42,15 +42,21 @@ from .efficiency import DOMINANT, judge
 from .isa_coverage import IsaCoverage
 
 FAILING_KINDS = ("fidelity", "crash", "contract")  # the kinds that break fidelity
-HEAD = 48  # characters of a safety finding's message shown in the table
+HEAD = 60  # characters of a safety finding's message shown in the table
 
 
 def message_head(message: str) -> str:
     """The gist of a finding's message, for a table cell: parenthesized
     detail dropped, cut at ``HEAD`` characters."""
-    import re
-
-    text = re.sub(r"\s*\([^()]*\)", "", message).strip()
+    kept, depth = [], 0
+    for ch in message:  # "[a, b)" is an interval: it opens with "[" and may close with ")"
+        if ch in "([":
+            depth += 1
+        elif ch in ")]" and depth:
+            depth -= 1
+        elif not depth:
+            kept.append(ch)
+    text = " ".join("".join(kept).split())
     return text if len(text) <= HEAD else text[: HEAD - 3].rstrip() + "..."
 
 
