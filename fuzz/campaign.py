@@ -44,6 +44,7 @@ FOCUS_EXAMPLES = 300
 FOCUS_ROUNDS = 3
 MINIMIZE_TRIES = 300  # runs `minimize` may spend on one finding
 MINIMIZE_CAP = 30.0  # seconds: a cap for a very slow VMM, not the budget
+EMPTY_BATCHES = 5  # batches in a row that ran no case: the worker gives up
 WORKER_FILE = Path(__file__).with_name("worker.py")
 
 
@@ -546,6 +547,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         restore_constants = _without_source_constants()
         findings_dir = Path(config.findings_dir)
         batch_no = 0
+        empty_batches = 0
         wanted = breakable(config)
         done: set[str] = set()  # requirements with a finding: no longer raised
         stop_at_first = (not config.distinct) if config.first is None else config.first
@@ -638,6 +640,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             s = register_settings_profile(database, batch, config.reuse_only)
             test = settings(s)(given(strategy)(inner))
             found = False
+            cases_before = status.cases
             try:
                 test()
             except properties.PropertyFailed:
@@ -674,6 +677,13 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 break
             if config.reuse_only:
                 break
+            # a batch that ran no case (every guest refused, say) would spin until the cap
+            empty_batches = 0 if status.cases > cases_before or concluded else empty_batches + 1
+            if empty_batches >= EMPTY_BATCHES:
+                status.errors.append(
+                    f"no case ran in {EMPTY_BATCHES} batches in a row ({status.refused} guests refused): stopped"
+                )  # fmt: skip
+                break
             status.write(force=True)
     finally:
         if cov is not None:
@@ -684,7 +694,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         status.done = True
         status.write(force=True)
     return {
-        "cases": status.cases, "findings": status.findings, "budget": status.budget,
+        "cases": status.cases, "findings": status.findings, "budget": status.budget, "errors": status.errors,
         "time_capped": status.time_capped, "problem_cases": status.problem_cases,
         "refused": status.refused, "shrink_runs": status.shrink_runs,
     }  # fmt: skip

@@ -95,6 +95,7 @@ class Cell:
     refused: int = 0  # guests the design declined (GuestRefused): not cases
     # per requirement, generated cases that had a problem breaking it
     problem_cases: dict | None = None
+    errors: list | None = None  # the campaign could not run as asked (a harness failure)
 
     def agrees(self) -> dict[str, bool]:
         """Per requirement: does what was observed agree with the declaration?"""
@@ -107,10 +108,12 @@ class Cell:
 
     @property
     def match(self) -> bool:
-        return all(self.agrees().values())
+        """All three agree, and the campaign ran as asked (an error in it
+        leaves the verdict unfounded: no MATCH)."""
+        return all(self.agrees().values()) and not self.errors
 
     def verdict_text(self) -> str:
-        wrong = [r for r, ok in self.agrees().items() if not ok]
+        wrong = [r for r, ok in self.agrees().items() if not ok] + (["error"] if self.errors else [])
         return "MATCH" if not wrong else f"MISMATCH ({', '.join(wrong)})"
 
     def cases_text(self) -> str:
@@ -235,7 +238,7 @@ def run_cell(args: tuple) -> Cell:
         safety_finding=safety["path"] if safety else None,
         efficiency_finding=inefficient[0]["path"] if inefficient else None,
         budget=cases, time_capped=bool(result.get("time_capped")), refused=result.get("refused", 0),
-        problem_cases=result.get("problem_cases") or {},
+        problem_cases=result.get("problem_cases") or {}, errors=list(result.get("errors") or []),
     )  # fmt: skip
 
 
@@ -302,6 +305,9 @@ def notes(cells: list[Cell]) -> list[str]:
         out.append("time cap reached before the case budget: " + ", ".join(
             f"{c.design}/{c.profile} ({c.cases} of {c.budget} cases)" for c in capped
         ) + "; those verdicts rest on fewer cases than asked for")  # fmt: skip
+    for c in cells:
+        for e in c.errors or []:
+            out.append(f"error in {c.design}/{c.profile}: {e.splitlines()[0] if e else e}")
     refused = [c for c in cells if c.refused]
     if refused:
         out.append("refused guests (GuestRefused; not cases, no verdict on them): " + ", ".join(

@@ -2,18 +2,23 @@
 
 First the plug-in contract (``popek.conformance.check_vmm``), then one
 fuzzing campaign per profile the class declares in ``supports``, each
-reported as faithful or unfaithful *against what the class declares*, and
-last the declared capabilities, interleaved with guest runs
-(``popek.fuzz.stateful``):
+reported for fidelity, efficiency and safety *against what the class
+declares* (every design is declared safe), and last the declared
+capabilities, interleaved with guest runs (``popek.fuzz.stateful``):
 
-    $ popek check mypkg.vmm:MyVMM --time 30s
-    design  profile  observed                                 efficiency         expected             verdict
-    my-vmm  pg       faithful (2210 cases)                    efficient (97%)    faithful, efficient  MATCH
-    my-vmm  x86      unfaithful (3 insns, popf (supervisor))  ? (212 innocuous steps)  faithful, efficient  MISMATCH
+    $ popek check mypkg.vmm:MyVMM
+    design  profile  fidelity                                 efficiency       safety                                 expected                   verdict
+    my-vmm  pg       faithful (1000 cases)                    efficient (97%)  safe (1000 cases)                      faithful, efficient, safe  MATCH
+    my-vmm  x86      unfaithful (3 insns, popf (supervisor))  efficient (91%)  UNSAFE (27 insns, host word 0x1400...)  faithful, efficient, safe  MISMATCH (fidelity, safety)
 
-Efficiency is judged as `popek.fuzz.efficiency` says, against ``--efficiency``.
+Efficiency is judged as `popek.fuzz.efficiency` says, against
+``--innocuous-share``.  Each profile has a case budget (``--cases``, default
+`DEFAULT_CASES`) capped by ``--time``; ``--time`` alone is a time budget.
+A guest the design refuses (`popek.vmm.GuestRefused`) is neither a failure
+nor a finding: refusals are counted and reported.
 
-Exit status 0 when every profile matches its declaration, 1 otherwise.
+Exit status 0 when every profile matches its declaration (all three
+requirements) and the capabilities hold, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from popek.cli import UserError
 
-DEFAULT_CASES = 1500  # per profile; see docs/fuzzing.md for what it costs
+DEFAULT_CASES = 1000  # per profile: `popek check` of one VMM on four profiles in under 2 minutes (docs/fuzzing.md)
 DEFAULT_CAP = "10m"  # per profile: a cap for a slow VMM, not the budget
 
 

@@ -58,7 +58,7 @@ def test_a_fidelity_finding_does_not_hide_a_safety_one(tmp_path):
     assert cell.verdict_text() == "MISMATCH (safety)" and not cell.match
     # every requirement a campaign can break has its finding: it may stop before the budget
     assert cell.cases <= 800 and not cell.time_capped
-    assert cell.problem_cases["fidelity"] > 1  # counted after the first, not raised
+    assert cell.problem_cases["fidelity"] >= 1 and cell.problem_cases["safety"] >= 1
     names = sorted(p.name for p in (tmp_path / "found").glob("*.json"))
     assert any("-fidelity-" in n for n in names) and any("-safety-" in n for n in names), names
     assert len(set(names)) == len(names)
@@ -226,3 +226,22 @@ def test_refused_guests_are_not_capability_failures(capsys):
     out = capsys.readouterr().out
     assert "capabilities (snapshot) on pg: 20 interleavings with guest runs passed" in out
     assert "guests refused (GuestRefused, not failures): odd image" in out
+
+
+@pytest.mark.campaign
+def test_a_found_requirement_is_counted_not_raised_again(tmp_path):
+    """OddR3 (a frequent fidelity bug, nothing unsafe): one fidelity finding,
+    later fidelity problems counted, and the campaign spends its whole case
+    budget looking for a safety finding that never comes."""
+    sys.path.insert(0, str(HERE.parent / "fuzz"))  # tiny_vmms
+    from popek.fuzz.campaign import CampaignConfig, run_worker
+
+    config = CampaignConfig(
+        vmm="tiny_vmms:OddR3", profile="pg", seconds=300, seed=1, max_cases=300, distinct=False, first=False,
+        status_dir=str(tmp_path / "status"), findings_dir=str(tmp_path / "found"), db=str(tmp_path / "db"),
+    )  # fmt: skip
+    result = run_worker(config, 0)
+    assert result["cases"] == 300 and not result["time_capped"]
+    assert [f["requirement"] for f in result["findings"]] == ["fidelity"]
+    assert result["problem_cases"]["fidelity"] > 1 and "safety" not in result["problem_cases"]
+    assert len(list((tmp_path / "found").glob("*.json"))) == 1
