@@ -226,6 +226,16 @@ def _scenarios(profile: Profile) -> tuple[tuple[str, object], ...]:
                     g.Op("st", r6, r5, 0), g.Op("sys", 0, 0, 0)]  # fmt: skip
 
         out.append(("reprotect-handler", reprotect))
+        if ok("ld"):
+            # a data page unmapped between two loads (the second faults)
+            dpage = g.KDATA // page
+
+            def unmap(memsize: int) -> list[g.Op]:
+                touch = [g.Op("li", r6, 0, g.KDATA), g.Op("ld", r5, r6, 0)]
+                return touch + [g.Op("li", r6, 0, g.PTABLE + dpage), g.Op("li", r5, 0, dpage * page),
+                                g.Op("st", r6, r5, 0)] + touch  # fmt: skip
+
+            out.append(("unmap-data", unmap))
     if ok("call", "pop", "mov", "nop"):
         # self-modifying code: store a `mov` over the `nop` two instructions on
         from popek.spec.encoding import encode
@@ -237,6 +247,16 @@ def _scenarios(profile: Profile) -> tuple[tuple[str, object], ...]:
                     g.Op("li", r6, 0, mov), g.Op("st", r5, r6, 6), g.Op("nop")]  # fmt: skip
 
         out.append(("self-modify", smc))
+        if ok("sys"):
+            # code that already ran, patched and run again: the handler's
+            # first word becomes `li r4` (its immediate stays)
+            li4 = encode(profile, have["li"], 4, 0, 0)[0]
+
+            def patch_handler(memsize: int) -> list[g.Op]:
+                return [g.Op("sys", 0, 0, 0), g.Op("li", r5, 0, 0), g.Op("li", r6, 0, li4),
+                        g.Op("st", r5, r6, g.HANDLER), g.Op("sys", 0, 0, 0)]  # fmt: skip
+
+            out.append(("patch-handler", patch_handler))
     if ok("sys", "ld"):
         # the user program starts with a system call and a load from its
         # data page (a page fault when paging is on and the page is not the user's)
@@ -247,8 +267,10 @@ def _scenarios(profile: Profile) -> tuple[tuple[str, object], ...]:
     if ok("stimer", "ei"):
         # a tick falls due with interrupts on after TICK_AT_CUT instructions;
         # placed first in the kernel, with a run() slice ending right then
-        out.append(("tick-at-cut", lambda memsize: [
-            g.Op("ei"), g.Op("li", r5, 0, TICK_AT_CUT), g.Op("stimer", 0, r5)]))
+        def tick_at_cut(memsize: int) -> list[g.Op]:
+            return [g.Op("ei"), g.Op("li", r5, 0, TICK_AT_CUT), g.Op("stimer", 0, r5)]
+
+        out += [("tick-at-cut", tick_at_cut)] * 2  # twice as likely: it needs a split run
     if ok("stimer", "di"):
         # a tick made pending with interrupts off, then each instruction that
         # can turn them on does, from wherever it takes IE
@@ -385,11 +407,11 @@ def _guests(
     # faults); one instruction that shrinking removes when it does not matter
     if draw(hs.integers(0, 3)):
         kernel = ((g.Op("li", st.SP, 0, g.KSTACK),) + kernel)[: max(kernel_room, 1)]
-    # 1 case in 2 runs one fixed scenario (`_scenarios`) early in the
+    # 2 cases in 3 run one fixed scenario (`_scenarios`) early in the
     # kernel (within its first three instructions), which gets the room for
     # it up to max_instructions; a ``user-`` scenario starts the user program instead
     scenario, room, cut, user_ops = None, kernel_room, None, ()
-    if plan.scenarios and draw(hs.booleans()):
+    if plan.scenarios and draw(hs.integers(0, 2)):
         scenario, build = draw(hs.sampled_from(plan.scenarios))
         ops = tuple(build(memsize))
         if scenario.startswith("user-"):
@@ -414,7 +436,7 @@ def _guests(
             if draw(hs.booleans()):
                 user_bound = draw(hs.sampled_from(pools.ubounds))
     # the scenario that re-protects the handler's page needs paging on
-    paged = scenario in ("reprotect-handler", "user-traps")
+    paged = scenario in ("reprotect-handler", "user-traps", "unmap-data")
     if os_scaffold and (paged or draw(hs.booleans())):
         kdata = tuple(draw(hs.lists(hs.sampled_from(pools.values), max_size=4)))
         if plan.paging:
