@@ -142,7 +142,7 @@ def test_the_cases_drawn_do_not_depend_on_speed(tmp_path, monkeypatch):
         config = CampaignConfig(
             vmm="trap-and-emulate", profile="x86", seconds=300, seed=20261127, max_cases=40,
             status_dir=str(tmp_path / name / "status"), findings_dir=str(tmp_path / name / "found"),
-            db=str(tmp_path / name / "db"), distinct=True, first=False,
+            db=str(tmp_path / name / "db"), distinct=False, first=False,
         )  # fmt: skip
         return drawn, run_worker(config, 0)
 
