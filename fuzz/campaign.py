@@ -84,6 +84,11 @@ class CampaignConfig:
     # the campaign's case budget, shared among its workers (`split_cases`);
     # when set, it decides each worker's ``max_cases``
     cases: int | None = None
+    # efficiency per instruction: what the design's declaration promises
+    # (`popek.fuzz.efficiency.DirectRule.to_json`), given by a caller that
+    # knows the innocuous instructions (the proofs name them); None: not judged
+    direct: dict | None = None
+    innocuous_share: float = 0.5  # the direct share each innocuous instruction needs
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -239,6 +244,7 @@ class _Status:
         self.errors: list[str] = []
         self.done = False
         self._last_write = 0.0
+        self.ledger = None  # `DirectLedger`, when efficiency is judged per instruction
 
     def write(self, force: bool = False) -> None:
         now = time.time()
@@ -259,6 +265,7 @@ class _Status:
             "refused": self.refused,
             "shrink_runs": self.shrink_runs,
             "problem_cases": self.problem_cases,
+            "direct_ledger": None if self.ledger is None else self.ledger.to_json(),
             "budget": self.budget,
             "time_capped": self.time_capped,
             "errors": self.errors,
@@ -486,6 +493,44 @@ def worker_index() -> int:
     return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
 
 
+def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, findings_dir: Path) -> None:
+    """The campaign's cases judged an innocuous instruction emulated (its
+    direct share below ``innocuous_share``): find a short guest that shows
+    it and write it as a finding, like any other (`popek.fuzz.witness`)."""
+    from .witness import describe_share, efficiency_witness
+
+    low = status.ledger.emulated(config.innocuous_share)
+    if not low:
+        return
+    worst = low[0]
+    found = efficiency_witness(
+        vmm_cls, config.profile, status.ledger.rule, worst.insn, steps=config.steps, seed=config.seed,
+        label=config.vmm,
+    )  # fmt: skip
+    verdict = (
+        f"not efficient: {describe_share(worst)} over {status.ledger.cases} faithful cases "
+        f"(needs {config.innocuous_share:.0%})"
+    )
+    entry = {
+        "path": None, "kind": "efficiency", "requirement": "efficiency", "message": verdict,
+        "instructions": None, "uses": [], "culprit": {"insn": worst.insn, "mode": "/".join(worst.modes), "step": 0},
+        "seconds_to_detection": round(time.time() - status.started, 2), "cases_to_detection": status.cases,
+        "emulated": [describe_share(e) for e in low[:5]],
+    }  # fmt: skip
+    if found is not None:
+        case, problem = found
+        problem.message = f"{problem.message}; campaign: {verdict}"
+        tag = f"s{config.shard[0]}w{status.index}eff-{config.seed & 0xFFFF:04x}"
+        path = fnd.finding_path(findings_dir, config.vmm, config.profile, "efficiency", tag)
+        doc = fnd.write(
+            path, vmm=config.vmm, case=case, problem=problem, seconds=entry["seconds_to_detection"],
+            cases=status.cases, shrunk=True, reference="bare",
+        )  # fmt: skip
+        entry.update(path=str(path), message=doc["message"], instructions=doc["instructions"], uses=doc["uses"])
+    status.findings.append(entry)
+    status.write(force=True)
+
+
 def run_worker(config: CampaignConfig, index: int) -> dict:
     """One worker's share of a campaign: batches until its case budget is
     spent (or, without one, until the deadline), or until every requirement
@@ -536,6 +581,10 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             )  # fmt: skip
 
         strategy = make_strategy()
+        if config.direct is not None and reference is None:
+            from .efficiency import DirectLedger, DirectRule
+
+            status.ledger = DirectLedger(DirectRule.from_json(config.direct))
         database = make_database(config.db)
         deadline = status.started + config.seconds
         budget = config.max_cases
@@ -589,6 +638,11 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 if outcome.counters is not None:
                     status.direct += outcome.counters.direct
                     status.guest_steps += outcome.counters.guest_steps
+                ledger = status.ledger
+                if ledger is not None and current["req"] is None and outcome.bare is not None \
+                        and outcome.run.observed is not None \
+                        and not any(p.kind in properties.TRUSTED for p in outcome.problems):
+                    ledger.add(outcome.bare, outcome.run.observed.direct)  # a faithful case: judged
                 seen = {}
                 for p in outcome.problems:
                     seen.setdefault(requirement_of(p.kind), p)
@@ -685,6 +739,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 )  # fmt: skip
                 break
             status.write(force=True)
+        if status.ledger is not None and not any(f["kind"] == "efficiency" for f in status.findings):
+            _efficiency_finding(status, vmm_cls, config, findings_dir)
     finally:
         if cov is not None:
             cov.stop()

@@ -104,6 +104,13 @@ class DirectRule:
     modes: frozenset[str] = BOTH_MODES
     paged: bool = True
 
+    def to_json(self) -> dict:
+        return {"innocuous": sorted(self.innocuous), "modes": sorted(self.modes), "paged": self.paged}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DirectRule":
+        return cls(frozenset(d["innocuous"]), frozenset(d["modes"]), bool(d["paged"]))
+
 
 @dataclass(frozen=True)
 class EmulatedInnocuous:

@@ -59,6 +59,8 @@ class Outcome:
     reference: Run
     run: Run
     problems: list[Problem] = field(default_factory=list)
+    # the bare run's ISA coverage of this one case, when it was counted
+    bare: IsaCoverage | None = None
 
     @property
     def ok(self) -> bool:
@@ -110,14 +112,14 @@ def check(
     ref = reference(case) if reference else execute.run_bare(case, coverage=seen)
     run = execute.run_vmm(vmm_cls, case, safety=safety)
     if run.refused is not None:  # the design declines this guest: no verdict on it
-        return Outcome(case, label or getattr(vmm_cls, "name", vmm_cls.__name__), ref, run, [])
+        return Outcome(case, label or getattr(vmm_cls, "name", vmm_cls.__name__), ref, run, [], seen)
     if coverage is not None and seen is not None:
         coverage.merge(seen)
     problems = list(run.problems)
     if not any(p.kind == "crash" for p in problems):
         problems += compare_runs(ref, run, case)
     if judge_direct and run.observed is not None and not any(p.kind in TRUSTED for p in problems):
-        missed = emulated_innocuous(direct, seen, run.observed.direct)
+        missed = emulated_innocuous(direct, seen, run.observed.direct)  # type: ignore[arg-type]
         if missed:
             problems.append(Problem("efficiency", "; ".join(m.describe() for m in missed[:3])))
     if efficiency is not None and run.counters is not None and run.counters.guest_steps:
@@ -128,7 +130,7 @@ def check(
                 f"{eff:.1%} of guest steps ran directly; the threshold is {efficiency:.1%}",
             ))  # fmt: skip
     name = label or getattr(vmm_cls, "name", vmm_cls.__name__)
-    return Outcome(case, name, ref, run, problems)
+    return Outcome(case, name, ref, run, problems, seen)
 
 
 def _raise(outcome: Outcome, kinds: tuple[str, ...]) -> None:

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .campaign import CampaignConfig, requirement_of
-from .efficiency import DOMINANT, judge
+from .efficiency import DOMINANT, ENOUGH_EXECUTIONS, DirectLedger, DirectRule, judge
 from .isa_coverage import IsaCoverage
 
 FAILING_KINDS = ("fidelity", "crash", "contract")  # the kinds that break fidelity
@@ -78,9 +78,12 @@ class Cell:
     finding: str | None  # path of the saved counterexample
     # efficiency (popek.fuzz.efficiency); None where it was not judged
     observed_efficient: bool | None = None
-    innocuous_direct: float | None = None  # the most the innocuous steps' direct share can be
+    # the lowest direct share of an innocuous instruction (host's record), and which
+    innocuous_direct: float | None = None
+    lowest_direct: str | None = None
     innocuous_steps: int = 0
     emulated_innocuous: int = 0  # at least this many innocuous steps were emulated
+    expected_promise: str = ""  # the efficiency declaration in words (its modes, paging)
     # safety: every design is declared safe
     expected_safe: bool = True
     observed_safe: bool = True
@@ -130,19 +133,19 @@ class Cell:
     def expected_text(self) -> str:
         return ", ".join((
             "faithful" if self.expected_faithful else "unfaithful",
-            "efficient" if self.expected_efficient else "not efficient",
+            self.expected_promise or ("efficient" if self.expected_efficient else "not efficient"),
             "safe" if self.expected_safe else "unsafe",
         ))  # fmt: skip
 
     def efficiency_text(self) -> str:
-        if self.efficiency_finding is not None:
-            return "not efficient (finding)"
         if self.observed_efficient is None:
             if self.innocuous_steps:
                 return f"? ({self.innocuous_steps} innocuous steps)"
             return "-" if self.efficiency is None else f"? ({self.efficiency:.0%} of steps direct)"
         word = "efficient" if self.observed_efficient else "not efficient"
-        return f"{word} ({self.innocuous_direct:.0%})"
+        if self.lowest_direct is None:
+            return f"{word} (finding)"
+        return f"{word} ({self.lowest_direct} {self.innocuous_direct:.0%} direct)"
 
     def observed_text(self) -> str:
         """The fidelity column."""
@@ -174,6 +177,11 @@ class Cell:
         return d
 
 
+def rule_for(support, innocuous: frozenset[str]) -> DirectRule:
+    """What ``support`` (a `popek.vmm.Support`) promises, as popek checks it."""
+    return DirectRule(frozenset(innocuous), support.modes, support.direct_paged)
+
+
 def run_cell(args: tuple) -> Cell:
     """One campaign; a top-level function so that a process pool can run it.
 
@@ -189,10 +197,11 @@ def run_cell(args: tuple) -> Cell:
     cls = registry.load(design)
     support = cls.supports[profile]
     with tempfile.TemporaryDirectory(prefix="popek-cell-") as tmp:
+        rule = rule_for(support, innocuous) if innocuous is not None else None
         config = CampaignConfig(
             vmm=design, profile=profile, seconds=seconds, status_dir=str(Path(tmp) / "status"),
             findings_dir=findings_dir, db=db or str(Path(tmp) / "examples"), seed=seed, distinct=False,
-            first=False, max_cases=cases,
+            first=False, max_cases=cases, direct=rule.to_json() if rule else None, innocuous_share=threshold,
         )  # fmt: skip
         started = time.time()
         result = run_worker(config, 0)
@@ -211,20 +220,28 @@ def run_cell(args: tuple) -> Cell:
         culprit = f"{first['culprit']['insn']} ({first['culprit']['mode']})"
     judged: dict = {}
     if innocuous is not None and steps:
+        # the totals' bound (docs/efficiency.md), kept as a figure beside the verdict
         eff = judge(
             IsaCoverage.from_json(status.get("coverage", [])),
             steps=steps, direct=status.get("direct", 0), innocuous=innocuous,
         )  # fmt: skip
-        if eff.direct_share is not None:  # observed_efficient None: too small a sample
-            judged = {
-                "observed_efficient": eff.efficient(threshold), "innocuous_direct": round(eff.direct_share, 4),
-                "innocuous_steps": eff.innocuous, "emulated_innocuous": eff.emulated_innocuous,
-            }  # fmt: skip
+        judged = {"innocuous_steps": eff.innocuous, "emulated_innocuous": eff.emulated_innocuous}
+    if rule is not None and status.get("direct_ledger"):
+        # the verdict: each innocuous instruction's direct share, from the host's record
+        ledger = DirectLedger.from_json(rule, status["direct_ledger"])
+        if ledger.judged():
+            shares = {n: ledger.share(n) for n, k in ledger.executions.items() if k >= ENOUGH_EXECUTIONS}
+            lowest = min(shares, key=lambda n: (shares[n], n))
+            judged.update(
+                observed_efficient=not ledger.emulated(threshold),
+                innocuous_direct=round(shares[lowest], 4), lowest_direct=lowest,
+            )  # fmt: skip
     if inefficient:  # a witness of inefficiency outweighs totals that look fine
         judged["observed_efficient"] = False
     return Cell(
         design=design, profile=profile,
         expected_faithful=support.faithful, expected_efficient=support.efficient, reason=support.reason,
+        expected_promise=support.promise(),
         observed_faithful=first is None,
         counterexample=first["instructions"] if first else None, culprit=culprit,
         kind=first["kind"] if first else None,

@@ -20,18 +20,23 @@ from typing import ClassVar, Mapping
 from popek.spec.state import MODE, PTBR, USER
 from popek.vmm import Support
 
+_USER = frozenset({"user"})
+
 from .base import SoftwareVMM
 
 
 class HybridVMM(SoftwareVMM):
     name: ClassVar[str] = "hybrid"
     summary: ClassVar[str] = "interprets virtual-supervisor code, runs virtual-user code directly"
+    # Theorem 3's VMM: efficient for the guest's user code (paging off), its kernel interpreted
     supports: ClassVar[Mapping[str, Support]] = {
-        "pg": Support(True, False, "user-sensitive instructions are privileged; kernel code is interpreted"),
-        "hybrid": Support(True, False, "jru is sensitive only in supervisor mode, where it is interpreted"),
-        "x86": Support(False, False, "user-mode pushf/popf/rdmode/rdbase/rdbound run directly"),
-        "vtx": Support(False, False, "as x86: the VT-x extension is not used by this design"),
-    }
+        "pg": Support(True, True, "user-sensitive instructions are privileged; kernel code is interpreted",
+                      _USER, False),
+        "hybrid": Support(True, True, "jru is sensitive only in supervisor mode, where it is interpreted",
+                          _USER, False),
+        "x86": Support(False, True, "user-mode pushf/popf/rdmode/rdbase/rdbound run directly", _USER, False),
+        "vtx": Support(False, True, "as x86: the VT-x extension is not used by this design", _USER, False),
+    }  # fmt: skip
 
     def direct_allowed(self) -> bool:
         S = self.vcpu.S

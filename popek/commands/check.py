@@ -144,7 +144,13 @@ def innocuous_instructions(profiles: list[str]) -> dict[str, frozenset[str]]:
     out = {}
     for name in profiles:
         try:
-            out[name] = frozenset(c.insn for c in classify_profile(get(name)) if c.answer("innocuous") == "yes")
+            # innocuous, and not privileged: a privileged instruction traps in
+            # user mode, so no VMM that deprivileges its guest can run it directly
+            # (P&G's innocuous set includes those that are not sensitive)
+            out[name] = frozenset(
+                c.insn for c in classify_profile(get(name))
+                if c.answer("innocuous") == "yes" and c.answer("privileged") != "yes"
+            )  # fmt: skip
         except Exception as e:  # a proof engine bug must not hide the fidelity table
             print(f"efficiency on {name}: not judged (classification failed: {type(e).__name__}: {e})")
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -58,7 +59,10 @@ def test_verify_table_is_computed(tmp_path):
     # efficiency is judged too (the proofs' innocuous instructions; see popek.fuzz.efficiency)
     assert rows[("emulator", "pg")]["observed_efficient"] is False
     assert rows[("trap-and-emulate", "pg")]["observed_efficient"] is True
-    assert "not efficient (0%)" in r.stdout
+    # per instruction, from the host's record: the emulator ran none of them directly
+    assert rows[("emulator", "pg")]["innocuous_direct"] == 0.0
+    assert rows[("trap-and-emulate", "pg")]["innocuous_direct"] == 1.0
+    assert re.search(r"not efficient \(\w+ 0% direct\)", r.stdout)
     assert "4 of 4 cells MATCH" in r.stdout
     # three requirements per cell
     assert all(c["requirements"]["safety"]["observed"] is True for c in rows.values())

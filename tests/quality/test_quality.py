@@ -50,22 +50,46 @@ def test_planted_bug_is_found(bug: Bug, tmp_path):
 @pytest.mark.campaign
 def test_planted_inefficiency_is_found(tmp_path):
     """Efficiency is judged by the verdict table (`popek verify`/`check`),
-    from a campaign's counts: the planted design is faithful but emulates
-    the kernel's innocuous instructions; the real one runs them directly."""
+    per innocuous instruction, from what the host retired: the planted
+    design is faithful but interprets the kernel; the real one runs every
+    innocuous instruction directly."""
     from planted_bugs import InterpretsTheKernel
 
+    cells = _cells(tmp_path, f"{InterpretsTheKernel.__module__}:InterpretsTheKernel", "trap-and-emulate")
+    planted, real = cells.values()
+    assert planted.observed_faithful and real.observed_faithful
+    assert planted.observed_efficient is False and not planted.match
+    assert planted.innocuous_direct < 0.5 and planted.efficiency_finding is not None
+    assert real.observed_efficient is True and real.match and real.innocuous_direct == 1.0
+    print(f"planted: {planted.efficiency_text()}; trap-and-emulate: {real.efficiency_text()}")
+
+
+@pytest.mark.campaign
+def test_one_instruction_always_emulated_is_found_with_a_short_witness(tmp_path):
+    """A fork of trap-and-emulate that interprets every `ld`: not efficient,
+    the instruction named, and a witness guest of at most 6 instructions in
+    which `ld` ran emulated."""
+    from planted_bugs import InterpretsLoads
+
+    (cell,) = _cells(tmp_path, f"{InterpretsLoads.__module__}:InterpretsLoads").values()
+    assert cell.observed_faithful and cell.observed_safe
+    assert cell.observed_efficient is False and not cell.match
+    assert cell.lowest_direct == "ld" and cell.innocuous_direct == 0.0
+    doc = json.loads(open(cell.efficiency_finding, encoding="utf-8").read())
+    assert doc["kind"] == "efficiency" and doc["instructions"] <= 6
+    assert "ld in virtual" in doc["message"] and "ran emulated" in doc["message"]
+    assert "ld " in doc["assembly"]
+    print(f"{cell.efficiency_text()}: witness of {doc['instructions']} instructions: {doc['message']}")
+
+
+def _cells(tmp_path, *designs: str, cases: int = 300) -> dict:
     from popek.commands.check import innocuous_instructions
     from popek.fuzz.efficiency import DOMINANT
     from popek.fuzz.verdict import run_cell
 
     innocuous = innocuous_instructions(["pg"])["pg"]
     cells = {}
-    for name in (f"{InterpretsTheKernel.__module__}:InterpretsTheKernel", "trap-and-emulate"):
-        job = (name, "pg", 8.0, str(tmp_path / "findings"), str(tmp_path / name), 20261126, innocuous, DOMINANT)
+    for name in designs:
+        job = (name, "pg", 300.0, str(tmp_path / "findings"), str(tmp_path / name), 1, innocuous, DOMINANT, cases)
         cells[name] = run_cell(job)
-    planted, real = cells.values()
-    assert planted.observed_faithful and real.observed_faithful
-    assert planted.observed_efficient is False and not planted.match
-    assert planted.emulated_innocuous > planted.innocuous_steps / 2
-    assert real.observed_efficient is True and real.match
-    print(f"planted: {planted.efficiency_text()}; trap-and-emulate: {real.efficiency_text()}")
+    return cells
