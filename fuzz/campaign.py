@@ -513,7 +513,7 @@ def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, find
     )
     entry = {
         "path": None, "kind": "efficiency", "requirement": "efficiency", "message": verdict,
-        "instructions": None, "uses": [], "culprit": {"insn": worst.insn, "mode": "/".join(worst.modes), "step": 0},
+        "instructions": None, "uses": [], "culprit": None, "emulated_insn": worst.insn,
         "seconds_to_detection": round(time.time() - status.started, 2), "cases_to_detection": status.cases,
         "emulated": [describe_share(e) for e in low[:5]],
     }  # fmt: skip
@@ -739,7 +739,10 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 )  # fmt: skip
                 break
             status.write(force=True)
-        if status.ledger is not None and not any(f["kind"] == "efficiency" for f in status.findings):
+        # a witness where the verdict contradicts an efficient declaration
+        declared = getattr(vmm_cls, "supports", {}).get(config.profile)
+        if status.ledger is not None and getattr(declared, "efficient", False) \
+                and not any(f["kind"] == "efficiency" for f in status.findings):
             _efficiency_finding(status, vmm_cls, config, findings_dir)
     finally:
         if cov is not None:
@@ -792,6 +795,18 @@ class CampaignReport:
     def efficiency(self) -> float | None:
         steps = sum(w.get("guest_steps", 0) for w in self.workers)
         return sum(w.get("direct", 0) for w in self.workers) / steps if steps else None
+
+    def direct_ledger(self):
+        """The workers' `DirectLedger` s merged (efficiency per instruction), or None."""
+        from .efficiency import DirectLedger, DirectRule
+
+        if self.config.direct is None:
+            return None
+        ledger = DirectLedger(DirectRule.from_json(self.config.direct))
+        for w in self.workers:
+            if w.get("direct_ledger"):
+                ledger.merge(DirectLedger.from_json(ledger.rule, w["direct_ledger"]))
+        return ledger
 
     def judged_efficiency(self):
         """`popek.fuzz.efficiency.Efficiency` over the campaign, or None."""
@@ -853,6 +868,7 @@ class CampaignReport:
             "cases_per_second": round(self.cases_per_second, 1),
             "efficiency": None if self.efficiency is None else round(self.efficiency, 4),
             "innocuous_efficiency": _efficiency_json(self.judged_efficiency()),
+            "direct_ledger": None if (ledger := self.direct_ledger()) is None else ledger.to_json(),
             "interrupted": self.interrupted,
             "budget": self.budget,
             "time_cap_seconds": self.config.seconds if self.budget is not None else None,
@@ -896,6 +912,9 @@ class CampaignReport:
         judged = self.judged_efficiency()
         if judged is not None:
             lines.append(f"  innocuous steps: {judged.describe()}")
+        ledger = self.direct_ledger()
+        if ledger is not None:
+            lines.append("  " + ledger.describe(self.config.innocuous_share))
         if self.code_coverage is not None:
             lines.append(f"  code coverage (popek packages): {self.code_coverage:.1f}%")
         refused = sum(w.get("refused", 0) for w in self.workers)

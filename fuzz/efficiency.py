@@ -215,6 +215,25 @@ class DirectLedger:
         """How many instructions had enough executions to be judged."""
         return sum(n >= ENOUGH_EXECUTIONS for n in self.executions.values())
 
+    def describe(self, threshold: float = DOMINANT) -> str:
+        """One line: the verdict per instruction, as a campaign summary says it."""
+        judged = self.judged()
+        if not judged:
+            return f"innocuous instructions: none executed {ENOUGH_EXECUTIONS} times in {self.cases} faithful cases"
+        low = self.emulated(threshold)
+        if low:
+            worst = ", ".join(f"{e.insn} {e.direct}/{e.executions}" for e in low[:4])
+            return (
+                f"innocuous instructions: {len(low)} of {judged} ran directly in under {threshold:.0%} "
+                f"of their executions ({worst}): NOT efficient"
+            )
+        shares = {n: self.share(n) or 0.0 for n, k in self.executions.items() if k >= ENOUGH_EXECUTIONS}
+        lowest = min(shares, key=lambda n: (shares[n], n))
+        return (
+            f"innocuous instructions: all {judged} ran directly in at least {threshold:.0%} of their "
+            f"executions (lowest: {lowest} {shares[lowest]:.0%}), over {self.cases} faithful cases"
+        )
+
     def to_json(self) -> dict:
         return {"cases": self.cases, "executions": dict(self.executions), "direct": dict(self.direct)}
 

@@ -24,7 +24,7 @@ Multi-guest signatures assumed (the contract names the methods only):
 
 from __future__ import annotations
 
-from hypothesis import settings
+from hypothesis import reject, settings
 from hypothesis import strategies as hs
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 from popek.model.machine import Machine
 from popek.session import Session
 from popek.spec import profiles
-from popek.vmm import VMM, GuestState
+from popek.vmm import VMM, GuestRefused, GuestState
 
 from . import strategies
 from .execute import CALL_TIMEOUT
@@ -78,7 +78,11 @@ def vmm_state_machine(
         def load(self, case, snap_first: bool) -> None:
             self.session = Session(vmm_cls, prof, label=label, timeout=CALL_TIMEOUT, watch=False)
             self.vmm = self.session.vmm
-            self.session.load(case.image(prof), memsize=case.memsize)
+            try:
+                self.session.load(case.image(prof), memsize=case.memsize)
+            except GuestRefused:  # the design declines this guest: not a case, draw another
+                self.session.close()
+                reject()
             self.twins = {None: _Twin(prof, case)}
             self.current = None
             self.saved = None
@@ -115,7 +119,10 @@ def vmm_state_machine(
                 self.current = ids[0]
                 self.session.select_guest(self.current)
                 return
-            gid = self.session.add_guest(case.image(prof), memsize=case.memsize)
+            try:
+                gid = self.session.add_guest(case.image(prof), memsize=case.memsize)
+            except GuestRefused:  # a refused second guest is no failure: nothing was added
+                return
             first = self.session.guests()[0]
             self.twins = {first: self.twins[None], gid: _Twin(prof, case)}
             self.current = gid

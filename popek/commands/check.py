@@ -184,6 +184,11 @@ def run(args: argparse.Namespace) -> int:
     if not profiles:
         raise UserError(f"VMM {args.vmm!r} declares no registered profile")
     opts = table_options(args)
+    undeclared = [p for p in profiles if cls.supports[p].efficient and cls.supports[p].direct_modes is None]
+    if undeclared:  # the deprecation path of Support.direct_modes
+        print(f"note: VMM {args.vmm!r} declares itself efficient on {', '.join(undeclared)} without "
+              "Support.direct_modes: both virtual modes are assumed (deprecated: declare "
+              "direct_modes={'user', 'supervisor'} or {'user'})", file=sys.stderr)  # fmt: skip
     try:
         checks = check_vmm(cls, profiles)
     except ConformanceError as e:

@@ -118,6 +118,20 @@ def check_target(vmm: str, profile: str):
     return load_vmm(vmm)
 
 
+def direct_rule(cls, profile: str):
+    """(innocuous instructions, the `DirectRule` the class's declaration on
+    ``profile`` promises), from the proofs; (None, None) without them."""
+    from popek.fuzz.verdict import rule_for
+
+    from .check import innocuous_instructions
+
+    innocuous = innocuous_instructions([profile]).get(profile)
+    support = cls.supports.get(profile)
+    if innocuous is None or support is None:
+        return innocuous, None
+    return innocuous, rule_for(support, innocuous)
+
+
 def replay(vmm_spec: str, profile: str, target: str) -> int:
     from popek.fuzz import findings, properties
     from popek.fuzz.report import format_problem
@@ -136,7 +150,9 @@ def replay(vmm_spec: str, profile: str, target: str) -> int:
         raise UserError(f"{target[:40]}: not a popek finding or case blob: {e}") from None
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
-    outcome = properties.check(cls, case, efficiency=None, label=vmm_spec)
+    # an efficiency witness shows an instruction run emulated: judge per instruction
+    rule = direct_rule(cls, profile)[1] if kind == "efficiency" else None
+    outcome = properties.check(cls, case, efficiency=None, label=vmm_spec, direct=rule)
     # the saved finding's own kind first (a case can break more than one requirement)
     problem = (outcome.first((kind,)) if kind else None) or outcome.first()
     if problem is None:
@@ -154,12 +170,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.replay:
         return replay(args.vmm, args.profile, args.replay)
-    check_target(args.vmm, args.profile)
+    cls = check_target(args.vmm, args.profile)
     config = config_from_args(args, args.vmm, args.profile)
+    innocuous, rule = direct_rule(cls, args.profile)
+    if rule is not None:
+        config.direct = rule.to_json()
     report = run_campaign(config, progress=None if args.quiet else sys.stderr)
-    from .check import innocuous_instructions
-
-    report.innocuous = innocuous_instructions([args.profile]).get(args.profile)
+    report.innocuous = innocuous
     print(report.summary())
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
