@@ -9,11 +9,12 @@ from pathlib import Path
 
 TINY = str(Path(__file__).resolve().parent.parent / "fuzz")  # tiny_vmms.py
 HERE = str(Path(__file__).resolve().parent)  # planted_unsafe.py
+QUALITY = str(Path(__file__).resolve().parent.parent / "quality")  # planted_bugs.py
 
 
 def popek_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([TINY, HERE, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([TINY, HERE, QUALITY, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 

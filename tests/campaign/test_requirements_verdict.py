@@ -45,6 +45,21 @@ def test_a_write_past_the_allocation_is_a_safety_mismatch(tmp_path):
 
 
 @pytest.mark.campaign
+def test_a_guest_that_can_reach_a_reserved_word_is_a_safety_mismatch(tmp_path):
+    """The planted VMM keeps its bookkeeping right after the guest and clips
+    the real bound one word too late: guest code on the host can read (and
+    write) a word of `reserved()`, which the canary check leaves out.  The
+    session's reach check sees it on the first direct run."""
+    r = popek("check", "planted_bugs:BoundReachesReserved", "--profile", "pg", "--cases", "50",
+              "--json", "t.json", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr
+    (cell,) = json.loads((tmp_path / "t.json").read_text())
+    assert cell["observed_safe"] is False and cell["requirements"]["safety"]["match"] is False
+    assert "could reach host word 0x1400" in cell["safety_message"]
+    assert "UNSAFE (" in r.stdout and "safety" in r.stdout.split("MISMATCH (", 1)[1].split(")")[0]
+
+
+@pytest.mark.campaign
 def test_a_fidelity_finding_does_not_hide_a_safety_one(tmp_path):
     """The planted VMM on x86, which trap-and-emulate declares unfaithful
     (popf, pushf, rdmode...): a fidelity finding comes within a few cases and
