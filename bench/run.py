@@ -28,6 +28,7 @@ SECTIONS = [
     ("fuzzing harness", "fuzz_bench"),
     ("paravirtualization's analysis (one core)", "reach_bench"),
     ("situation coverage of default guests (one core)", "situations_bench"),
+    ("default popek check (2 cores)", "verdict_bench"),
 ]
 
 
