@@ -78,7 +78,7 @@ def fraction(text: str | float | None, option: str, default: float) -> float:
     except ValueError:
         raise UserError(f"{option} {text!r}: expected a fraction between 0 and 1, e.g. 0.5") from None
     if not 0.0 <= value <= 1.0:
-        raise UserError(f"{option} must be a fraction between 0 and 1, got {value:g}")
+        raise UserError(f"{option} must be between 0 and 1, got {value:g}")
     return value
 
 

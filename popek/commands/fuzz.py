@@ -92,12 +92,9 @@ def config_from_args(args: argparse.Namespace, vmm: str, profile: str):
         share = args.efficiency_deprecated
     option = "--min-direct-share" if args.efficiency_deprecated is None else "--efficiency"
     if share is not None:
-        try:
-            share = float(share)
-        except ValueError:
-            raise UserError(f"{option} {share!r}: expected a share between 0 and 1, e.g. 0.8") from None
-        if not 0 <= share <= 1:
-            raise UserError(f"{option} must be between 0 and 1, got {share:g}")
+        from .check import fraction
+
+        share = fraction(share, option, 0.0)
     if not 1 <= args.steps <= 100_000:
         raise UserError(f"--steps must be between 1 and 100000, got {args.steps}")
     return CampaignConfig(
