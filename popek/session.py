@@ -385,7 +385,9 @@ class Session:
     def load(self, image: Image, *, memsize: int) -> None:
         """Place the guest; `GuestRefused` passes through (a declared answer).
         With the watch on, the allocation is asked for at once: what guest
-        code may reach is judged against it from the first run."""
+        code may reach is judged against it from the first run.  (With
+        several guests, each has its own allocation: sessions that add
+        guests run without the watch until it follows the selected one.)"""
         self.call("load", self.vmm.load, image, memsize=memsize)
         self.memsize = self._first_memsize = memsize
         self._memsizes: dict[Any, int] = {}
