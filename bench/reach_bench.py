@@ -1,4 +1,4 @@
-"""The paravirtualizing pass's analysis (model/vmms/reach.py), measured, never asserted.
+"""The paravirtualizing pass's analysis (model/analysis/reach.py), measured, never asserted.
 
 Milliseconds per generated guest to analyse it (``reach.analyse``, the
 pass's cost per fuzz case, which runs once per case), as the median, 90th
@@ -17,7 +17,7 @@ import time
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from popek.fuzz import strategies
-from popek.model.vmms import reach
+from popek.model.analysis import reach
 from popek.spec.profiles import get
 
 CASES = 200

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from popek.errors import UserError  # re-exported: commands raise it, `main` prints it
+
 # Commands in the order `popek --help` lists them.
 COMMANDS = (
     "asm",
@@ -25,10 +27,6 @@ COMMANDS = (
     "verify",
     "prove",
 )
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
 
 
 def deprecated_option(old: str, new: str, meaning: str) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from popek.cli import UserError
+from popek.errors import UserError
 from popek.spec import profiles
 from popek.spec.asm import AsmError, assemble
 from popek.spec.image import Image

@@ -1,10 +1,12 @@
-"""Running a guest under a VMM plug-in from the command line, safely.
+"""Running a guest under a VMM plug-in for the command line, safely.
 
 `popek run --vmm` and `popek list` reach plug-in code only through here.
 Every call is bounded and checked by a `popek.session.Session`, and every
 way a plug-in can fail (cannot be imported, raises, loops, returns the wrong
-type, breaks the counters' sum) becomes a `popek.cli.UserError`: one line
-that names the plug-in, never a traceback.
+type, breaks the counters' sum) becomes a `popek.errors.UserError`: one line
+that names the plug-in, never a traceback.  The options and printing of
+`popek run --vmm` are in `popek.commands.run`; this module imports nothing
+from the command line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from popek import guard, registry
-from popek.cli import UserError
+from popek.errors import UserError
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
 from popek.session import Session, SessionError
@@ -96,37 +98,3 @@ def format_support(s: Support) -> str:
     words = ("faithful" if s.faithful else "not faithful", "efficient" if s.efficient else "not efficient")
     return ", ".join(words) + (f" ({s.reason})" if s.reason else "")
 
-
-# -- the `--vmm` option of `popek run` ----------------------------------------
-def add_vmm_options(parser) -> None:
-    """Add ``--vmm`` and ``--timeout`` to `popek run`'s parser."""
-    parser.add_argument(
-        "--vmm", metavar="NAME|package.module:Class",
-        help="run the program as a guest under this VMM (see `popek list`) instead of bare",
-    )  # fmt: skip
-    parser.add_argument(
-        "--timeout", type=float, default=guard.DEFAULT_TIMEOUT,
-        help="seconds any one call into the VMM may take (default %(default)g)",
-    )  # fmt: skip
-
-
-def print_vmm_run(args, image: Image, profile: Profile) -> int:
-    """`popek run --vmm`: run, then print the guest's final state and the counters."""
-    from popek.commands.run import format_state  # the bare run's printer, shared
-
-    if args.timeout is not None and args.timeout <= 0:
-        raise UserError(f"--timeout must be positive, got {args.timeout}")
-    r = run_under_vmm(
-        args.vmm, image, profile, steps=args.steps, memsize=args.memsize, timeout=args.timeout
-    )
-    print(f"{args.file}: profile {profile.name}, VMM {r.vmm}, memsize {len(r.state.memory)}")
-    if r.expected is not None:
-        print(f"expected on {profile.name}: {format_support(r.expected)}")
-    print(
-        format_state(
-            r.state.regs, r.state.out,
-            steps=r.result.steps, halted=r.result.halted, word=profile.arch.word,
-        )  # fmt: skip
-    )
-    print(format_counters(r.counters))
-    return 0

@@ -11,7 +11,7 @@ as it is.  The VMM translates it block by block into code for the host:
   the host machine compiles (its ``blocks`` chooser, ``Codebook.block``)
   and runs through its own loop, on the host processor, in real user
   mode, over the guest's state, storage and shadow page tables (`shadow`);
-* an instruction that needs the VMM (`sensitive.needs_vmm`, read off the
+* an instruction that needs the VMM (`may_be_sensitive.needs_vmm`, read off the
   spec's effects, so x86's silent ``popf`` and the reads of mode and R are
   caught along with the privileged ones) is not in any block: reaching it
   is a *call into the VMM*, which emulates it on the virtual CPU.
@@ -49,7 +49,7 @@ from popek.spec.sem import ILEN
 from popek.spec.state import BASE, BOUND, GUEST, HALTED, IE, MODE, PC, PEND, PTBR, USER
 from popek.vmm import Support
 
-from .sensitive import footprint
+from ..analysis.may_be_sensitive import footprint
 from .shadow import ShadowPagingVMM
 
 MAX_BLOCK = 32  # guest instructions per translated block

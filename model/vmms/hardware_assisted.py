@@ -66,8 +66,8 @@ from popek.spec.trace import trace_trap
 from popek.spec.trap import load_psw
 from popek.vmm import GuestRun, Support, cause_name
 
+from ..analysis.may_be_sensitive import footprint
 from .base import SoftwareVMM
-from .sensitive import footprint
 from .shadow import changed_entries
 
 

@@ -8,7 +8,7 @@ between the *original* guest on bare hardware and the rewritten one under
 `ParavirtVMM`.
 
 **The pass.**  Every instruction of the image (the addresses the assembler
-marked as code, ``Image.code``) that needs the VMM (`sensitive.needs_vmm`,
+marked as code, ``Image.code``) that needs the VMM (`may_be_sensitive.needs_vmm`,
 read off the spec's effects) is replaced, in place and at the same size, by
 a hypercall: the word pair ``(HYPERCALL, k)``, where ``HYPERCALL`` is a
 word no profile decodes (opcode 0xFE with register field 12) and ``k``
@@ -22,7 +22,7 @@ rewritten word as data (code that reads its own instructions), run part of
 a hypercall, or run, where the pass saw none, a sensitive instruction that
 would not trap in user mode (code made at run time, or data jumped into).
 Which runs are possible is bounded on the safe side by an abstract
-interpretation of the spec's effects (`reach`); where it cannot bound them,
+interpretation of the spec's effects (`analysis.reach`); where it cannot bound them,
 the pass refuses too.  Also refused: an image without a code map, and
 overlapping or undecodable code.
 
@@ -56,9 +56,9 @@ from popek.spec.sem import ILEN
 from popek.spec.state import HALTED, IE, PC, PEND, Cause
 from popek.vmm import GuestRefused, GuestState, Support
 
-from . import intervals as iv
-from .reach import analyse, traps_in_user_mode
-from .sensitive import needs_vmm
+from ..analysis import intervals as iv
+from ..analysis.may_be_sensitive import needs_vmm
+from ..analysis.reach import analyse, traps_in_user_mode
 from .shadow import ShadowPagingVMM
 
 HYPERCALL = (0xFE << 8) | (12 << 4)  # illegal in every profile with fewer than 13 registers

@@ -2,7 +2,9 @@
 
 The bare-machine run is one function, `run_bare`; printing is another,
 `format_state`, which takes plain register values so that a run under a VMM
-(the guest's view, ``popek.vmm.GuestState.regs``) prints the same way.
+(the guest's view, ``popek.vmm.GuestState.regs``) prints the same way.  A
+run under a VMM (``--vmm``) goes through `popek.vmm_runner`, which guards
+every call into the plug-in; its options and printing are here.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import argparse
 from typing import Mapping, Sequence
 
+from popek import guard
 from popek.cli import UserError
 from popek.model.machine import Machine, RunResult
 from popek.program_files import load_program, profile_named
 from popek.spec import state as st
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
-from popek.vmm_runner import add_vmm_options, print_vmm_run
+from popek.vmm_runner import format_counters, format_support, run_under_vmm
 
 DEFAULT_STEPS = 1_000_000
 DEFAULT_MEMSIZE = 4096
@@ -106,4 +109,37 @@ def run(args: argparse.Namespace) -> int:
             steps=result.steps, halted=result.halted, word=profile.arch.word,
         )  # fmt: skip
     )
+    return 0
+
+
+# -- the `--vmm` option of `popek run` ----------------------------------------
+def add_vmm_options(parser) -> None:
+    """Add ``--vmm`` and ``--timeout`` to `popek run`'s parser."""
+    parser.add_argument(
+        "--vmm", metavar="NAME|package.module:Class",
+        help="run the program as a guest under this VMM (see `popek list`) instead of bare",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=float, default=guard.DEFAULT_TIMEOUT,
+        help="seconds any one call into the VMM may take (default %(default)g)",
+    )  # fmt: skip
+
+
+def print_vmm_run(args, image: Image, profile: Profile) -> int:
+    """`popek run --vmm`: run, then print the guest's final state and the counters."""
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {args.timeout}")
+    r = run_under_vmm(
+        args.vmm, image, profile, steps=args.steps, memsize=args.memsize, timeout=args.timeout
+    )
+    print(f"{args.file}: profile {profile.name}, VMM {r.vmm}, memsize {len(r.state.memory)}")
+    if r.expected is not None:
+        print(f"expected on {profile.name}: {format_support(r.expected)}")
+    print(
+        format_state(
+            r.state.regs, r.state.out,
+            steps=r.result.steps, halted=r.result.halted, word=profile.arch.word,
+        )  # fmt: skip
+    )
+    print(format_counters(r.counters))
     return 0

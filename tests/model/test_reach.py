@@ -1,4 +1,4 @@
-"""The paravirtualizing pass's analysis (model/vmms/reach.py) must be sound:
+"""The paravirtualizing pass's analysis (model/analysis/reach.py) must be sound:
 everything a real run reads or runs is inside what it reports.  Checked
 three ways: each value operation against the machine's arithmetic, the
 exact path against the machine itself, and the merged (abstract) analysis
@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from popek.model.machine import Machine
-from popek.model.vmms import intervals as iv
-from popek.model.vmms.reach import analyse, traps_in_user_mode
+from popek.model.analysis import intervals as iv
+from popek.model.analysis.reach import analyse, traps_in_user_mode
 from popek.spec.asm import assemble
 from popek.spec.profiles import get
 from popek.spec.state import PC

@@ -1,5 +1,5 @@
 """The compiled exact path of the paravirtualizing pass's analysis
-(model/vmms/reach_exact.py) must be the interpreted one: the same reads,
+(model/analysis/reach_exact.py) must be the interpreted one: the same reads,
 fetches, runs and end state, recorded in the same order, so that the merged
 phase after it is the same too.  And where it stops early, at a state the
 guest had before, it must still cover everything a real run does."""
@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from popek.fuzz import strategies
 from popek.model.machine import Machine
-from popek.model.vmms import reach_exact
-from popek.model.vmms.reach import NSLOTS, _Analysis
+from popek.model.analysis import reach_exact
+from popek.model.analysis.reach import NSLOTS, _Analysis
 from popek.spec.asm import assemble
 from popek.spec.profiles import get
 from popek.spec.state import PC

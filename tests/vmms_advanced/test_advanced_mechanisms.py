@@ -10,7 +10,7 @@ from popek.cli import main
 from popek.model.machine import Machine
 from popek.model.vmms.hardware_assisted import HardwareAssistedVMM, exit_controls
 from popek.model.vmms.paravirt import HYPERCALL, RewriteError, rewrite
-from popek.model.vmms.sensitive import needs_vmm
+from popek.model.analysis.may_be_sensitive import needs_vmm
 from popek.spec import vtx as V
 from popek.spec.asm import assemble
 from popek.spec.image import Image
@@ -210,7 +210,7 @@ def test_popek_list_shows_all_six_designs(capsys: pytest.CaptureFixture) -> None
 # -- the footprint against the Z3 classification --------------------------------------
 @pytest.mark.parametrize("profile", ["pg", "hybrid", "x86", "vtx"])
 def test_every_instruction_z3_finds_sensitive_needs_the_vmm(profile: str) -> None:
-    """`sensitive.needs_vmm` is the fast, conservative test the designs use;
+    """`may_be_sensitive.needs_vmm` is the fast, conservative test the designs use;
     it must catch everything the proofs find sensitive (it may catch more)."""
     from popek.proofs.classify import YES, classify_profile
 

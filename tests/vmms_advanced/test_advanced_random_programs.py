@@ -12,7 +12,7 @@ import pytest
 
 from popek.model.machine import Machine
 from popek.model.vmms.paravirt import RewriteError
-from popek.model.vmms.sensitive import footprint
+from popek.model.analysis.may_be_sensitive import footprint
 from popek.registry import load
 from popek.spec.encoding import encode
 from popek.spec.image import Image
@@ -59,7 +59,7 @@ CASES = [("binary-translation", "vtx"), ("hardware-assisted", "vtx"), ("hardware
 @pytest.mark.parametrize("design, profile", CASES, ids=[f"{d}-{p}" for d, p in CASES])
 def test_random_programs_agree_with_bare_hardware(design: str, profile: str) -> None:
     """Paravirtualization's pass analyses every program before rewriting it
-    (model/vmms/reach.py), which costs about a tenth of a second for these
+    (model/analysis/reach.py), which costs about a tenth of a second for these
     looping programs: it gets fewer of them."""
     p = get(profile)
     refused = 0

@@ -1,4 +1,5 @@
-"""Which instructions a software VMM must not let run on the host as they are.
+"""Which instructions may be sensitive (conservatively): those a software VMM
+must not let run on the host as they are.
 
 Binary translation and paravirtualization both need, per instruction, the
 answer to one question: *could this instruction, run on the host in real
@@ -21,7 +22,9 @@ its effects
 Every instruction the Z3 classification (``popek.proofs.classify``) finds
 sensitive is caught here; the converse need not hold (a privileged
 instruction reads the mode to decide whether to trap, so it counts here),
-which costs a VMM call but never fidelity.
+which costs a VMM call but never fidelity.  Hence the module's name: an
+instruction that needs the VMM here *may be* sensitive; whether it is, is
+the classification's decision.
 """
 
 from __future__ import annotations
