@@ -135,4 +135,5 @@ def test_the_wheel_lists_every_package() -> None:
     assert packages - listed == set(), "pyproject.toml [tool.setuptools] packages misses these"
     assert listed - packages == set(), "pyproject.toml lists packages that do not exist"
     folders = {p.parent for p in MODULES.values()}
-    assert all((f / "__init__.py").exists() for f in folders), "a folder of modules without __init__.py"
+    loose = sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").exists())
+    assert not loose, f"folders of modules without __init__.py (left out of the wheel): {loose}"
