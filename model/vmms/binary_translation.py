@@ -47,7 +47,7 @@ from popek.spec.encoding import decode
 from popek.spec.image import Image
 from popek.spec.sem import ILEN
 from popek.spec.state import BASE, BOUND, GUEST, HALTED, IE, MODE, PC, PEND, PTBR, USER
-from popek.vmm import Support
+from popek.vmm import VIRTUAL_MODES, Support
 
 from ..analysis.may_be_sensitive import footprint
 from .shadow import ShadowPagingVMM
@@ -72,7 +72,7 @@ class BinaryTranslationVMM(ShadowPagingVMM):
     name: ClassVar[str] = "binary-translation"
     summary: ClassVar[str] = "translates guest kernel code block by block; user code runs directly"
     supports: ClassVar[Mapping[str, Support]] = {
-        p: Support(True, True, _WHY) for p in ("pg", "hybrid", "x86", "vtx")
+        p: Support(True, True, _WHY, direct_modes=VIRTUAL_MODES) for p in ("pg", "hybrid", "x86", "vtx")
     }
 
     def load(self, image: Image, *, memsize: int) -> None:

@@ -64,7 +64,7 @@ from popek.spec.state import (
 )
 from popek.spec.trace import trace_trap
 from popek.spec.trap import load_psw
-from popek.vmm import GuestRun, Support, cause_name
+from popek.vmm import VIRTUAL_MODES, GuestRun, Support, cause_name
 
 from ..analysis.may_be_sensitive import footprint
 from .base import SoftwareVMM
@@ -113,7 +113,8 @@ class HardwareAssistedVMM(SoftwareVMM):
     name: ClassVar[str] = "hardware-assisted"
     summary: ClassVar[str] = "guest runs in vtx guest mode; VM exits on halt/out; nested paging"
     supports: ClassVar[Mapping[str, Support]] = {
-        "vtx": Support(True, True, "guest mode gives the guest its own sensitive state; only host-owned effects exit"),
+        "vtx": Support(True, True, "guest mode gives the guest its own sensitive state; only host-owned effects exit",
+                      direct_modes=VIRTUAL_MODES),
     }
 
     paging: ClassVar[str] = "nested"
@@ -273,7 +274,8 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         # Exits on traps, rti and lptb cost time but not efficiency in P&G's
         # sense (those are sensitive steps); writes to the guest's page
         # tables are innocuous stores it emulates, a small share of a guest.
-        "vtx": Support(True, True, "innocuous steps run in guest mode; page-table writes exit (no nested paging)"),
+        "vtx": Support(True, True, "innocuous steps run in guest mode; page-table writes exit (no nested paging)",
+                      direct_modes=VIRTUAL_MODES),
     }
     paging: ClassVar[str] = "shadow"
     SHADOW: ClassVar[int] = 0x400  # the shadow table, where the nested one would be
