@@ -14,7 +14,7 @@ its effects
 
 * read or write a resource (``spec.state.RESOURCES``: mode, R, IE, PTBR,
   timer, pending tick, halt, the vtx slots): control- or behaviour-sensitive
-  in P&G's sense, extended as DESIGN.md extends them;
+  in P&G's sense, extended as docs/theory.md extends them;
 * read or write storage by physical address (the trap area: ``rti``), which
   bypasses R and so is location-sensitive;
 * write the output port.

@@ -45,7 +45,7 @@ BASE_STATE = {
 }  # fmt: skip
 
 # Which instructions trap in user mode, per profile: from the manual (the
-# "Privileged." sentence the `pg` profile adds) and DESIGN.md's profile table.
+# "Privileged." sentence the `pg` profile adds) and docs/design.md's profiles.
 SYSTEM = {"rti", "ei", "di", "wrr", "lptb", "stimer", "out", "halt"}
 X86_STYLE = {"pushf", "popf", "rdmode", "rdbase", "rdbound"}
 PRIVILEGED = {

@@ -478,7 +478,7 @@ handler: halt
 
 
 # --------------------------------------------------------------------------
-# x86 popf versus pg popf (DESIGN.md: the instruction that breaks trap-and-emulate)
+# x86 popf versus pg popf (docs/design.md: the instruction that breaks trap-and-emulate)
 # --------------------------------------------------------------------------
 POPF = PRELUDE + """
 user:   li r1, 0x1f         ; flags 1111 and the IE bit

@@ -1,4 +1,4 @@
-"""Classification and the theorem verdicts, as DESIGN.md predicts them.
+"""Classification and the theorem verdicts, as docs/design.md predicts them.
 
 Every fact is decided by Z3 from the spec; these tests check the outcome
 against the paper's expectations per profile, and replay every witness on

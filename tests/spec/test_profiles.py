@@ -1,4 +1,4 @@
-"""Profiles: the three classic ones differ as DESIGN.md says, and a derived
+"""Profiles: the three classic ones differ as docs/design.md says, and a derived
 profile is checked for consistency when it is built."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Each hand-written guest, bare and under each classic design.
 
-Where DESIGN.md's table says a design is faithful on a profile, every guest
+Where docs/design.md's table says a design is faithful on a profile, every guest
 must end in the bare machine's final state.  Where it says not faithful,
 the guests below that show *why* must end elsewhere.  The expected
 divergences live in one table, each with its reason; any other cell must

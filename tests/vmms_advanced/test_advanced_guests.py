@@ -1,6 +1,6 @@
 """The hand-written guests under binary translation and paravirtualization on
 every profile, and under the hardware-assisted design on vtx: each ends in
-the bare machine's final state (DESIGN.md: faithful), or is refused, for a
+the bare machine's final state (docs/design.md: faithful), or is refused, for a
 reason given here, by the paravirtualizing pass."""
 
 from __future__ import annotations
