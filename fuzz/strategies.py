@@ -139,7 +139,7 @@ class _Plan:
         self.can_handle = all(n in profile.by_name for n in needed)
         # scenarios that use an excluded instruction are left out with it
         self.scenarios = tuple(
-            (name, build) for name, build in (_scenarios(profile) if self.can_handle else ())
+            (name, build) for name, build in (_scenarios(profile, exclude) if self.can_handle else ())
             if not {op.name for op in build(memsize)} & exclude
         )
 
@@ -185,11 +185,31 @@ def _ie_source(profile: Profile, name: str) -> str | None:
     return None
 
 
-def _scenarios(profile: Profile) -> tuple[tuple[str, object], ...]:
+def _mode_reader(profile: Profile, exclude: frozenset[str] = frozenset()) -> str | None:
+    """An instruction whose only effect is to copy the processor mode into
+    a register (``rd``), read off its trace; None if the profile has none
+    (or it is excluded)."""
+    from popek.spec.trace import trace
+
+    from .families import _vars
+
+    for name, insn in profile.by_name.items():
+        if name in exclude or insn.fields[:1] != ("rd",):
+            continue
+        fx = trace(insn, profile.arch)
+        if fx.mem_writes or fx.outputs or set(fx.field_writes) - {st.PC} or len(fx.reg_writes) != 1:
+            continue
+        if f"S{st.MODE}" in _vars(fx.reg_writes[0][1]):
+            return name
+    return None
+
+
+def _scenarios(profile: Profile, exclude: frozenset[str] = frozenset()) -> tuple[tuple[str, object], ...]:
     """Short fixed kernel sequences that each put the machine in a situation
     of `popek.fuzz.situations` that random code seldom reaches: ``(name,
     build)``, ``build(memsize) -> ops``.  Only those the profile has the
-    instructions for."""
+    instructions for (a campaign's ``exclude``d instructions are not
+    written as data either)."""
     have = profile.by_name
     r5, r6, page = REMAP_REG, PAGING_REG, profile.arch.page_size
     out: list[tuple[str, object]] = []
@@ -249,12 +269,22 @@ def _scenarios(profile: Profile) -> tuple[tuple[str, object], ...]:
         out.append(("self-modify", smc))
         if ok("sys"):
             # code that already ran, patched and run again: the handler's
-            # first word becomes `li r4` (its immediate stays)
-            li4 = encode(profile, have["li"], 4, 0, 0)[0]
+            # first instruction becomes one that reads the mode into r4
+            # (`rdmode r4`), or `li r4` (its immediate kept) on a profile
+            # without one.  A read of the mode, because a stale copy of the
+            # old code is then seen however the VMM runs it: as the old
+            # instruction, or, where the VMM's host decodes storage anew but
+            # was told the old code needed no VMM, as the new one run
+            # directly in real user mode, reading the wrong mode
+            patch = _mode_reader(profile, exclude)
+            words = encode(profile, have[patch or "li"], 4, 0, 0)
+            second = [] if patch is None else [g.Op("st", r5, r5, g.HANDLER + 1)]  # its second word: 0
+            if patch is not None and words[1]:
+                second = [g.Op("li", r6, 0, words[1]), g.Op("st", r5, r6, g.HANDLER + 1)]
 
             def patch_handler(memsize: int) -> list[g.Op]:
-                return [g.Op("sys", 0, 0, 0), g.Op("li", r5, 0, 0), g.Op("li", r6, 0, li4),
-                        g.Op("st", r5, r6, g.HANDLER), g.Op("sys", 0, 0, 0)]  # fmt: skip
+                return [g.Op("sys", 0, 0, 0), g.Op("li", r5, 0, 0), g.Op("li", r6, 0, words[0]),
+                        g.Op("st", r5, r6, g.HANDLER), *second, g.Op("sys", 0, 0, 0)]  # fmt: skip
 
             out.append(("patch-handler", patch_handler))
     if ok("sys", "ld"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from popek.model.vmms import paravirt
-from popek.model.vmms.base import SoftwareVMM
+from popek.model.vmms.base import LIVE_SLOTS, SoftwareVMM
 from popek.model.vmms.binary_translation import BinaryTranslationVMM
 from popek.model.vmms.emulator import Emulator
 from popek.model.vmms.hybrid import HybridVMM
@@ -21,6 +21,7 @@ from popek.model.vmms.shadow import ShadowPagingVMM
 from popek.model.vmms.trap_and_emulate import TrapAndEmulate
 from popek.spec import state as st
 from popek.spec.encoding import decode
+from popek.spec.sem import ILEN
 from popek.vmm import Support
 
 PLANTED = {p: Support(True, True, "planted bug: should be found") for p in ("pg", "hybrid", "x86", "vtx")}
@@ -399,11 +400,165 @@ class TrapsBookedDirect(TrapAndEmulate):
         return n
 
 
+# -- bugs that live in situations the generator used to miss -------------------
+# (issue 11, item 4: `popek.fuzz.situations`; each names the situation it needs)
+class PopfUnmaskDropsTick(_EmulateHook, TrapAndEmulate):
+    """unmask-pending-by-popf: when an emulated `popf` turns interrupts back
+    on, the VMM re-arms the host timer for the guest's next tick and drops
+    the one already pending (its author thought of `ei`, which the guest
+    kernel uses, and of the host delivering ticks, not of a tick that fell
+    due while interrupts were off)."""
+
+    name = "planted-popf-unmask-drops-tick"
+    supports = PLANTED_TE
+
+    def after_emulate(self, name, before):
+        S = self.vcpu.S
+        if name == "popf" and not before[st.IE] and S[st.IE] and S[st.PEND]:
+            S[st.PEND] = 0
+
+
+class SliceEndTickLost(TrapAndEmulate):
+    """tick-at-slice-end: bringing the guest back from the host copies its
+    registers, flags, PC and timer, but not the host's pending tick; the
+    host takes a tick at its next instruction, so one is pending only when
+    the timer ran out on the last instruction of a `run(n)` slice (or
+    together with another trap), and that one is lost."""
+
+    name = "planted-slice-end-tick-lost"
+    supports = PLANTED_TE
+
+    def pull(self):
+        H, V = self.host.S, self.vcpu.S
+        for i in LIVE_SLOTS:
+            V[i] = H[i]
+        H[st.PEND] = 0
+
+
+class RoomWrapsPastMemsize(TrapAndEmulate):
+    """base-beyond-memsize: the real bound is clipped to the room left in
+    the allocation, computed in the machine's 16-bit arithmetic
+    (``(memsize - base) & 0xFFFF``), and the case of a base at or past
+    memsize was dropped as "the subtraction gives 0 there": beyond memsize
+    it wraps to a large room, and the guest reaches past its allocation."""
+
+    name = "planted-room-wraps-past-memsize"
+    supports = PLANTED_TE
+
+    def real_r(self):
+        S, lay = self.vcpu.S, self.layout
+        b, l = S[st.BASE], S[st.BOUND]
+        return lay.guest_offset + b, min(l, (lay.memsize - b) & self.host.arch.mask)
+
+
+class AssumesMemsize1024(TrapAndEmulate):
+    """storage-small/-large/-not-power-of-two: the real bound is clipped to
+    a guest of 1024 words (the size every guest had when it was written),
+    not to the guest's own memsize: a smaller guest reaches past its
+    allocation, a larger one faults where it should not."""
+
+    name = "planted-assumes-memsize-1024"
+    supports = PLANTED_TE
+
+    GUEST_WORDS = 0x400
+
+    def real_r(self):
+        S, lay = self.vcpu.S, self.layout
+        b, l = S[st.BASE], S[st.BOUND]
+        if b >= self.GUEST_WORDS:
+            return lay.guest_offset, 0
+        return lay.guest_offset + b, min(l, self.GUEST_WORDS - b)
+
+
+class TopPageBackdoor(TrapAndEmulate):
+    """top-page: a backdoor for guest tools (VMware's has an I/O port):
+    an access to the top page of the address space, which no guest storage
+    reaches, is a request to the VMM, answered by skipping the instruction
+    instead of reflecting the fault; the check forgets to ask whether the
+    guest meant it (it is taken for every guest, in every mode)."""
+
+    name = "planted-top-page-backdoor"
+    supports = PLANTED_TE
+
+    def handle_host_trap(self, cause, info):
+        top = self.host.arch.mask & ~(self.host.arch.page_size - 1)
+        if cause == st.Cause.MEMORY and info >= top:
+            v = self.vcpu
+            v.S[st.PC] = (v.S[st.PC] + ILEN) & self.host.arch.mask
+            self._counts.emulated += 1
+            self._counts.extra["backdoor"] += 1
+            return
+        super().handle_host_trap(cause, info)
+
+
+class NewPswReadAtLoad(TrapAndEmulate):
+    """first-page: the VMM reads the guest's new PSW (words 8-11, in the
+    first page) once, when the guest is loaded, and reflects every trap
+    through that copy: a kernel that installs its handler later (or moves
+    it) has its traps delivered to the old one."""
+
+    name = "planted-new-psw-read-at-load"
+    supports = PLANTED_TE
+
+    def load(self, image, *, memsize):
+        super().load(image, memsize=memsize)
+        self._new_psw = [self.vcpu.M[a] for a in range(st.NEW_PSW, st.NEW_PSW + 4)]
+
+    def reflect(self, cause, info):
+        M = self.vcpu.M
+        current = [M[a] for a in range(st.NEW_PSW, st.NEW_PSW + 4)]
+        for k, w in enumerate(self._new_psw):
+            M[st.NEW_PSW + k] = w
+        super().reflect(cause, info)
+        for k, w in enumerate(current):  # (the guest's words stay as it wrote them)
+            M[st.NEW_PSW + k] = w
+
+
+class ShadowChecksFrameOnly(BinaryTranslationVMM):
+    """pte-present/write/user-changed: after a guest write to its page
+    table, the shadow entries are checked against the entries their walk
+    read, but only the frame numbers are compared: an entry whose
+    permissions changed (made read-only, supervisor-only, or not present)
+    keeps its old shadow entry."""
+
+    name = "planted-shadow-checks-frame-only"
+    supports = PLANTED
+
+    def _drop_changed(self) -> None:
+        W, perms = self.window, st.PTE_PRESENT | st.PTE_WRITE | st.PTE_USER
+        for word, (reads, values, *_) in list(self._sources.items()):
+            if reads and any((W[a] ^ v) & ~perms for a, v in zip(reads, values)):
+                self._drop_entry(word)
+
+
+# The kinds of finding a campaign can report (`popek.fuzz.execute`), and the
+# requirement each breaks (`popek.fuzz.campaign.requirement_of`: a crash or a
+# broken contract counts against fidelity).
+KINDS = ("fidelity", "safety", "contract", "crash", "efficiency")
+
+
 @dataclass(frozen=True)
 class Bug:
     cls: type
     profile: str
-    breaks: str  # the requirement a campaign must report: fidelity, safety, contract
+    # The kinds of finding the bug really produces: a campaign's first finding
+    # must be one of them.  Most bugs break one requirement; some break two
+    # (an R not composed with the allocation lets guest code reach host word
+    # 0, which is a safety finding, and the guest sees other storage: fidelity),
+    # and whichever the first failing case shows first is reported.  A bug is
+    # never listed under a kind it does not break.
+    breaks: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.breaks, str):
+            object.__setattr__(self, "breaks", (self.breaks,))
+        unknown = set(self.breaks) - set(KINDS)
+        if unknown or not self.breaks:
+            raise ValueError(f"{self.cls.__name__}: breaks={self.breaks!r}, expected some of {KINDS}")
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self.breaks)
 
 
 BUGS = [
@@ -418,8 +573,10 @@ BUGS = [
     Bug(EmulatesUserPrivileged, "pg", "fidelity"),
     Bug(TimerOffByOne, "pg", "fidelity"),
     Bug(MaskedTickLost, "pg", "fidelity"),
-    Bug(RNotComposed, "pg", "fidelity"),
-    Bug(BoundNotClipped, "pg", "fidelity"),
+    # guest code on the host reaches host word 0 (safety), and the guest's own
+    # addresses name other words than on its machine (fidelity)
+    Bug(RNotComposed, "pg", ("safety", "fidelity")),
+    Bug(BoundNotClipped, "pg", ("fidelity", "safety")),
     Bug(ReflectCountedDirect, "pg", "contract"),
     Bug(EmulatorCountsDirect, "pg", "contract"),
     Bug(HybridForgetsModeCheck, "hybrid", "fidelity"),
@@ -430,4 +587,12 @@ BUGS = [
     Bug(ScratchPastAllocation, "pg", "safety"),
     Bug(BoundReachesReserved, "pg", "safety"),
     Bug(TrapsBookedDirect, "pg", "contract"),
+    Bug(PopfUnmaskDropsTick, "pg", "fidelity"),
+    Bug(SliceEndTickLost, "pg", "fidelity"),
+    # reaches past the allocation (safety), and past memsize where the guest's machine faults (fidelity)
+    Bug(RoomWrapsPastMemsize, "pg", ("safety", "fidelity")),
+    Bug(AssumesMemsize1024, "pg", ("fidelity", "safety")),
+    Bug(TopPageBackdoor, "pg", "fidelity"),
+    Bug(NewPswReadAtLoad, "pg", "fidelity"),
+    Bug(ShadowChecksFrameOnly, "pg", "fidelity"),
 ]
