@@ -305,6 +305,18 @@ def _runs_alone(fx: Effects) -> bool:
 _CONTEXT = itemgetter(BASE, BOUND, PTBR, MODE, st.GUEST, st.NPTBR)
 
 
+def _count_block(census: Counter, decoded: list, n: int, mode: int, r: tuple | None) -> None:
+    """Count a block's run in ``census`` as its instructions one by one: all
+    ``n`` retired, or (``r`` = (k, cause, info)) the first k retired and, with
+    a cause, the next one trapped.  A block holds no instruction that changes
+    the mode but its last, so every one ran in the mode it started in."""
+    k = n if r is None else r[0]
+    for d in decoded[:k]:
+        census[(d.insn.name, mode, False)] += 1
+    if r is not None and r[1]:
+        census[(decoded[k].insn.name, mode, True)] += 1
+
+
 def _spans(linear: int, n: int, page: int, mask: int, pb: int) -> bool:
     """Do the words of ``n`` instructions from ``linear`` reach linear page ``page``?"""
     first, last = (linear & mask) >> pb, ((linear + ILEN * n - 1) & mask) >> pb
@@ -314,7 +326,9 @@ def _spans(linear: int, n: int, page: int, mask: int, pb: int) -> bool:
 class _Line:
     """What the fetch cache holds for one virtual PC."""
 
-    __slots__ = ("phys", "op", "rd", "rs", "imm", "insn", "hits", "block", "n", "ctx", "decoded")
+    # ``chosen``: the decoded run a block chooser gave (its block must run even
+    # when counting: it may differ from what storage holds now)
+    __slots__ = ("phys", "op", "rd", "rs", "imm", "insn", "hits", "block", "n", "ctx", "decoded", "chosen")
 
 
 class Machine:
@@ -516,6 +530,11 @@ class Machine:
         ``stopped``."""
         S = self.S
         census = self.census
+        # counting runs instructions one at a time, except the blocks a
+        # chooser made: those are what the chooser wants run (a translator's
+        # code), and running storage's own instructions instead would hide
+        # what they do; they are counted instruction by instruction
+        chooser_blocks = compiled and census is not None
         if census is not None:
             compiled = False
         if self.blocks != self._blocks:  # lines made for another chooser are not these
@@ -549,11 +568,15 @@ class Machine:
                         return RunResult(steps, bool(S[HALTED]), True)
                     continue
             block = line.block
-            if block is not None and compiled:
+            if block is not None and (compiled or (chooser_blocks and line.chosen is not None)):
                 n = line.n
                 timer = S[TIMER]
                 if n <= max_steps - steps and (timer == 0 or timer > n):
+                    if census is not None:
+                        mode = S[MODE]
                     r = block()
+                    if census is not None:
+                        _count_block(census, line.chosen, n, mode, r)
                     if r is None:
                         steps += n
                         if timer:
@@ -624,6 +647,7 @@ class Machine:
         line.op = op
         line.hits = 0
         line.block = None
+        line.chosen = None
         line.n = 1
         line.ctx = self.book.kind(d.insn)[0]
         self._watch(p0)
@@ -635,6 +659,7 @@ class Machine:
             self._watch_table(pc)
         if chosen:
             self._install(line, pc, chosen)
+            line.chosen = chosen
         self._lines[pc] = line
         return line
 

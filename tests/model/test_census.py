@@ -96,3 +96,31 @@ def test_counting_does_not_change_the_run(case: GuestCase) -> None:
     assert (a.steps, a.halted) == (b.steps, b.halted)
     assert plain.S == counted.S and plain.M == counted.M and plain.out == counted.out
     assert sum(counted.census.values()) == b.steps
+
+
+def test_counting_runs_a_block_choosers_blocks_not_storage() -> None:
+    """A binary translator's chooser may hand the machine a block that no
+    longer matches storage (a stale translation: that is the translator's
+    bug to find).  Counting must run the chosen block as an uncounted run
+    does, and count its instructions, or the census would hide the bug."""
+    from popek.spec.asm import assemble
+
+    prof = profiles.get("pg")
+    image = assemble("li r1, 1\naddi r1, 1\naddi r1, 1\nhalt\n", prof)
+    stale = assemble("li r1, 1\naddi r1, 5\naddi r1, 5\nhalt\n", prof)  # what was translated
+    book_words = [(stale.words[a], stale.words[a + 1]) for a in sorted(stale.words)[::2]]
+
+    def run(census: Counter | None) -> tuple[int, Counter | None]:
+        m = Machine(prof, 1024)
+        m.load(image)
+        decoded = [m.book.decode(w0, w1) for w0, w1 in book_words[:3]]
+        m.blocks = lambda pc: decoded if pc == image.entry else [m.book.decode(*book_words[3])]
+        m.census = census
+        m.run(10)
+        return m.S[1], census
+
+    plain, _ = run(None)
+    counted, census = run(Counter())
+    assert plain == counted == 11  # the chosen block ran, both times
+    assert census[("li", S, False)] == 1 and census[("addi", S, False)] == 2
+    assert sum(census.values()) == 4  # and the halt, counted once
