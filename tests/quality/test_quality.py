@@ -34,7 +34,8 @@ def test_planted_bug_is_found(bug: Bug, tmp_path):
         distinct=False,
         first=True,  # stop at the first finding, whatever its requirement
         # One fixed sample of the generator; docs/fuzzing.md lists cases to
-        # detection at seeds 1-10 (every bug within ~1,300 cases at 1-5).
+        # detection at seeds 1-10 (bench/quality_seeds.py: median and worst
+        # per bug; every bug within 1,550 cases).
         seed=1,
     )
     result = run_worker(config, 0)
