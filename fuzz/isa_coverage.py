@@ -123,7 +123,7 @@ def run_observed(
     obs = situations.observation_for(coverage, machine)
     try:
         with situations.observe(machine, obs):
-            r = machine.run(steps)
+            r = machine.run(steps, compiled=False)  # one at a time: situations watch each instruction
     finally:
         machine.census = None
     obs.chunk_done(steps, r.steps)

@@ -326,9 +326,9 @@ def _spans(linear: int, n: int, page: int, mask: int, pb: int) -> bool:
 class _Line:
     """What the fetch cache holds for one virtual PC."""
 
-    # ``chosen``: the decoded run a block chooser gave (its block must run even
-    # when counting: it may differ from what storage holds now)
-    __slots__ = ("phys", "op", "rd", "rs", "imm", "insn", "hits", "block", "n", "ctx", "decoded", "chosen")
+    # ``held``: the decoded run ``block`` holds (the census counts a block's
+    # run by it; a chooser's block may differ from what storage holds now)
+    __slots__ = ("phys", "op", "rd", "rs", "imm", "insn", "hits", "block", "n", "ctx", "decoded", "held")
 
 
 class Machine:
@@ -375,7 +375,8 @@ class Machine:
         # Performance counters: when a Counter, every step is counted in it as
         # (instruction name, mode before the step, trapped?), the way a
         # harness wants ISA coverage without stepping the machine one call
-        # at a time.  Counting runs each instruction alone (no blocks).
+        # at a time.  Counting changes nothing that runs: a compiled block is
+        # counted by the instructions it holds.
         self.census: Counter | None = None
         self.book = Codebook.of(profile)
         env = (self.S, self.M, self.out, self._watched, self._invalidate, memsize)
@@ -529,14 +530,7 @@ class Machine:
         the block to run there; where it declines a pc the run ends, not
         ``stopped``."""
         S = self.S
-        census = self.census
-        # counting runs instructions one at a time, except the blocks a
-        # chooser made: those are what the chooser wants run (a translator's
-        # code), and running storage's own instructions instead would hide
-        # what they do; they are counted instruction by instruction
-        chooser_blocks = compiled and census is not None
-        if census is not None:
-            compiled = False
+        census = self.census  # counting never changes what runs: a block is counted by what it holds
         if self.blocks != self._blocks:  # lines made for another chooser are not these
             self._blocks = self.blocks
             self._forget()
@@ -568,7 +562,7 @@ class Machine:
                         return RunResult(steps, bool(S[HALTED]), True)
                     continue
             block = line.block
-            if block is not None and (compiled or (chooser_blocks and line.chosen is not None)):
+            if block is not None and compiled:
                 n = line.n
                 timer = S[TIMER]
                 if n <= max_steps - steps and (timer == 0 or timer > n):
@@ -576,7 +570,7 @@ class Machine:
                         mode = S[MODE]
                     r = block()
                     if census is not None:
-                        _count_block(census, line.chosen, n, mode, r)
+                        _count_block(census, line.held, n, mode, r)
                     if r is None:
                         steps += n
                         if timer:
@@ -647,7 +641,7 @@ class Machine:
         line.op = op
         line.hits = 0
         line.block = None
-        line.chosen = None
+        line.held = None
         line.n = 1
         line.ctx = self.book.kind(d.insn)[0]
         self._watch(p0)
@@ -659,7 +653,6 @@ class Machine:
             self._watch_table(pc)
         if chosen:
             self._install(line, pc, chosen)
-            line.chosen = chosen
         self._lines[pc] = line
         return line
 
@@ -705,6 +698,7 @@ class Machine:
         """Make ``decoded``, a straight run from ``pc``, the block ``line`` runs."""
         maker, n, ctx = self.book.block(pc, decoded)
         line.block = maker(*self._env)
+        line.held = decoded
         line.n = n
         line.ctx = ctx or line.ctx
         for k in range(n):

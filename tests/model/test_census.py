@@ -124,3 +124,24 @@ def test_counting_runs_a_block_choosers_blocks_not_storage() -> None:
     assert plain == counted == 11  # the chosen block ran, both times
     assert census[("li", S, False)] == 1 and census[("addi", S, False)] == 2
     assert sum(census.values()) == 4  # and the halt, counted once
+
+
+def test_compiled_blocks_are_counted_as_the_instructions_they_hold() -> None:
+    """Counting does not turn compilation off: a loop compiled into a block
+    counts exactly what running it one instruction at a time counts."""
+    from popek.spec.asm import assemble
+
+    prof = profiles.get("pg")
+    image = assemble("li r1, 40\nagain: addi r2, 3\naddi r1, -1\njnz again\nhalt\n", prof)
+    counts = []
+    for compiled in (True, False):
+        m = Machine(prof, 1024)
+        m.load(image)
+        m.census = Counter()
+        m.run(1000, compiled=compiled)
+        counts.append(m.census)
+        if compiled:
+            assert any(line.block is not None for line in m._lines.values())  # it did compile
+    assert counts[0] == counts[1] == Counter(
+        {("li", S, False): 1, ("addi", S, False): 80, ("jnz", S, False): 40, ("halt", S, False): 1}
+    )
