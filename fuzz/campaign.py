@@ -542,6 +542,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
 
     from . import properties, strategies
     from .guest import GuestCase
+    from .isa_coverage import IsaCoverage
 
     status_dir = Path(config.status_dir)
     status_dir.mkdir(parents=True, exist_ok=True)
@@ -622,9 +623,12 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             pending: dict[str, dict] = {}
 
             def inner(case: GuestCase) -> None:
+                # this case's coverage, merged below only for a generated case
+                # (the runs that shrink a finding are not cases)
+                case_coverage = IsaCoverage() if reference is None else None
                 outcome = properties.check(
                     vmm_cls, case, efficiency=config.efficiency, label=config.vmm,
-                    coverage=status.coverage if reference is None else None, reference=reference,
+                    coverage=case_coverage, reference=reference,
                 )  # fmt: skip
                 if outcome.run.refused is not None:
                     status.refused += 1  # not a case: ask Hypothesis for another guest
@@ -633,6 +637,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 # runs after it shrink that finding and are not cases
                 if current["req"] is None:
                     status.cases += 1
+                    if case_coverage is not None:
+                        status.coverage.merge(case_coverage)
                 else:
                     status.shrink_runs += 1
                 if outcome.counters is not None:
