@@ -43,6 +43,7 @@ by at most one virtual-CPU step (a masked timer expiry by none).  So
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -111,7 +112,7 @@ class Snapshot:
     state: tuple[int, ...]  # the virtual CPU's state vector
     memory: tuple[int, ...]  # guest-physical storage
     out: tuple[int, ...]
-    extra: Any = None  # a design's own bookkeeping (`_save_extra`)
+    extra: Any = None  # a design's own bookkeeping (`SoftwareVMM.save_extra`)
 
 
 class SoftwareVMM(VMM):
@@ -120,6 +121,27 @@ class SoftwareVMM(VMM):
     A subclass sets ``name``, ``summary``, ``supports`` and overrides
     `direct_allowed` (default: never, which makes a pure interpreter) and,
     if its traps mean something else, `handle_host_trap`.
+
+    For subclasses (the protected API; everything else with an underscore
+    is this class's own and may change):
+
+    - ``counts``: the live `Counters` (``counters()`` hands out copies);
+      add to ``counts.direct``/``emulated``/``vmm_entries``/``extra`` so
+      that ``direct + emulated`` stays the guest steps run;
+    - ``traps_this_run``: host traps taken in the current `run_direct`
+      (its host steps minus these are the direct guest steps);
+    - ``vcpu_stale``, ``mark_vcpu_stale()`` (the guest ran on the host, so
+      code the vCPU decoded may have changed), ``mark_vcpu_current()``
+      (you flushed the vCPU yourself); `vcpu_ran_freely()`;
+    - ``loaded_vcpu()``: the vCPU, or an error if no guest is loaded;
+    - hooks: ``save_extra()``/``restore_extra(extra)`` (a design's own
+      bookkeeping in a snapshot), `direct_allowed`, `handle_host_trap`,
+      `interpret`; helpers `emulate_step`, `reflect`, `run_direct`,
+      `on_host_trap`, `push`, `pull`, `real_r`.
+
+    The old private names ``_counts``, ``_vcpu_stale``, ``_loaded`` and the
+    hooks ``_save_extra``/``_restore_extra`` still work for plug-ins written
+    against them, with a `DeprecationWarning`.
     """
 
     # Host word where guest-physical 0 lives; the words below are reserved
@@ -132,8 +154,9 @@ class SoftwareVMM(VMM):
         super().__init__(host)
         self.layout: Layout | None = None
         self.vcpu: Machine | None = None
-        self._counts = Counters()  # kept current; `counters` hands out copies
-        self._vcpu_stale = False  # the guest ran directly since the vCPU last decoded
+        self.counts = Counters()  # kept current; `counters` hands out copies
+        self.traps_this_run = 0  # host traps in the current `run_direct`
+        self._stale = False  # the guest ran directly since the vCPU last decoded
         # guest-physical page -> its words when the vCPU decoded code there;
         # None: unknown (the vCPU decoded under paging, or ran freely)
         self._code_pages: dict[int, list[int]] | None = {}
@@ -145,12 +168,12 @@ class SoftwareVMM(VMM):
         window = Window(self.host, self.layout.guest_offset, memsize)
         self.vcpu = Machine(self.host.profile, memsize, storage=window)
         self.vcpu.load(image)
-        self._vcpu_stale = False
+        self._stale = False
         self._code_pages = {}
 
     def run(self, steps: int) -> GuestRun:
         """Alternate interpreted stretches and direct runs until ``steps``."""
-        v = self._loaded()
+        v = self.loaded_vcpu()
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
         done = idle = 0
@@ -167,12 +190,12 @@ class SoftwareVMM(VMM):
                 if idle > IDLE_RUNS:
                     raise RuntimeError(f"{self.name}: the guest makes no progress on the host")
             else:
-                self._counts.vmm_entries += 1
+                self.counts.vmm_entries += 1
                 done += self.interpret(steps - done)
         return GuestRun(done, bool(v.S[HALTED]))
 
     def guest_state(self) -> GuestState:
-        v = self._loaded()
+        v = self.loaded_vcpu()
         regs = {st.FIELD_NAMES[i]: int(x) for i, x in enumerate(v.S)}
         return GuestState(
             {k: regs[k] for k in GUEST_FIELDS},
@@ -181,7 +204,7 @@ class SoftwareVMM(VMM):
         )
 
     def counters(self) -> Counters:
-        c = self._counts
+        c = self.counts
         return replace(c, traps=Counter(c.traps), extra=Counter(c.extra))
 
     def allocation(self) -> range:
@@ -193,12 +216,12 @@ class SoftwareVMM(VMM):
     # -- snapshot capability -----------------------------------------------
     def snapshot(self) -> Snapshot:
         """The whole guest; counters are not part of it (they count the VMM's life)."""
-        v = self._loaded()
+        v = self.loaded_vcpu()
         a = self.allocation()
-        return Snapshot(tuple(v.S), tuple(self.host.M[a.start : a.stop]), tuple(v.out), self._save_extra())
+        return Snapshot(tuple(v.S), tuple(self.host.M[a.start : a.stop]), tuple(v.out), self.save_extra())
 
     def restore(self, snap: Snapshot) -> None:
-        v = self._loaded()
+        v = self.loaded_vcpu()
         if not isinstance(snap, Snapshot) or len(snap.memory) != v.memsize:
             raise ValueError("restore() needs a Snapshot of a guest of the same size")
         for a, w in enumerate(snap.memory):
@@ -208,14 +231,84 @@ class SoftwareVMM(VMM):
         v.out[:] = snap.out
         v.flush()
         self._code_pages = {}
-        self._restore_extra(snap.extra)
+        self.restore_extra(snap.extra)
 
-    def _save_extra(self) -> Any:
-        """A design's own bookkeeping to keep in a snapshot."""
+    def save_extra(self) -> Any:
+        """Hook: a design's own bookkeeping to keep in a snapshot."""
         return None
 
+    def restore_extra(self, extra: Any) -> None:
+        """Hook: called by `restore` after the guest is back (``extra`` is
+        what `save_extra` returned)."""
+
+    # -- the protected API's state ---------------------------------------------
+    @property
+    def vcpu_stale(self) -> bool:
+        """Has the guest run on the host since the vCPU last decoded?"""
+        return self._stale
+
+    def mark_vcpu_stale(self) -> None:
+        """The guest ran (or is about to run) on the host: before its next
+        step the vCPU checks whether code it decoded has changed."""
+        self._stale = True
+
+    def mark_vcpu_current(self) -> None:
+        """The vCPU's decodes are current (you flushed it yourself)."""
+        self._stale = False
+
+    def loaded_vcpu(self) -> Machine:
+        """The virtual CPU; an error if no guest was loaded."""
+        if self.vcpu is None:
+            raise RuntimeError(f"{type(self).__name__}: load() a guest before running it")
+        return self.vcpu
+
+    # -- deprecated private names (plug-ins written before the protected API) ---
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for old, new in (("_save_extra", "save_extra"), ("_restore_extra", "restore_extra")):
+            if old in cls.__dict__ and new not in cls.__dict__:
+                warnings.warn(
+                    f"{cls.__name__}.{old} is deprecated: override {new}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                setattr(cls, new, cls.__dict__[old])
+
+    @staticmethod
+    def _deprecated(old: str, new: str) -> None:
+        warnings.warn(f"SoftwareVMM.{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
+
+    @property
+    def _counts(self) -> Counters:
+        self._deprecated("_counts", "counts")
+        return self.counts
+
+    @_counts.setter
+    def _counts(self, value: Counters) -> None:
+        self._deprecated("_counts", "counts")
+        self.counts = value
+
+    @property
+    def _vcpu_stale(self) -> bool:
+        self._deprecated("_vcpu_stale", "vcpu_stale")
+        return self._stale
+
+    @_vcpu_stale.setter
+    def _vcpu_stale(self, value: bool) -> None:
+        self._deprecated("_vcpu_stale", "mark_vcpu_stale()/mark_vcpu_current()")
+        self._stale = bool(value)
+
+    def _loaded(self) -> Machine:
+        self._deprecated("_loaded()", "loaded_vcpu()")
+        return self.loaded_vcpu()
+
+    def _save_extra(self) -> Any:
+        self._deprecated("_save_extra()", "save_extra()")
+        return SoftwareVMM.save_extra(self)
+
     def _restore_extra(self, extra: Any) -> None:
-        pass
+        self._deprecated("_restore_extra()", "restore_extra()")
+        SoftwareVMM.restore_extra(self, extra)
 
     # -- policy: subclasses decide -------------------------------------------
     def direct_allowed(self) -> bool:
@@ -239,7 +332,7 @@ class SoftwareVMM(VMM):
             if S[IE]:
                 self.emulate_step()
         elif cause == Cause.PRIVILEGED and S[MODE] == SUPERVISOR:
-            self._counts.extra["emulated_privileged"] += 1
+            self.counts.extra["emulated_privileged"] += 1
             self.emulate_step()
         else:
             self.reflect(cause, info)
@@ -262,7 +355,7 @@ class SoftwareVMM(VMM):
         self._refresh_vcpu()
         self._note_code_pages()
         n = v.step().steps
-        self._counts.emulated += n
+        self.counts.emulated += n
         return n
 
     def reflect(self, cause: int, info: int) -> None:
@@ -270,17 +363,17 @@ class SoftwareVMM(VMM):
         CPU's trap mechanism saves the guest's old PSW in guest storage and
         loads the guest's new PSW.  One guest step."""
         self.vcpu.trap(cause, info)
-        self._counts.emulated += 1
-        self._counts.extra["reflected"] += 1
+        self.counts.emulated += 1
+        self.counts.extra["reflected"] += 1
 
     def _refresh_vcpu(self) -> None:
         """Drop the vCPU's cached decodes if the guest, running directly,
         may have rewritten code the vCPU decoded.  Decoding is most of an
         emulated step's cost, so the check compares the pages the vCPU
         decoded from (usually one) with what they held then."""
-        if not self._vcpu_stale:
+        if not self._stale:
             return
-        self._vcpu_stale = False
+        self._stale = False
         pages, M, off = self._code_pages, self.host.M, self.layout.guest_offset
         size = self.vcpu.arch.page_size
         if pages is not None and all(
@@ -360,34 +453,29 @@ class SoftwareVMM(VMM):
         Returns guest steps."""
         host = self.host
         self.push()
-        self._traps_this_run = 0
-        steps_before = self._counts.emulated
-        self._vcpu_stale = True  # the guest may rewrite code the vCPU decoded
+        self.traps_this_run = 0
+        steps_before = self.counts.emulated
+        self._stale = True  # the guest may rewrite code the vCPU decoded
         host.blocks = blocks  # None: the machine makes its own blocks
         result = host.run(budget, on_trap or self.on_host_trap)
         if not result.stopped:  # else the hook left the vCPU current
             self.pull()
-        direct = result.steps - self._traps_this_run
-        self._counts.direct += direct
-        return direct + (self._counts.emulated - steps_before)
+        direct = result.steps - self.traps_this_run
+        self.counts.direct += direct
+        return direct + (self.counts.emulated - steps_before)
 
     def on_host_trap(self, host: Machine, cause: int, info: int) -> bool:
         """The host's trap hook: the VMM entered.  Returns True to stop the
         direct run (the guest must be interpreted, or has halted)."""
-        c = self._counts
+        c = self.counts
         c.vmm_entries += 1
         c.traps[cause_name(cause)] += 1
-        self._traps_this_run += 1
+        self.traps_this_run += 1
         self.pull()
         self.handle_host_trap(cause, info)
         if not self.runs_directly():
             return True
         self.push()
-        self._vcpu_stale = True  # the host is about to run the guest again
+        self._stale = True  # the host is about to run the guest again
         return False
 
-    # -- helpers -----------------------------------------------------------------
-    def _loaded(self) -> Machine:
-        if self.vcpu is None:
-            raise RuntimeError(f"{type(self).__name__}: load() a guest before running it")
-        return self.vcpu

@@ -102,7 +102,7 @@ class BinaryTranslationVMM(ShadowPagingVMM):
             entry = None if due else self.translation(S[PC])
             if entry is None or not entry.decoded:
                 if not due:
-                    self._counts.extra["callouts"] += 1
+                    self.counts.extra["callouts"] += 1
                 n = self.emulate_step()
                 if n == 0:
                     break
@@ -161,7 +161,7 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         if page is None:
             return None  # the fetch faults: not cached
         if decoded:
-            self._counts.extra["translations"] += 1
+            self.counts.extra["translations"] += 1
         table = tuple(reads) if self.vcpu.S[PTBR] else ()
         entry = Translation(decoded, frozenset({page}), table, tuple(map(W.__getitem__, table)))
         self.tc[key] = entry
@@ -176,9 +176,9 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         """Run translated blocks on the host, through the machine's own loop
         with this cache choosing its blocks, until a VMM call, a trap, a due
         interrupt or ``budget`` guest steps.  Returns the guest steps run."""
-        direct_before = self._counts.direct
+        direct_before = self.counts.direct
         n = self.run_direct(budget, blocks=self._chosen_block, on_trap=self._translated_trap)
-        self._counts.extra["translated_steps"] += self._counts.direct - direct_before
+        self.counts.extra["translated_steps"] += self.counts.direct - direct_before
         return n
 
     def _chosen_block(self, pc: int) -> list | None:
@@ -203,12 +203,12 @@ class BinaryTranslationVMM(ShadowPagingVMM):
                     del self.tc[key]
                     for page in t.pages:
                         self._tc_by_page.get(page, set()).discard(key)
-                    self._counts.extra["translations_invalidated"] += 1
+                    self.counts.extra["translations_invalidated"] += 1
         keys = self._tc_by_page.pop(frame, None)
         if keys:
             for key in keys:
                 self.tc.pop(key, None)
-            self._counts.extra["translations_invalidated"] += len(keys)
+            self.counts.extra["translations_invalidated"] += len(keys)
             if frame not in self._pt_pages:
                 self.unprotect(frame)
 

@@ -30,6 +30,6 @@ class Emulator(SoftwareVMM):
         """Run the virtual CPU freely (its compiled blocks included): with no
         direct execution to return to, there is nothing to stop for."""
         n = self.vcpu.run(budget).steps
-        self._counts.emulated += n
+        self.counts.emulated += n
         self.vcpu_ran_freely()
         return n

@@ -143,20 +143,20 @@ class HardwareAssistedVMM(SoftwareVMM):
         self.ctrl = exit_controls(host.profile)
         host.write(self.VMCS_AT + V.CTRL, self.ctrl)
         host.write(self.VMCS_AT + V.NPT, self.NPT)
-        self._counts.extra["nested_entries"] = mapped
+        self.counts.extra["nested_entries"] = mapped
 
     def reserved(self) -> list[range]:
         return [range(self.NPT, self.ENTRY + 2)] if self.layout else []
 
     # -- running ---------------------------------------------------------------
     def run(self, steps: int) -> GuestRun:
-        v = self._loaded()
+        v = self.loaded_vcpu()
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
         done = 0
         while done < steps and not v.S[HALTED]:
             if v.S[GUEST]:  # the guest entered its own guest mode: interpret it
-                self._counts.vmm_entries += 1
+                self.counts.vmm_entries += 1
                 n = self.emulate_step()
                 if n == 0:
                     break
@@ -186,17 +186,17 @@ class HardwareAssistedVMM(SoftwareVMM):
         guest_steps = r.steps - 1  # the host's vmrun
         if host.S[GUEST]:  # out of budget inside the guest: a preemption exit
             host.trap(Cause.VMEXIT, 0)
-            self._counts.extra["preemptions"] += 1
+            self.counts.extra["preemptions"] += 1
             exited = False
         else:
             exited = True
             guest_steps -= 1  # the exit itself; the VMM completes that guest step
         self._read_guest()
-        self._counts.direct += guest_steps
+        self.counts.direct += guest_steps
         if not exited:
             return guest_steps
         reason, qual = M[self.VMCS_AT + V.REASON], M[self.VMCS_AT + V.QUAL]
-        c = self._counts
+        c = self.counts
         c.vmm_entries += 1
         c.traps[cause_name(reason)] += 1
         c.extra[f"vm_exits.{self._exit_name(reason, qual)}"] += 1
@@ -206,7 +206,7 @@ class HardwareAssistedVMM(SoftwareVMM):
         """Finish the guest step that exited; returns guest steps (0 or 1)."""
         if reason in (Cause.VMEXIT, Cause.NPF):
             if reason == Cause.NPF:
-                self._counts.extra["nested_faults"] += 1
+                self.counts.extra["nested_faults"] += 1
             return self.emulate_step()
         self.reflect(reason, qual)
         return 1
@@ -227,7 +227,7 @@ class HardwareAssistedVMM(SoftwareVMM):
             raise RuntimeError(f"{self.name}: the host program trapped ({cause_name(cause)})")
         host.trap(cause, info)
         if host.S[GUEST]:
-            self._counts.extra["delivered_in_guest"] += 1
+            self.counts.extra["delivered_in_guest"] += 1
             return False
         return True
 
@@ -239,7 +239,7 @@ class HardwareAssistedVMM(SoftwareVMM):
         load(self.VMCS_AT + V.GUEST_AREA)
         if self.paging == "shadow":  # lptb exits: the vCPU's page-table base is current
             S[PTBR] = ptbr
-        self._vcpu_stale = True
+        self.mark_vcpu_stale()
 
     def _state_area(self) -> tuple[Callable, Callable]:
         """``save(at)`` and ``load(at)`` (`state_area_code`) over the virtual
@@ -303,7 +303,7 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         self.ctrl = ctrl | 1 << V.X_EXC | 1 << V.X_INTR
         host.write(self.VMCS_AT + V.CTRL, self.ctrl)
         host.write(self.VMCS_AT + V.NPT, 0)
-        self._counts.extra.pop("nested_entries", None)
+        self.counts.extra.pop("nested_entries", None)
         self._shadow_ptbr = -1
         self._zap()
 
@@ -320,9 +320,9 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         self._pt_pages: set[int] = set()
         # entry (host word) -> (guest table words read, their values, guest frame)
         self._sources: dict[int, tuple[tuple[int, ...], tuple[int, ...], int]] = {}
-        self._counts.extra["shadow_flushes"] += 1
+        self.counts.extra["shadow_flushes"] += 1
 
-    def _restore_extra(self, extra: object) -> None:
+    def restore_extra(self, extra: object) -> None:
         self.window.forget()
         self._shadow_ptbr = -1
 
@@ -333,7 +333,7 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
             self.vcpu.S[PEND] = 1
             reason = Cause.VMEXIT
         if reason == Cause.PAGE:
-            self._counts.extra["shadow_emulated_faults"] += 1
+            self.counts.extra["shadow_emulated_faults"] += 1
             reason = Cause.VMEXIT
         n = super().handle_exit(reason, qual)
         self._after_vcpu()
@@ -343,7 +343,7 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         dirty = set(self.window.dirty)
         self.window.forget()
         if dirty & self._pt_pages:
-            self._counts.extra["shadow_updates"] += 1
+            self.counts.extra["shadow_updates"] += 1
             for word in changed_entries(self._sources, self.window):
                 del self._sources[word]
                 self.host.forget_entry(word)
@@ -381,5 +381,5 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         entry |= (PTE_USER if user else 0) | (PTE_WRITE if writable else 0)
         self.host.M[word] = entry  # absent until now: no decode was fetched through it
         self._sources[word] = (reads, tuple(map(self.window.__getitem__, reads)), frame)
-        self._counts.extra["shadow_faults"] += 1
+        self.counts.extra["shadow_faults"] += 1
         return True

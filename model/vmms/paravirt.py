@@ -257,8 +257,8 @@ class ParavirtVMM(ShadowPagingVMM):
         M[p0], M[p1] = w0, w1
         self.window.forget()  # the VMM's own writes
         self.vcpu.flush()
-        self._vcpu_stale = False
-        self._counts.extra["hypercalls"] += 1
+        self.mark_vcpu_current()
+        self.counts.extra["hypercalls"] += 1
         self._serving = True
         try:
             n = self.emulate_step()
@@ -314,7 +314,7 @@ class ParavirtVMM(ShadowPagingVMM):
                 self.sites[a] = len(self.calls)
                 self.calls.append((w0, w1))
                 M[a], M[a + 1] = HYPERCALL, self.sites[a]
-                self._counts.extra["rewritten_at_run_time"] += 1
+                self.counts.extra["rewritten_at_run_time"] += 1
             else:
                 M[a], M[a + 1] = w0, w1
 

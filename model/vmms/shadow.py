@@ -181,7 +181,7 @@ class ShadowPagingVMM(SoftwareVMM):
         self.vcpu = Machine(self.host.profile, memsize, storage=self.window)
         self.vcpu.load(image)
         self.window.forget()
-        self._vcpu_stale = False
+        self.mark_vcpu_current()
         env = (self.vcpu.S, self.window, memsize)
         self._walk_read = compile_walk(arch, write=False)(*env)
         self._walk_write = compile_walk(arch, write=True)(*env)
@@ -194,7 +194,7 @@ class ShadowPagingVMM(SoftwareVMM):
         self.protected: set[int] = set()  # guest frames whose shadow entries are read-only
         self._zap_shadow()
 
-    def _restore_extra(self, extra: object) -> None:
+    def restore_extra(self, extra: object) -> None:
         """A restored guest has new storage: nothing derived from the old stays."""
         self.window.forget()
         self.forget_derived()
@@ -232,7 +232,7 @@ class ShadowPagingVMM(SoftwareVMM):
         if cause == Cause.PAGE and self.fill_shadow(info):
             return  # the instruction runs again, now mapped: no guest step
         if cause == Cause.PAGE:
-            self._counts.extra["shadow_emulated_faults"] += 1
+            self.counts.extra["shadow_emulated_faults"] += 1
             self.emulate_step()
             return
         super().handle_host_trap(cause, info)
@@ -260,7 +260,7 @@ class ShadowPagingVMM(SoftwareVMM):
     def on_guest_write(self, frame: int) -> None:
         """The guest wrote protected page ``frame`` (guest-physical page number)."""
         if frame in self._pt_pages:
-            self._counts.extra["shadow_updates"] += 1
+            self.counts.extra["shadow_updates"] += 1
             self._drop_changed()
 
     def _drop_changed(self) -> None:
@@ -292,7 +292,7 @@ class ShadowPagingVMM(SoftwareVMM):
         self._pt_pages.clear()
         self._sources.clear()
         self.protected = set(self.protected_by_design())
-        self._counts.extra["shadow_flushes"] += 1
+        self.counts.extra["shadow_flushes"] += 1
 
     def protected_by_design(self) -> set[int]:
         """Pages a subclass keeps protected across shadow flushes."""
@@ -334,7 +334,7 @@ class ShadowPagingVMM(SoftwareVMM):
                 pt = addr >> pb
                 self._pt_pages.add(pt)
                 self.protect(pt)
-        self._counts.extra["shadow_faults"] += 1
+        self.counts.extra["shadow_faults"] += 1
         return True
 
     def guest_translate(self, vaddr: int) -> int | None:

@@ -47,9 +47,9 @@ class _EmulateHook:
     """Mixin: ``after_emulate(name)`` runs after each emulated instruction."""
 
     def emulate_step(self) -> int:
-        if self._vcpu_stale:
+        if self.vcpu_stale:
             self.vcpu.flush()
-            self._vcpu_stale = False
+            self.mark_vcpu_current()
         name = next_insn(self)
         before = list(self.vcpu.S)
         n = super().emulate_step()
@@ -233,7 +233,7 @@ class ReflectCountedDirect(TrapAndEmulate):
 
     def reflect(self, cause, info):
         super().reflect(cause, info)
-        self._counts.direct += 1
+        self.counts.direct += 1
 
 
 class EmulatorCountsDirect(Emulator):
@@ -245,8 +245,8 @@ class EmulatorCountsDirect(Emulator):
 
     def interpret(self, budget: int) -> int:
         n = super().interpret(budget)
-        self._counts.emulated -= n
-        self._counts.direct += n
+        self.counts.emulated -= n
+        self.counts.direct += n
         return n
 
 
@@ -395,8 +395,8 @@ class TrapsBookedDirect(TrapAndEmulate):
     def emulate_step(self) -> int:
         n = super().emulate_step()
         if self._booking:  # `run_direct` then counts the step among the host's, as direct
-            self._counts.emulated -= n
-            self._traps_this_run -= n
+            self.counts.emulated -= n
+            self.traps_this_run -= n
         return n
 
 
@@ -485,8 +485,8 @@ class TopPageBackdoor(TrapAndEmulate):
         if cause == st.Cause.MEMORY and info >= top:
             v = self.vcpu
             v.S[st.PC] = (v.S[st.PC] + ILEN) & self.host.arch.mask
-            self._counts.emulated += 1
-            self._counts.extra["backdoor"] += 1
+            self.counts.emulated += 1
+            self.counts.extra["backdoor"] += 1
             return
         super().handle_host_trap(cause, info)
 

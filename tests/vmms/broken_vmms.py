@@ -106,7 +106,7 @@ class NeverHalts(Emulator):
 
     def run(self, steps):
         r = super().run(steps)
-        self._counts.emulated += steps - r.steps
+        self.counts.emulated += steps - r.steps
         return GuestRun(steps, False)
 
 
