@@ -503,10 +503,14 @@ def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, find
     if not low:
         return
     worst = low[0]
-    found = efficiency_witness(
-        vmm_cls, config.profile, status.ledger.rule, worst.insn, steps=config.steps, seed=config.seed,
-        label=config.vmm,
-    )  # fmt: skip
+    try:
+        found = efficiency_witness(
+            vmm_cls, config.profile, status.ledger.rule, worst.insn, steps=config.steps, seed=config.seed,
+            label=config.vmm,
+        )  # fmt: skip
+    except Exception as e:  # a harness failure: said, and the verdict stands without a witness
+        status.errors.append(f"efficiency witness search failed: {type(e).__name__}: {e}")
+        found = None
     verdict = (
         f"not efficient: {describe_share(worst)} over {status.ledger.cases} faithful cases "
         f"(needs {config.innocuous_share:.0%})"

@@ -134,6 +134,20 @@ def paged(bare: IsaCoverage) -> bool:
     return any(n for (name, _m, o), n in bare.counts.items() if name == "lptb" and o == RETIRED)
 
 
+def declared_executions(rule: DirectRule, bare: IsaCoverage) -> dict[str, dict[str, int]]:
+    """What the rule judges in one case: innocuous instruction -> declared
+    virtual mode -> times the guest retired it there (bare run); nothing
+    for a paged case the rule does not cover."""
+    if not rule.paged and paged(bare):
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for (name, mode, outcome), n in bare.counts.items():
+        if outcome == RETIRED and mode in rule.modes and name in rule.innocuous and n:
+            modes = out.setdefault(name, {})
+            modes[mode] = modes.get(mode, 0) + n
+    return out
+
+
 def emulated_innocuous(
     rule: DirectRule, bare: IsaCoverage, direct: Mapping[str, int]
 ) -> list[EmulatedInnocuous]:
@@ -144,12 +158,7 @@ def emulated_innocuous(
     the declared modes' (necessary, not sufficient: an emulated execution
     in a declared mode can hide behind a direct one in another).  Meant for
     a case the VMM ran faithfully: only then are the two runs the same."""
-    if not rule.paged and paged(bare):
-        return []
-    want: dict[str, dict[str, int]] = {}
-    for (name, mode, outcome), n in bare.counts.items():
-        if outcome == RETIRED and mode in rule.modes and name in rule.innocuous and n:
-            want.setdefault(name, {})[mode] = want.get(name, {}).get(mode, 0) + n
+    want = declared_executions(rule, bare)
     out = []
     for name, modes in sorted(want.items()):
         executions = sum(modes.values())
@@ -178,18 +187,13 @@ class DirectLedger:
         self.cases = 0  # cases judged (faithful, and paged only if the rule covers it)
 
     def add(self, bare: IsaCoverage, host_direct: Mapping[str, int]) -> None:
-        rule = self.rule
-        if not rule.paged and paged(bare):
+        if not self.rule.paged and paged(bare):
             return
         self.cases += 1
-        want: Counter = Counter()
-        for (name, mode, outcome), n in bare.counts.items():
-            if outcome == RETIRED and mode in rule.modes and name in rule.innocuous:
-                want[name] += n
-        for name, n in want.items():
-            if n:
-                self.executions[name] += n
-                self.direct[name] += min(n, host_direct.get(name, 0))
+        for name, modes in declared_executions(self.rule, bare).items():
+            n = sum(modes.values())
+            self.executions[name] += n
+            self.direct[name] += min(n, host_direct.get(name, 0))
 
     def merge(self, other: "DirectLedger") -> None:
         self.executions.update(other.executions)

@@ -79,7 +79,7 @@ def efficiency_witness(
 
             try:
                 search()
-            except Exception:  # Found, perhaps wrapped by Hypothesis
+            except Found:  # anything else is a harness failure: the caller reports it
                 pass
             if "case" in best:
                 return best["case"], best["problem"]
