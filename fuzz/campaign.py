@@ -541,7 +541,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
     it can break has a finding."""
     from hypothesis import given, reject, settings
 
-    from popek import registry
+    from popek import isolation
     from popek.spec import profiles
 
     from . import properties, strategies
@@ -565,14 +565,14 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         )  # fmt: skip
         cov.start()
     try:
-        vmm_cls = registry.load(config.vmm)
+        vmm_cls = isolation.load(config.vmm)  # a plug-in popek did not ship: its own process
         prof = profiles.get(config.profile)
         excluded: list[str] = []
         reference = None
         if config.reference:
             from . import execute
 
-            ref_cls = registry.load(config.reference)
+            ref_cls = isolation.load(config.reference)
             isa_cov = status.coverage
 
             def reference(case):

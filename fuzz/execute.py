@@ -23,6 +23,7 @@ observes safety rather than assuming it:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 from popek.model.machine import Machine
 from popek.spec import profiles
 from popek.spec.profiles import Profile
+from popek.isolation import is_isolated, run_remote
 from popek.session import Observed, Session, SessionError, UnsafeRun
 from popek.vmm import GuestRefused, VMM, Counters, GuestState
 
@@ -134,7 +136,16 @@ def run_vmm(
     """Run ``case`` under a fresh instance of ``vmm_cls`` on a fresh host
     (a `popek.session.Session`: every call guarded, the contract checked,
     the host observed).  A session error ends the case as a `Problem` of
-    its kind; with ``safety`` on, what the session saw is added."""
+    its kind; with ``safety`` on, what the session saw is added.  An
+    isolated plug-in runs the whole case in its own process, in one request."""
+    if is_isolated(vmm_cls):
+        try:
+            bare_case = dataclasses.replace(case)  # without its cached image, which holds the profile
+            return run_remote(vmm_cls, "popek.fuzz.execute:run_vmm", bare_case, timeout=timeout, safety=safety)
+        except GuestRefused as e:
+            return Run([], [], False, None, [], refused=str(e) or type(e).__name__)
+        except SessionError as e:  # its process died or overran: the case is a crash finding
+            return Run([], [], False, None, [Problem(e.kind, str(e))])
     prof = profile_of(case)
     problems: list[Problem] = []
     states: list[GuestState] = []

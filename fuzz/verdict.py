@@ -188,13 +188,13 @@ def run_cell(args: tuple) -> Cell:
     ``args``: (design, profile, seconds, findings_dir, db, seed, innocuous,
     threshold[, cases]): with ``cases``, a case budget and ``seconds`` its
     time cap; without, a time budget of ``seconds``."""
-    from popek import registry
+    from popek import isolation
 
     from .campaign import run_worker
 
     design, profile, seconds, findings_dir, db, seed, innocuous, threshold, *rest = args
     cases = rest[0] if rest else None
-    cls = registry.load(design)
+    cls = isolation.load(design)
     support = cls.supports[profile]
     with tempfile.TemporaryDirectory(prefix="popek-cell-") as tmp:
         rule = rule_for(support, innocuous) if innocuous is not None else None

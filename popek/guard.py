@@ -21,6 +21,14 @@ from popek.vmm import GuestRefused
 
 DEFAULT_TIMEOUT = 60.0  # seconds for one call into a plug-in
 
+# Set in a plug-in's own process (`popek.isolation`): there, anything the
+# plug-in raises is its failure, KeyboardInterrupt and SystemExit included
+# (no user can press Ctrl-C at that process; popek itself would end), and
+# the parent is told before each call which method runs and for how long,
+# so that its watchdog can name a call that never comes back.
+contain_all = False
+on_call: Callable[[str, float | None], None] | None = None
+
 
 class PluginFailure(Exception):
     """A plug-in misbehaved; the message says which, where and how."""
@@ -78,22 +86,45 @@ def call(
     **kwargs: Any,
 ) -> Any:
     """``fn(*args, **kwargs)``, with plug-in failures made into `PluginFailure`."""
+    if on_call is not None:
+        on_call(method, timeout)
     try:
         with _time_limit(timeout):
             result = fn(*args, **kwargs)
     except _Timeout:
         raise PluginFailure(plugin, method, f"did not return within {timeout:g} s of processor time") from None
-    except (KeyboardInterrupt, GuestRefused):
+    except GuestRefused:
         raise  # a refusal is the plug-in's declared answer, not a failure
+    except KeyboardInterrupt as e:
+        if not contain_all:
+            raise  # the user's Ctrl-C, in popek's own process
+        raise _failure(plugin, method, e) from None
+    except SystemExit as e:
+        if not contain_all:
+            raise PluginFailure(plugin, method, f"tried to end popek (SystemExit: {text_of(e)})") from None
+        raise _failure(plugin, method, e) from None
     except Exception as e:  # anything a plug-in raises is the plug-in's failure
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        raise PluginFailure(
-            plugin,
-            method,
-            f"raised {type(e).__name__}: {e} (at {where.filename}:{where.lineno})",
-            traceback.format_exc(),
-        ) from None
+        raise _failure(plugin, method, e) from None
     if returns is not None and not isinstance(result, returns):
         want = returns.__name__ if isinstance(returns, type) else " or ".join(t.__name__ for t in returns)
         raise PluginFailure(plugin, method, f"returned {type(result).__name__}, expected {want}")
     return result
+
+
+def text_of(e: BaseException) -> str:
+    """``str(e)``, or a note saying it could not be had: a plug-in's
+    exception may define a ``__str__`` that raises too."""
+    try:
+        return str(e)
+    except BaseException as inner:  # noqa: BLE001 - its __str__ is plug-in code as well
+        return f"<str() of it raised {type(inner).__name__}>"
+
+
+def _failure(plugin: str, method: str, e: BaseException) -> PluginFailure:
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    try:
+        detail = "".join(traceback.format_exception(e))
+    except BaseException:  # noqa: BLE001 - formatting calls the plug-in's __str__
+        detail = "".join(traceback.format_list(tb))
+    return PluginFailure(plugin, method, f"raised {type(e).__name__}: {text_of(e)}{where}", detail)

@@ -337,7 +337,18 @@ class Session:
     ``watch``: observe the host (`Observed`), the real resources and what
     guest code can reach; ``canary``: fill host storage with a canary first,
     so that `safety_problems` can see writes outside the allocation.  Use as
-    a context manager (or call `close`): the host's storage is lent."""
+    a context manager (or call `close`): the host's storage is lent.
+
+    For a plug-in loaded isolated (`popek.isolation.load`), the session is a
+    `popek.isolation.RemoteSession` with the same methods: the real one runs
+    in the plug-in's own process."""
+
+    def __new__(cls, vmm_cls: type[VMM], profile: Profile, **kw: Any) -> Any:
+        if cls is Session and getattr(vmm_cls, "popek_plugin_spec", None):
+            from popek.isolation import RemoteSession
+
+            return RemoteSession(vmm_cls, profile, **kw)
+        return super().__new__(cls)
 
     def __init__(
         self,

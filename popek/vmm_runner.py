@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from popek import guard, registry
+from popek import guard, isolation, registry
 from popek.errors import UserError
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
@@ -35,19 +35,10 @@ class VMMRun:
 def load_vmm(spec: str, *, timeout: float | None = guard.DEFAULT_TIMEOUT) -> type[VMM]:
     """The class named by ``spec`` (registered name or ``package.module:Class``)."""
 
-    def find() -> type[VMM] | registry.PluginError:
-        try:
-            return registry.load(spec)
-        except registry.PluginError as e:
-            return e
-
     try:
-        found = guard.call(spec, "import", find, timeout=timeout)
-    except guard.PluginFailure as e:
+        return isolation.load(spec, timeout=timeout)  # a plug-in popek did not ship: its own process
+    except (registry.PluginError, SessionError) as e:
         raise UserError(str(e)) from None
-    if isinstance(found, registry.PluginError):
-        raise UserError(str(found))
-    return found
 
 
 def run_under_vmm(

@@ -236,8 +236,7 @@ def accepting(cls, profile: str, guests, refusals: list[str]):
     ``refusals``.  A refusal is the design's declared answer, not a failure
     of a capability; anything else the plug-in does is left to the state
     machine to see."""
-    from popek import guard
-    from popek.model.machine import Machine
+    from popek.session import Session, SessionError
     from popek.spec import profiles as _profiles
     from popek.vmm import GuestRefused
 
@@ -245,15 +244,13 @@ def accepting(cls, profile: str, guests, refusals: list[str]):
     label = getattr(cls, "name", cls.__name__)
 
     def accepted(case) -> bool:
-        host = Machine(prof, 1 << prof.arch.word)
         try:
-            vmm = guard.call(label, "__init__", cls, host, timeout=GUEST_CHECK_TIMEOUT)
-            guard.call(label, "load", vmm.load, case.image(prof), memsize=case.memsize,
-                       timeout=GUEST_CHECK_TIMEOUT)  # fmt: skip
+            with Session(cls, prof, label=label, timeout=GUEST_CHECK_TIMEOUT, watch=False) as s:
+                s.load(case.image(prof), memsize=case.memsize)
         except GuestRefused as e:
             refusals.append(str(e) or type(e).__name__)
             return False
-        except guard.PluginFailure:
+        except SessionError:
             return True  # not a refusal: the state machine will meet it and report it
         return True
 
