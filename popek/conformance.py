@@ -119,13 +119,14 @@ class _Checker:
     def translated(self) -> Iterator[None]:
         """Session errors as conformance failures; sessions closed after each check."""
         try:
-            yield
+            try:
+                yield
+            finally:
+                opened, self._open = self._open, []
+                for s in opened:
+                    s.close()  # an isolated plug-in's finalizer that raised is seen here
         except SessionError as e:
             raise ConformanceError(str(e)) from None
-        finally:
-            for s in self._open:
-                s.close()
-            self._open.clear()
 
     # -- one fresh VMM with a guest loaded ---------------------------------
     def fresh(self, profile: Profile, image: Image) -> Session:

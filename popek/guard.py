@@ -61,7 +61,7 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         return
 
     def on_alarm(signum: int, frame: Any) -> None:
-        raise _Timeout()
+        raise _Timeout(signum)
 
     previous = signal.signal(signal.SIGPROF, on_alarm), signal.signal(signal.SIGALRM, on_alarm)
     # repeat the alarms: a plug-in with a bare `except:` swallows the first one
@@ -91,7 +91,9 @@ def call(
     try:
         with _time_limit(timeout):
             result = fn(*args, **kwargs)
-    except _Timeout:
+    except _Timeout as e:
+        if e.args and e.args[0] == signal.SIGALRM:  # it blocked, or ignored the processor-time alarm
+            raise PluginFailure(plugin, method, f"did not return within {timeout * WALL_FACTOR:g} s") from None
         raise PluginFailure(plugin, method, f"did not return within {timeout:g} s of processor time") from None
     except GuestRefused:
         raise  # a refusal is the plug-in's declared answer, not a failure

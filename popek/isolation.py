@@ -55,8 +55,8 @@ from popek.vmm import CAPABILITIES, VMM, GuestRefused
 SHIPPED = "popek.model.vmms."  # module prefix of the designs popek ships: trusted, in-process
 MODE_ENV = "POPEK_PLUGINS"  # "isolated" or "in-process" forces either mode for every plug-in
 MEMORY_ENV = "POPEK_PLUGIN_MEMORY_MB"  # the plug-in process's address-space limit
-DEFAULT_MEMORY_MB = 3072
-SLACK = 2.0  # seconds the watchdog adds to a call's wall-clock limit
+DEFAULT_MEMORY_MB = 2048
+SLACK = 1.0  # seconds the watchdog adds to a call's wall-clock limit
 START_LIMIT = 120.0  # seconds a new plug-in process may take to import popek and start
 
 _HEADER = struct.Struct("<I")
@@ -106,9 +106,11 @@ def load(spec: str, *, timeout: float | None = guard.DEFAULT_TIMEOUT, isolate: b
         if isinstance(found, registry.PluginError):
             raise found
         return found
-    decl = channel(spec).request(("import", timeout), method="import", limit=timeout)
+    ch = channel(spec)
+    decl = ch.request(("import", timeout), method="import", limit=timeout)
     if isinstance(decl, str):
         raise registry.PluginError(decl)
+    ch.label = decl.get("name") or spec  # errors name it as the session's do
     attrs = dict(decl)
     attrs.update(popek_plugin_spec=spec, __init__=_not_here, __module__=decl["__module__"])
     for cap in decl.get("capabilities", ()):  # the methods each declared capability promises
@@ -188,6 +190,8 @@ class Channel:
         self.proc: subprocess.Popen | None = None
         self.rfd = self.wfd = -1
         self.generation = 0  # how many processes were started: sessions of a dead one are gone
+        self.pending: Exception | None = None
+        self.label = spec
 
     # -- process control ---------------------------------------------------------
     def _start(self) -> None:
@@ -284,12 +288,16 @@ class Channel:
             return msg
 
     def request(self, req: tuple, *, method: str, limit: float | None) -> Any:
-        """Send ``req``; its result, or the child's error raised here."""
+        """Send ``req``; its result, or the child's error raised here (or
+        one a session's close met, which no caller was there to see)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            raise pending
         if self.proc is None:
             try:
                 self._start()
             except Lost as e:
-                raise _crash(self.spec, str(e)) from None
+                raise _crash(self.label, str(e)) from None
         data = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             os.write(self.wfd, _HEADER.pack(len(data)))
@@ -298,11 +306,11 @@ class Channel:
                 view = view[os.write(self.wfd, view):]
         except (BrokenPipeError, OSError):
             self.kill()
-            raise _crash(self.spec, f"{method}(): its process had died") from None
+            raise _crash(self.label, f"{method}(): its process had died") from None
         try:
             msg = self._read((limit or guard.DEFAULT_TIMEOUT) * guard.WALL_FACTOR + SLACK, method)
         except Lost as e:
-            raise _crash(self.spec, str(e), method=method) from None
+            raise _crash(self.label, str(e), method=method) from None
         except BaseException:  # interrupted here (Ctrl-C): the answer would come out of turn
             self.kill()
             raise
@@ -316,7 +324,7 @@ class Channel:
 
             kind = {"crash": session.PluginCrashed, "safety": session.UnsafeRun}.get(msg[1], session.ContractBroken)
             raise kind(msg[2], method=msg[3], detail=msg[4])
-        raise _crash(self.spec, f"{method}(): {msg[1]}", method=method)
+        raise _crash(self.label, f"{method}(): {msg[1]}", method=method)
 
 
 def _crash(spec: str, what: str, method: str = "") -> Exception:
@@ -439,20 +447,27 @@ class RemoteSession:
     def steps(self) -> int:
         return self._op("steps")
 
-    def close(self) -> None:
+    def close(self, *, quiet: bool = False) -> None:
+        """End the session in the child.  What closing met (a finalizer
+        that raised) is raised here; with ``quiet`` (an error is already on
+        its way) the next request to this plug-in raises it instead."""
         sid, self._sid = self._sid, None
         if sid is None or self._ch.proc is None or self._ch.generation != self._generation:
             return  # never opened, or its process is gone
         try:
             self._request(("close", sid), "close")
-        except Exception:  # noqa: BLE001 - closing must not hide what went wrong before
+        except GuestRefused:
             pass
+        except Exception as e:  # noqa: BLE001 - closing must not hide what went wrong before
+            if not quiet:
+                raise
+            self._ch.pending = e
 
     def __enter__(self) -> "RemoteSession":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        self.close(quiet=kind is not None)
 
 
 def _profile_ref(profile: Profile) -> Any:
@@ -499,7 +514,7 @@ class _Server:
     def __init__(self, wfd: int):
         self.wfd = wfd
         self.cls: type[VMM] | None = None
-        self.spec = ""
+        self.spec = self.label = ""
         self.sessions: dict[int, Any] = {}
         self.refs: dict[int, Any] = {}
         self.finalizer = False
@@ -517,7 +532,8 @@ class _Server:
 
     def on_unraisable(self, u: Any) -> None:
         what = f"{type(u.exc_value).__name__}: {guard.text_of(u.exc_value)}" if u.exc_value else "an error"
-        self.unraisable.append(f"an exception in a finalizer ({what}, in {u.object!r:.60})")
+        where = getattr(u.object, "__qualname__", type(u.object).__name__)
+        self.unraisable.append(f"an exception in a finalizer ({what}, in {where})")
 
     # -- requests ---------------------------------------------------------------
     def handle(self, req: tuple, spec: str) -> Any:
@@ -565,12 +581,13 @@ class _Server:
         raise ValueError(f"unknown request {op!r}")
 
     def do_import(self, spec: str, timeout: float | None) -> Any:
-        self.spec = spec
+        self.spec = self.label = spec
 
         cls = guard.call(spec, "import", _find, spec, timeout=timeout)
         if isinstance(cls, registry.PluginError):
             return str(cls)
         self.cls = cls
+        self.label = getattr(cls, "name", None) or spec
         self.finalizer = any("__del__" in vars(k) for k in cls.__mro__ if k not in (object, VMM))
         decl = {k: getattr(cls, k) for k in ("name", "summary", "supports", "capabilities") if hasattr(cls, k)}
         decl.update(__name__=cls.__name__, __qualname__=cls.__qualname__, __doc__=cls.__doc__,
@@ -624,7 +641,7 @@ def serve() -> None:
                 gc.collect()
             if server.unraisable:
                 what, server.unraisable[:] = server.unraisable[0], []
-                result = ("error", "crash", f"VMM {server.spec!r}: {what}", "__del__", "")
+                result = ("error", "crash", f"VMM {server.label!r}: {what}", "__del__", "")
         except GuestRefused as e:
             result = ("refused", guard.text_of(e))
         except SessionError as e:

@@ -377,6 +377,7 @@ class Session:
         self._canary = canary
         try:
             self.vmm: VMM = self.call("__init__", vmm_cls, self.host, returns=VMM)
+            self.storage_intact("__init__")
         except BaseException:
             self.close()
             raise
@@ -400,6 +401,7 @@ class Session:
         several guests, each has its own allocation: sessions that add
         guests run without the watch until it follows the selected one.)"""
         self.call("load", self.vmm.load, image, memsize=memsize)
+        self.storage_intact("load")
         self.memsize = self._first_memsize = memsize
         self._memsizes: dict[Any, int] = {}
         if self._watch is not None:
@@ -418,8 +420,22 @@ class Session:
     def guests(self) -> list:
         return list(self.call("guests", self.vmm.guests, returns=(list, tuple)))
 
+    def storage_intact(self, method: str) -> None:
+        """The host's storage is still the list popek lent it, of its size.
+        A plug-in that swaps ``host.M`` for a list of its own (or grows or
+        shrinks it) puts guest code beyond every check popek makes of host
+        storage (the canary, the reach check): a contract failure, seen at
+        once rather than never."""
+        M = self.host.M
+        if M is not self._storage:
+            raise self.fail(f"{method}() replaced the host's storage object (host.M): popek lends it and "
+                            "checks it; write host storage in place (host.write)")  # fmt: skip
+        if len(M) != len(self._fill):
+            raise self.fail(f"{method}() changed the size of host storage: {len(self._fill)} -> {len(M)} words")
+
     def run(self, steps: int) -> GuestRun:
         r = self.call("run", self.vmm.run, steps, returns=GuestRun)
+        self.storage_intact("run")
         if not isinstance(r.steps, int) or not isinstance(r.halted, bool):
             raise self.fail(f"run({steps}) returned {r!r}: steps must be int, halted bool")
         if not 0 <= r.steps <= steps:
@@ -432,6 +448,7 @@ class Session:
 
     def state(self) -> GuestState:
         s = self.call("guest_state", self.vmm.guest_state, returns=GuestState)
+        self.storage_intact("guest_state")
         try:
             s.validate()
         except TypeError as e:
@@ -490,6 +507,7 @@ class Session:
         outside the allocation and the reserved ranges that changed.  Call
         once, at the end: the canary compare consumes the storage."""
         found = list(self.observed.violations)
+        self.storage_intact("the session")
         if self._canary:
             alloc = self.allocation()
             kept = [alloc, *self.reserved()]

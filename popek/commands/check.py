@@ -40,7 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("vmm", help="package.module:Class (or a registered name)")
     add_table_arguments(p, default_cases=DEFAULT_CASES, per="profile")
     p.add_argument("--profile", action="append", help="only this profile (repeatable)")
+    p.add_argument("--timeout", type=float, default=CONTRACT_TIMEOUT, metavar="SECONDS",
+                   help=f"processor seconds for one call into the plug-in in the contract checks "
+                        f"(default {CONTRACT_TIMEOUT:g}; the clock allows 5 times as long)")  # fmt: skip
     p.set_defaults(func=run)
+
+
+CONTRACT_TIMEOUT = 20.0
 
 
 def add_table_arguments(p: argparse.ArgumentParser, *, default_cases: int, per: str) -> None:
@@ -173,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
     from popek.spec.profiles import all_profiles
     from popek.vmm_runner import load_vmm
 
-    cls = load_vmm(args.vmm)
+    if not 0 < args.timeout < 1e6:  # nan and inf fail this too
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    cls = load_vmm(args.vmm, timeout=args.timeout)
     registered = {p.name for p in all_profiles()}
     profiles = args.profile or [p for p in cls.supports if p in registered]
     for p in profiles:
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
               "Support.direct_modes: both virtual modes are assumed (deprecated: declare "
               "direct_modes={'user', 'supervisor'} or {'user'})", file=sys.stderr)  # fmt: skip
     try:
-        checks = check_vmm(cls, profiles)
+        checks = check_vmm(cls, profiles, timeout=args.timeout)
     except ConformanceError as e:
         print(f"contract: FAILED: {e}")
         return 1
