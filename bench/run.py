@@ -26,6 +26,7 @@ SECTIONS = [
     ("advanced designs", "advanced_bench"),
     ("Z3 proofs (one core)", "proofs_bench"),
     ("fuzzing harness", "fuzz_bench"),
+    ("plug-ins in their own process (one core)", "isolation_bench"),
     ("paravirtualization's analysis (one core)", "reach_bench"),
     ("situation coverage of default guests (one core)", "situations_bench"),
     ("default popek check (2 cores)", "verdict_bench"),
