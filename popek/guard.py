@@ -93,7 +93,8 @@ def call(
             result = fn(*args, **kwargs)
     except _Timeout as e:
         if e.args and e.args[0] == signal.SIGALRM:  # it blocked, or ignored the processor-time alarm
-            raise PluginFailure(plugin, method, f"did not return within {timeout * WALL_FACTOR:g} s") from None
+            raise PluginFailure(plugin, method, f"did not return within {timeout:g} s of processor time, "
+                                f"nor within {timeout * WALL_FACTOR:g} s on the clock") from None  # fmt: skip
         raise PluginFailure(plugin, method, f"did not return within {timeout:g} s of processor time") from None
     except GuestRefused:
         raise  # a refusal is the plug-in's declared answer, not a failure

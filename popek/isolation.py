@@ -85,6 +85,7 @@ def load(spec: str, *, timeout: float | None = guard.DEFAULT_TIMEOUT, isolate: b
         if isinstance(found, registry.PluginError):
             raise found
         return found
+    spec = target_of(spec)  # as this process resolves it: the child sees "module:Class" only
     ch = channel(spec)
     decl = ch.request(("import", timeout), method="import", limit=timeout)
     if isinstance(decl, str):

@@ -19,6 +19,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -220,14 +221,18 @@ def _crash(spec: str, what: str, method: str = "") -> Exception:
     return session.PluginCrashed(f"VMM {spec!r}: {what}", method=method)
 
 
-_channels: dict[str, Channel] = {}
+_channels: dict[tuple[str, int], Channel] = {}
 _live: set[Channel] = set()
 
 
 def channel(spec: str) -> Channel:
-    ch = _channels.get(spec)
+    """The plug-in's process for this thread: requests on one pipe are
+    answered in turn, so campaigns in threads side by side each have their
+    own (and the parent-death signal follows the thread that started it)."""
+    key = (spec, threading.get_ident())
+    ch = _channels.get(key)
     if ch is None:
-        ch = _channels[spec] = Channel(spec)
+        ch = _channels[key] = Channel(spec)
     return ch
 
 
