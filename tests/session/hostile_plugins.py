@@ -217,7 +217,8 @@ class AssignsOutside(_AfterRun):
     name = "assigns-outside"
 
     def bypass(self) -> None:
-        self.host.M[len(self.host.M) - 1] ^= 1
+        last = len(self.host.M) - 1
+        self.host.M[last] = (self.host.M[last] + 1) & 0xFFFF
 
 
 class WritesOutside(_AfterRun):
@@ -227,7 +228,7 @@ class WritesOutside(_AfterRun):
 
     def bypass(self) -> None:
         last = len(self.host.M) - 2
-        self.host.write(last, self.host.M[last] ^ 1)
+        self.host.write(last, self.host.M[last] + 1)
 
 
 class ReplacesStorage(_AfterRun):
