@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zlib
 from pathlib import Path
 
 from popek.cli import UserError
@@ -141,10 +140,8 @@ def replay(vmm_spec: str, profile: str, target: str) -> int:
         else:
             doc = findings.read(target)
             case, kind = findings.case_of(doc), doc.get("kind")
-    except FileNotFoundError:
-        raise UserError(f"{target}: no such finding") from None
-    except (ValueError, KeyError, TypeError, zlib.error) as e:
-        raise UserError(f"{target[:40]}: not a popek finding or case blob: {e}") from None
+    except ValueError as e:  # popek.spec.stored.StoredError: names the file and the field
+        raise UserError(str(e)) from None
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
     # an efficiency witness shows an instruction run emulated: judge per instruction
