@@ -166,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
         return replay(args.vmm, args.profile, args.replay)
     cls = check_target(args.vmm, args.profile)
     config = config_from_args(args, args.vmm, args.profile)
+    from popek.writable import check_campaign_outputs
+
+    check_campaign_outputs(config.findings_dir, config.db, args.json)  # before the first case
     innocuous, rule = direct_rule(cls, args.profile)
     if rule is not None:
         config.direct = rule.to_json()
@@ -173,7 +176,12 @@ def run(args: argparse.Namespace) -> int:
     report.innocuous = innocuous
     print(report.summary())
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
+        from popek.spec.stored import write_atomic
+
+        try:
+            write_atomic(args.json, (json.dumps(report.to_json(), indent=1) + "\n").encode("utf-8"))
+        except OSError as e:
+            raise UserError(f"--json {args.json}: cannot write: {e.strerror or e} (the summary above is the report)")
     if report.errors and not report.findings:
         raise UserError("the campaign could not run: " + report.errors[0].splitlines()[0])
     return 1 if report.findings else 0
