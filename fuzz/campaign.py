@@ -706,7 +706,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         cov.start()
     try:
         vmm_cls = registry.load(config.vmm)
-        prof = profiles.get(config.profile)
+        prof = registry.profile(config.profile)  # a plug-in's profile too
         excluded: list[str] = []
         reference = None
         if config.reference:

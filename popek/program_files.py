@@ -24,11 +24,23 @@ from popek.spec.profiles import Profile, ProfileError
 IMAGE_SUFFIX = ".json"
 
 
-def profile_named(name: str) -> Profile:
-    """The registered profile ``name``; an unknown name is the user's mistake."""
+def profile_named(name: str, vmm: str | None = None) -> Profile:
+    """The registered profile ``name``; an unknown name is the user's mistake.
+    A profile a plug-in registers is known once the plug-in is imported:
+    the VMM ``vmm`` (when the command names one), or a module of the
+    ``popek.profiles`` entry points (`popek.registry.profile`)."""
+    from popek import registry
+
+    if vmm:
+        try:
+            return profiles.get(name)
+        except ProfileError:
+            from popek.vmm_runner import load_vmm
+
+            load_vmm(vmm)  # its import may register the profile
     try:
-        return profiles.get(name)
-    except ProfileError as e:
+        return registry.profile(name)
+    except (ProfileError, registry.PluginError) as e:
         raise UserError(str(e)) from None
 
 

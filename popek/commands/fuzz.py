@@ -110,8 +110,9 @@ def check_target(vmm: str, profile: str):
     from popek.program_files import profile_named
     from popek.vmm_runner import load_vmm
 
+    cls = load_vmm(vmm)  # first: its import may register the profile
     profile_named(profile)
-    return load_vmm(vmm)
+    return cls
 
 
 def direct_rule(cls, profile: str):
@@ -131,6 +132,7 @@ def direct_rule(cls, profile: str):
 def replay(vmm_spec: str, profile: str, target: str) -> int:
     from popek.fuzz import findings, properties
     from popek.fuzz.report import format_problem
+    from popek.spec.stored import StoredError
 
     cls = check_target(vmm_spec, profile)
     kind = None
@@ -140,8 +142,9 @@ def replay(vmm_spec: str, profile: str, target: str) -> int:
         else:
             doc = findings.read(target)
             case, kind = findings.case_of(doc), doc.get("kind")
-    except ValueError as e:  # popek.spec.stored.StoredError: names the file and the field
-        raise UserError(str(e)) from None
+    except StoredError as e:  # names the file and the field
+        field = f"{e.field}: " if e.field else ""
+        raise UserError(f"{e.file}: not a popek finding or case blob: {field}{e.message}") from None
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
     # an efficiency witness shows an instruction run emulated: judge per instruction
