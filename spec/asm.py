@@ -14,7 +14,7 @@ Syntax, one statement per line::
 Numbers are decimal, ``0x`` hex or ``0b`` binary, optionally negative;
 a decimal number has no leading zero (``007`` is an error rather than a
 guess between decimal and C's octal), and no literal may be longer than
-`MAX_DIGITS` characters (no word is that wide).  An immediate may be
+80 characters (no word is that wide; `MAX_DIGITS`).  An immediate may be
 ``label``, ``label+N`` or ``label-N``.  The entry point
 is ``.entry`` if given, else the label ``start``, else the first address
 assembled.  Errors name the file, line and column.
