@@ -22,6 +22,7 @@ written to the findings directory the moment it is seen.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -258,7 +259,8 @@ def _checked_directory_database(path: str):
             self.warnings: list[str] = []
 
         def fetch(self, key: bytes):
-            kp = self._key_path(key)
+            # where Hypothesis keeps ``key`` (its own `_key_path`, not ours to call)
+            kp = self.path / hashlib.sha384(key).hexdigest()[:16]
             try:
                 names = os.listdir(kp) if kp.is_dir() else []
             except OSError:
