@@ -210,12 +210,12 @@ def test_full_disk_keeps_the_finding_in_the_report(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(stored.os, "fsync", full)
     config = CampaignConfig(
-        vmm="trap-and-emulate", profile="x86", seconds=60, max_cases=60, seed=7, first=True, distinct=False,
+        vmm="trap-and-emulate", profile="x86", seconds=60, max_cases=40, seed=7, first=True, distinct=False,
         status_dir=str(tmp_path / "status"), findings_dir=str(tmp_path / "found"), db=str(tmp_path / "db"),
     )  # fmt: skip
     result = run_worker(config, 0)
     monkeypatch.undo()
-    assert result["findings"], "trap-and-emulate on x86 has fidelity findings within 60 cases"
+    assert result["findings"], "trap-and-emulate on x86 has fidelity findings within 40 cases"
     assert list((tmp_path / "found").iterdir()) == []  # nothing saved, no temporary file left
     f = result["findings"][0]
     assert f["saved"] is False and "No space left" in f["save_error"]
@@ -237,7 +237,7 @@ def test_two_campaigns_same_seed_at_once_keep_every_finding(tmp_path):
     found = tmp_path / "found"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "popek", *FUZZ[:-3], "--cases", "60", "--first", "--seed", "7",
+            [sys.executable, "-m", "popek", *FUZZ[:-3], "--cases", "40", "--first", "--seed", "7",
              "--findings", str(found), "--db", str(tmp_path / f"db{k}"), "--json", str(tmp_path / f"r{k}.json"),
              "--quiet"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
