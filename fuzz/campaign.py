@@ -614,6 +614,9 @@ def _status_entry(doc: dict, path: str, req: str, culprit: dict | None, status: 
     }  # fmt: skip
     if not doc.get("saved", True):
         entry.update(saved=False, save_error=doc["save_error"], report=doc["report"], replay=doc["replay"])
+        # also as an error: `popek check`/`verify` print a cell's errors, with the replay line
+        status.errors.append(f"the {doc['kind']} finding could not be saved ({doc['save_error']}); "
+                             f"replay it with: {doc['replay']}")  # fmt: skip
         print(f"popek: could not save the {doc['kind']} finding ({doc['save_error']}); "
               f"it is:\n{doc['report']}", file=sys.stderr, flush=True)  # fmt: skip
     return entry

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 from popek.cli import main
 from popek.fuzz import campaign, findings
@@ -185,6 +187,24 @@ def test_corrupt_database_entries_are_skipped_counted_and_named(tmp_path):
     assert any("junk" in w for w in db.warnings) and any("big" in w for w in db.warnings)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(entries=hs.lists(hs.binary(max_size=64), min_size=1, max_size=5), cut=hs.integers(0, 8))
+def test_mutated_database_entries_are_replayed_or_skipped(tmp_path_factory, entries, cut):
+    """Entries Hypothesis wrote, then damaged (truncated, replaced by random
+    bytes): each is either handed back as it is on disk, when it decodes,
+    or skipped and counted; fetching never raises."""
+    from hypothesis.database import choices_from_bytes, choices_to_bytes
+
+    db = campaign.make_database(str(tmp_path_factory.mktemp("db")))
+    good = choices_to_bytes((True, 5, b"ab", "x", 1.5))
+    for raw in [good[: len(good) - cut], *entries]:
+        db.save(b"k", raw)
+    on_disk = [p.read_bytes() for p in db._key_path(b"k").iterdir()]
+    fetched = list(db.fetch(b"k"))
+    assert sorted(fetched) == sorted(b for b in on_disk if choices_from_bytes(b) is not None)
+    assert db.skipped == len(on_disk) - len(fetched)
+
+
 # -- atomic writes, a full disk ------------------------------------------------------
 def test_write_atomic_removes_its_temporary_file_and_keeps_the_old(tmp_path, monkeypatch):
     target = tmp_path / "f.json"
@@ -219,6 +239,7 @@ def test_full_disk_keeps_the_finding_in_the_report(tmp_path, monkeypatch, capsys
     assert list((tmp_path / "found").iterdir()) == []  # nothing saved, no temporary file left
     f = result["findings"][0]
     assert f["saved"] is False and "No space left" in f["save_error"]
+    assert any("could not be saved" in e and "--replay popek1:" in e for e in result["errors"])
     report = CampaignReport(config, 1.0, result["cases"], [], result["findings"], IsaCoverage())
     text = report.summary()
     assert "findings: none" not in text
