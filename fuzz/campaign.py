@@ -829,7 +829,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     doc = fnd.write(
                         path, vmm=config.vmm, case=case, problem=problem,
                         seconds=current["seconds"], cases=current["cases"], shrunk=False,
-                        reference=config.reference or "bare",
+                        reference=config.reference or "bare", durable=current["path"] is None,
                     )  # fmt: skip
                     if current["path"] is not None and current["path"] != path and doc.get("saved", True):
                         Path(current["path"]).unlink(missing_ok=True)  # the smaller case replaces it

@@ -72,6 +72,7 @@ def write(
     shrunk: bool,
     culprit: dict | None = None,
     reference: str = "bare",
+    durable: bool = True,
 ) -> dict:
     """Write the finding to ``path`` and return its document.  A write that
     fails is not raised: the document says ``saved: False`` and why
@@ -106,7 +107,7 @@ def write(
     }
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        stored.write_atomic(path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
+        stored.write_atomic(path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"), durable=durable)
     except OSError as e:
         doc["saved"] = False
         doc["save_error"] = f"{path}: {e.strerror or e}"

@@ -182,18 +182,21 @@ def array(value: Any, *, file: str, field: str, max_len: int) -> list:
 # --------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------
-def write_atomic(path: str | Path, data: bytes) -> None:
+def write_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` by ``data`` all at once: readers see the old file or
     the new one, never a part, also after a crash (fsync before the rename,
     and of the directory after it).  On failure the temporary file is removed
-    and the OSError propagates; the old file, if any, is untouched."""
+    and the OSError propagates; the old file, if any, is untouched.
+    ``durable=False`` skips the fsyncs (about 4x faster here): still atomic
+    against a killed process, for versions soon replaced by a durable one."""
     p = Path(path)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -201,6 +204,8 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+    if not durable:
+        return
     try:  # the rename itself made durable; not every file system lets a directory be fsynced
         dfd = os.open(p.parent, os.O_RDONLY)
         try:

@@ -225,10 +225,11 @@ def test_full_disk_keeps_the_finding_in_the_report(tmp_path, monkeypatch, capsys
     no temporary file, and its summary prints the finding in full (assembly
     and a replay line that works), never 'findings: none'."""
 
-    def full(fd):
+    def full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(stored.os, "fsync", full)
+    monkeypatch.setattr(stored.os, "fsync", full)  # a durable write fails at its fsync,
+    monkeypatch.setattr(stored.os, "replace", full)  # any write at its rename
     config = CampaignConfig(
         vmm="trap-and-emulate", profile="x86", seconds=60, max_cases=40, seed=7, first=True, distinct=False,
         status_dir=str(tmp_path / "status"), findings_dir=str(tmp_path / "found"), db=str(tmp_path / "db"),
