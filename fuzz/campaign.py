@@ -22,14 +22,17 @@ written to the findings directory the moment it is seen.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -89,6 +92,9 @@ class CampaignConfig:
     # knows the innocuous instructions (the proofs name them); None: not judged
     direct: dict | None = None
     innocuous_share: float = 0.5  # the direct share each innocuous instruction needs
+    # in every finding's file name: unique across processes and machines, so
+    # campaigns with the same seed never overwrite each other (`new_campaign_id`)
+    campaign_id: str = ""
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -101,6 +107,12 @@ class CampaignConfig:
         d["shard"] = tuple(d["shard"])
         d["stop_culprits"] = tuple(d.get("stop_culprits", ()))
         return cls(**d)
+
+
+def new_campaign_id() -> str:
+    """Random, not derived from the seed: two campaigns with ``--seed 7`` at
+    once, or one after the other, still name their findings apart."""
+    return uuid.uuid4().hex[:10]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -181,18 +193,111 @@ def parse_duration(text: str) -> float:
 # --------------------------------------------------------------------------
 # The example database
 # --------------------------------------------------------------------------
-def make_database(spec: str | None):
-    """A Hypothesis example database for ``--db``."""
-    from hypothesis.database import DirectoryBasedExampleDatabase
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_CONNECT_TIMEOUT = 3.0  # seconds: a black-holed address fails fast
+MAX_DB_ENTRY = 1 << 20  # bytes; Hypothesis's entries are choice sequences of a few kB
+DEFAULT_DB = str(Path(".popek") / "examples")
 
-    if spec and spec.startswith("redis://"):
+
+class DatabaseError(ValueError):
+    """An example database popek cannot use: one line saying which and why."""
+
+
+def is_redis(spec: str | None) -> bool:
+    return bool(spec) and spec.startswith(REDIS_SCHEMES)
+
+
+def _redis_client(spec: str):
+    """A Redis client for ``spec`` that has answered a PING, or
+    `DatabaseError`.  A ``--db`` the user named is what they asked for: a
+    server that does not answer stops the campaign (exit 2) rather than
+    falling back to a local directory that other machines do not share."""
+    try:
         import redis
+    except ImportError:
+        raise DatabaseError(f"--db {spec}: the redis client library is not installed (pip install redis)") from None
+    try:
+        client = redis.Redis.from_url(
+            spec, socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_CONNECT_TIMEOUT,
+        )  # fmt: skip
+        client.ping()
+    except Exception as e:  # connection refused, bad port or host, TLS, a server that is not Redis
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DatabaseError(f"--db {spec}: no Redis server answers there: {reason[:200]}") from None
+    return client
+
+
+def check_database(spec: str | None) -> None:
+    """Before the first case: a Redis database answers, a directory database
+    is a directory popek can write (created if missing)."""
+    if is_redis(spec):
+        _redis_client(spec).close()
+        return
+    path = Path(spec or DEFAULT_DB)
+    if path.exists() and not path.is_dir():
+        raise DatabaseError(f"--db {path}: not a directory (an example database is a directory or redis://HOST:PORT)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".popek-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DatabaseError(f"--db {path}: cannot write the example database there: {e.strerror or e}") from None
+
+
+def _checked_directory_database(path: str):
+    """Hypothesis's directory database, reading only what it could have
+    written: an entry that is not a regular file (a FIFO would block the
+    campaign), is larger than `MAX_DB_ENTRY`, or does not decode as a choice
+    sequence is skipped, counted in ``skipped`` and named in ``warnings``."""
+    from hypothesis.database import DirectoryBasedExampleDatabase, choices_from_bytes
+
+    class CheckedDirectoryDatabase(DirectoryBasedExampleDatabase):
+        def __init__(self, path: str):
+            super().__init__(path)
+            self.skipped = 0
+            self.warnings: list[str] = []
+
+        def fetch(self, key: bytes):
+            # where Hypothesis keeps ``key`` (its own `_key_path`, not ours to call)
+            kp = self.path / hashlib.sha384(key).hexdigest()[:16]
+            try:
+                names = os.listdir(kp) if kp.is_dir() else []
+            except OSError:
+                return
+            for name in names:
+                entry = kp / name
+                try:
+                    info = os.lstat(entry)
+                    if not stat.S_ISREG(info.st_mode):
+                        raise ValueError("not a regular file")
+                    if info.st_size > MAX_DB_ENTRY:
+                        raise ValueError(f"{info.st_size} bytes, more than {MAX_DB_ENTRY}")
+                    with open(entry, "rb") as f:
+                        data = f.read(MAX_DB_ENTRY + 1)
+                    if len(data) > MAX_DB_ENTRY or choices_from_bytes(data) is None:
+                        raise ValueError("not an entry Hypothesis wrote")
+                except FileNotFoundError:
+                    continue  # deleted meanwhile (another worker shrank it)
+                except (OSError, ValueError) as e:
+                    self.skipped += 1
+                    if len(self.warnings) < 5:
+                        self.warnings.append(f"example database entry {entry} skipped: {e}")
+                    continue
+                yield data
+
+    return CheckedDirectoryDatabase(path)
+
+
+def make_database(spec: str | None):
+    """A Hypothesis example database for ``--db`` (`check_database` first:
+    a `DatabaseError` for one popek cannot use)."""
+    check_database(spec)
+    if is_redis(spec):
         from hypothesis.extra.redis import RedisExampleDatabase
 
-        client = redis.Redis.from_url(spec)
-        client.ping()  # fail now, with the address, rather than mid-campaign
-        return RedisExampleDatabase(client, key_prefix=b"popek-example:")
-    return DirectoryBasedExampleDatabase(spec or str(Path(".popek") / "examples"))
+        return RedisExampleDatabase(_redis_client(spec), key_prefix=b"popek-example:")
+    return _checked_directory_database(spec or DEFAULT_DB)
 
 
 def register_settings_profile(database, batch: int, reuse_only: bool = False):
@@ -242,6 +347,8 @@ class _Status:
         self.budget = config.max_cases
         self.time_capped = False  # the time cap stopped it short of its case budget
         self.errors: list[str] = []
+        self.warnings: list[str] = []  # what did not stop the campaign (skipped database entries)
+        self.db_skipped = 0  # example-database entries skipped as corrupt
         self.done = False
         self._last_write = 0.0
         self.ledger = None  # `DirectLedger`, when efficiency is judged per instruction
@@ -269,11 +376,19 @@ class _Status:
             "budget": self.budget,
             "time_capped": self.time_capped,
             "errors": self.errors,
+            "warnings": self.warnings,
+            "db_skipped": self.db_skipped,
             "done": self.done,
         }
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(doc), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as e:  # a full disk: the worker goes on, its result still returned
+            tmp.unlink(missing_ok=True)
+            note = f"status file {self.path} not written: {e.strerror or e}"
+            if note not in self.errors:
+                print(f"popek: worker {self.index}: {note}", file=sys.stderr)
 
 
 def _seed_hypothesis(value: int):
@@ -466,26 +581,45 @@ def _conclude(entry: dict, vmm_cls, config: CampaignConfig, reference, excluded:
         culprit = _culprit(vmm_cls, entry["case"], entry["problem"])
         if culprit and entry["case"].instructions > FOCUS_ABOVE:
             _focus(entry, vmm_cls, config, culprit, excluded)
-    path = Path(entry["path"])
-    final = fnd.finding_path(path.parent, config.vmm, config.profile, entry["problem"].kind, entry["tag"])
-    if final != path:  # shrank to another kind of the same requirement (e.g. a crash)
-        path.unlink(missing_ok=True)
-        path = final
+    earlier = Path(entry["path"])
+    path = _finding_path(earlier.parent, config, entry["problem"].kind, entry["tag"], entry["case"])
     doc = fnd.write(
         path, vmm=config.vmm, case=entry["case"], problem=entry["problem"],
         seconds=entry["seconds"], cases=entry["cases"], shrunk=shrunk,
         reference=config.reference or "bare", culprit=culprit,
     )  # fmt: skip
+    if earlier != path and doc.get("saved", True):  # shrunk further, or to another kind: the new file replaces it
+        earlier.unlink(missing_ok=True)
     req = requirement_of(doc["kind"])
-    status.findings.append({
-        "path": str(path), "kind": doc["kind"], "requirement": req, "message": doc["message"],
+    status.findings.append(_status_entry(doc, str(path), req, culprit, status))
+    status.write(force=True)
+    return req, culprit
+
+
+def _finding_path(directory: Path, config: CampaignConfig, kind: str, tag: str, case) -> Path:
+    return fnd.finding_path(directory, config.vmm, config.profile, kind, tag,
+                            campaign=config.campaign_id, digest=case.digest())  # fmt: skip
+
+
+def _status_entry(doc: dict, path: str, req: str, culprit: dict | None, status: "_Status") -> dict:
+    """A finding as the worker reports it.  One that could not be saved
+    carries its whole report (assembly, and a replay line with the case
+    blob), so that the campaign's summary prints it and nothing is lost."""
+    entry = {
+        "path": path, "kind": doc["kind"], "requirement": req, "message": doc["message"],
         "instructions": doc["instructions"], "uses": doc["uses"],
         "culprit": culprit,
         "seconds_to_detection": doc["seconds_to_detection"],
         "cases_to_detection": doc["cases_to_detection"],
-    })  # fmt: skip
-    status.write(force=True)
-    return req, culprit
+    }  # fmt: skip
+    if not doc.get("saved", True):
+        entry.update(saved=False, save_error=doc["save_error"], report=doc["report"], replay=doc["replay"])
+        # also as an error: `popek check`/`verify` print a cell's errors, with the replay line
+        status.errors.append(f"the {doc['kind']} finding could not be saved ({doc['save_error']}); "
+                             f"replay it with: {doc['replay']}")  # fmt: skip
+        print(f"popek: could not save the {doc['kind']} finding ({doc['save_error']}); "
+              f"it is:\n{doc['report']}", file=sys.stderr, flush=True)  # fmt: skip
+    return entry
 
 
 def worker_index() -> int:
@@ -525,14 +659,25 @@ def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, find
         case, problem = found
         problem.message = f"{problem.message}; campaign: {verdict}"
         tag = f"s{config.shard[0]}w{status.index}eff-{config.seed & 0xFFFF:04x}"
-        path = fnd.finding_path(findings_dir, config.vmm, config.profile, "efficiency", tag)
+        path = _finding_path(findings_dir, config, "efficiency", tag, case)
         doc = fnd.write(
             path, vmm=config.vmm, case=case, problem=problem, seconds=entry["seconds_to_detection"],
             cases=status.cases, shrunk=True, reference="bare",
         )  # fmt: skip
         entry.update(path=str(path), message=doc["message"], instructions=doc["instructions"], uses=doc["uses"])
+        if not doc.get("saved", True):
+            saved = _status_entry(doc, str(path), "efficiency", None, status)
+            entry.update({k: saved[k] for k in ("saved", "save_error", "report", "replay")})
     status.findings.append(entry)
     status.write(force=True)
+
+
+def _database_warnings(status: "_Status", database) -> None:
+    """The example database's skipped entries, counted and named in the status."""
+    status.db_skipped = getattr(database, "skipped", 0)
+    for w in getattr(database, "warnings", ()):
+        if w not in status.warnings:
+            status.warnings.append(w)
 
 
 def run_worker(config: CampaignConfig, index: int) -> dict:
@@ -566,7 +711,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         cov.start()
     try:
         vmm_cls = isolation.load(config.vmm)  # a plug-in popek did not ship: its own process
-        prof = profiles.get(config.profile)
+        prof = registry.profile(config.profile)  # a plug-in's profile too
         excluded: list[str] = []
         reference = None
         if config.reference:
@@ -590,6 +735,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             from .efficiency import DirectLedger, DirectRule
 
             status.ledger = DirectLedger(DirectRule.from_json(config.direct))
+        if not config.campaign_id:  # run in-process (a verdict cell): an id of its own
+            config.campaign_id = new_campaign_id()
         database = make_database(config.db)
         deadline = status.started + config.seconds
         budget = config.max_cases
@@ -678,15 +825,17 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     current["seconds"] = time.time() - status.started
                     current["cases"] = status.cases
                 if current["best"] is None or size <= current["best"]:
-                    path = fnd.finding_path(findings_dir, config.vmm, case.profile, problem.kind, tag)
-                    fnd.write(
+                    path = _finding_path(findings_dir, config, problem.kind, tag, case)
+                    doc = fnd.write(
                         path, vmm=config.vmm, case=case, problem=problem,
                         seconds=current["seconds"], cases=current["cases"], shrunk=False,
-                        reference=config.reference or "bare",
+                        reference=config.reference or "bare", durable=current["path"] is None,
                     )  # fmt: skip
-                    if current["path"] is not None and current["path"] != path:
-                        Path(current["path"]).unlink(missing_ok=True)  # shrank to another kind
-                    current["path"], current["best"] = path, size
+                    if current["path"] is not None and current["path"] != path and doc.get("saved", True):
+                        Path(current["path"]).unlink(missing_ok=True)  # the smaller case replaces it
+                    if doc.get("saved", True) or current["path"] is None:
+                        current["path"] = path  # (unsaved: the last file saved stays the one to replace)
+                    current["best"] = size
                     current["case"], current["problem"] = case, problem
                 status.write()
                 raise properties.PropertyFailed(problem.message, outcome)
@@ -721,9 +870,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 if req in done or req == current["req"]:
                     continue
                 entry["tag"] = tag + "p"  # "p": seen while another finding was shrunk
-                entry["path"] = fnd.finding_path(
-                    findings_dir, config.vmm, config.profile, entry["problem"].kind, entry["tag"]
-                )  # fmt: skip
+                entry["path"] = _finding_path(findings_dir, config, entry["problem"].kind, entry["tag"],
+                                              entry["case"])  # fmt: skip
                 concluded.append(_conclude(
                     entry, vmm_cls, config, reference, excluded, shrunk=False, status=status,
                 ))  # fmt: skip
@@ -748,7 +896,9 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     f"no case ran in {EMPTY_BATCHES} batches in a row ({status.refused} guests refused): stopped"
                 )  # fmt: skip
                 break
+            _database_warnings(status, database)
             status.write(force=True)
+        _database_warnings(status, database)
         # a witness where the verdict contradicts an efficient declaration
         declared = getattr(vmm_cls, "supports", {}).get(config.profile)
         if status.ledger is not None and getattr(declared, "efficient", False) \
@@ -766,6 +916,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         "cases": status.cases, "findings": status.findings, "budget": status.budget, "errors": status.errors,
         "time_capped": status.time_capped, "problem_cases": status.problem_cases,
         "refused": status.refused, "shrink_runs": status.shrink_runs,
+        "warnings": status.warnings, "db_skipped": status.db_skipped,
     }  # fmt: skip
 
 
@@ -791,6 +942,8 @@ class CampaignReport:
     code_coverage: float | None = None
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    db_skipped: int = 0  # example-database entries skipped as corrupt
     # the profile's innocuous instructions (from the proofs), when the caller
     # knows them: the summary then says what the counts prove about P&G's
     # efficiency (popek.fuzz.efficiency)
@@ -895,6 +1048,9 @@ class CampaignReport:
             "situations": cov.situations_json(prof),
             "code_coverage": self.code_coverage,
             "errors": self.errors,
+            "warnings": self.warnings,
+            "db_skipped": self.db_skipped,
+            "unsaved_findings": sum(1 for f in self.findings if f.get("saved") is False),
         }
 
     def summary(self) -> str:
@@ -942,10 +1098,17 @@ class CampaignReport:
         for f in self.findings:
             c = f.get("culprit")
             at = f", first differs at step {c['step']}: {c['insn']} in {c['mode']} mode" if c else ""
+            where = f"NOT SAVED ({f['save_error']})" if f.get("saved") is False else f["path"]
             lines.append(
                 f"  finding: {f['kind']}: {f['message']} ({f['instructions']} instructions{at}, "
-                f"after {f['seconds_to_detection']:.1f} s) -> {f['path']}"
+                f"after {f['seconds_to_detection']:.1f} s) -> {where}"
             )
+            if f.get("saved") is False:  # printed in full: the terminal is the only copy
+                lines += ["    " + line for line in f["report"].splitlines()]
+        if self.db_skipped:
+            lines.append(f"  example database: {self.db_skipped} corrupt entries skipped")
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
         for e in self.errors:
             lines.append(f"  error: {e}")
         return "\n".join(lines)
@@ -976,6 +1139,18 @@ def _progress_line(statuses: list[dict], profile, started: float) -> str:
     )
 
 
+def _check_findings_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise DatabaseError(f"findings directory {path}: not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".popek-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DatabaseError(f"findings directory {path}: cannot write there: {e.strerror or e}") from None
+
+
 def run_campaign(
     config: CampaignConfig, *, progress: TextIO | None = sys.stderr, env: dict | None = None
 ) -> CampaignReport:
@@ -994,8 +1169,13 @@ def run_campaign(
     status_dir = Path(config.status_dir)
     status_dir.mkdir(parents=True, exist_ok=True)
     config.findings_dir = str(Path(config.findings_dir).resolve())
-    if config.db and not config.db.startswith("redis://"):
+    if config.db and not is_redis(config.db):
         config.db = str(Path(config.db).resolve())
+    if not config.campaign_id:
+        config.campaign_id = new_campaign_id()
+    # before the first case: where findings and examples go must take them
+    check_database(config.db)
+    _check_findings_dir(Path(config.findings_dir))
     cfg_path = status_dir / "config.json"
     cfg_path.write_text(json.dumps(config.to_json()), encoding="utf-8")
     (status_dir / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
@@ -1048,6 +1228,8 @@ def run_campaign(
     )  # fmt: skip
     for s in statuses:
         report.errors += s.get("errors", [])
+        report.warnings += s.get("warnings", [])
+        report.db_skipped += s.get("db_skipped", 0)
     if proc.returncode not in (0, None) and not report.findings and not interrupted:
         tail = (status_dir / "pytest.log").read_text(encoding="utf-8", errors="replace")[-2000:]
         report.errors.append(f"worker processes exited with {proc.returncode}:\n{tail}")

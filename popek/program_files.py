@@ -14,10 +14,9 @@ optional and only helps the disassembler tell code from data.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from popek.errors import UserError
-from popek.spec import profiles
+from popek.spec import profiles, stored
 from popek.spec.asm import AsmError, assemble
 from popek.spec.image import Image
 from popek.spec.profiles import Profile, ProfileError
@@ -25,23 +24,36 @@ from popek.spec.profiles import Profile, ProfileError
 IMAGE_SUFFIX = ".json"
 
 
-def profile_named(name: str) -> Profile:
-    """The registered profile ``name``; an unknown name is the user's mistake."""
+def profile_named(name: str, vmm: str | None = None) -> Profile:
+    """The registered profile ``name``; an unknown name is the user's mistake.
+    A profile a plug-in registers is known once the plug-in is imported:
+    the VMM ``vmm`` (when the command names one), or a module of the
+    ``popek.profiles`` entry points (`popek.registry.profile`)."""
+    from popek import registry
+
+    if vmm:
+        try:
+            return profiles.get(name)
+        except ProfileError:
+            from popek.vmm_runner import load_vmm
+
+            load_vmm(vmm)  # its import may register the profile
     try:
-        return profiles.get(name)
-    except ProfileError as e:
+        return registry.profile(name)
+    except (ProfileError, registry.PluginError) as e:
         raise UserError(str(e)) from None
 
 
 def read_text(path: str) -> str:
+    """The program's text: a regular file within popek's size limit (a FIFO
+    or a device would block or never end), UTF-8."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read: {e}") from None
+        data = stored.read_bytes(path, what="file")
+        return data.decode("utf-8")
+    except stored.StoredError as e:
+        raise UserError(str(e)) from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: cannot read: not UTF-8 text (byte {e.start})") from None
 
 
 def load_program(path: str, profile: Profile) -> Image:
@@ -66,19 +78,23 @@ def image_to_json(image: Image) -> str:
 
 
 def image_from_json(text: str, *, file: str, word_mask: int) -> Image:
-    """Parse `image_to_json` output (or a hand-written image) strictly."""
+    """Parse `image_to_json` output (or a hand-written image) strictly: read
+    within `popek.spec.stored`'s limits (size, nesting, integer length), then
+    every field checked, so a bad image is one line naming the field."""
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{file}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+        doc = stored.loads(text, file=file)
+    except stored.StoredError as e:
+        raise UserError(str(e)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("words"), dict):
         raise UserError(f'{file}: an image is an object with "entry" and "words"')
 
     def number(value: object, what: str) -> int:
-        if isinstance(value, bool):
-            raise UserError(f"{file}: {what} {value!r} is not a number")
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise UserError(f"{file}: {what} {str(value)[:40]} is not a number")
+        if isinstance(value, str) and len(value) > stored.MAX_INT_DIGITS:
+            raise UserError(f"{file}: {what} {value[:12]}... is too long for a word")
         try:
-            n = value if isinstance(value, int) else int(str(value), 0)
+            n = value if isinstance(value, int) else int(value, 0)
         except ValueError:
             raise UserError(f"{file}: {what} {value!r} is not a number") from None
         if not 0 <= n <= word_mask:
@@ -87,5 +103,8 @@ def image_from_json(text: str, *, file: str, word_mask: int) -> Image:
 
     words = {number(a, "address"): number(w, f"word at {a}") for a, w in doc["words"].items()}
     entry = number(doc.get("entry", min(words, default=0)), "entry")
-    code = {number(a, "code address") for a in doc.get("code", [])}
+    code_list = doc.get("code", [])
+    if not isinstance(code_list, list):
+        raise UserError(f'{file}: "code" is a list of addresses, not {type(code_list).__name__}')
+    code = {number(a, "code address") for a in code_list}
     return Image(words, entry, code=code)

@@ -11,6 +11,10 @@ from importlib.metadata import entry_points
 from popek.vmm import CAPABILITIES, VMM, Support
 
 ENTRY_POINT_GROUP = "popek.vmms"
+# Modules that register profiles (``popek.spec.profiles.register``) when
+# imported: how a profile of a plug-in becomes known to commands that load
+# no plug-in VMM (`profile`).
+PROFILE_ENTRY_POINT_GROUP = "popek.profiles"
 
 # name -> "module:Class"; the designs this repository ships.
 BUILTINS: dict[str, str] = {
@@ -60,6 +64,27 @@ def load(spec: str) -> type[VMM]:
             raise PluginError(f"{module_name!r} has no attribute {attr!r} (VMM {spec!r})")
     validate_class(cls, spec)
     return cls
+
+
+def profile(name: str):
+    """The profile ``name``: registered already (the shipped ones, or by a
+    plug-in imported before), or by a module of the ``popek.profiles`` entry
+    points, imported on this first miss.  `ProfileError` when none has it,
+    `PluginError` when such a module fails to import."""
+    from popek.spec import profiles
+
+    try:
+        return profiles.get(name)
+    except profiles.ProfileError:
+        pass
+    for ep in entry_points(group=PROFILE_ENTRY_POINT_GROUP):
+        module_name = ep.value.partition(":")[0]
+        try:
+            importlib.import_module(module_name)
+        except Exception as e:  # a plug-in's import may fail in any way
+            raise PluginError(f"cannot import {module_name!r} (profiles {ep.name!r}): "
+                              f"{type(e).__name__}: {e}") from e  # fmt: skip
+    return profiles.get(name)
 
 
 def validate_class(cls: object, spec: str = "") -> None:

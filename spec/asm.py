@@ -12,7 +12,10 @@ Syntax, one statement per line::
             .entry start        ; where execution begins
 
 Numbers are decimal, ``0x`` hex or ``0b`` binary, optionally negative;
-an immediate may be ``label``, ``label+N`` or ``label-N``.  The entry point
+a decimal number has no leading zero (``007`` is an error rather than a
+guess between decimal and C's octal), and no literal may be longer than
+80 characters (no word is that wide; `MAX_DIGITS`).  An immediate may be
+``label``, ``label+N`` or ``label-N``.  The entry point
 is ``.entry`` if given, else the label ``start``, else the first address
 assembled.  Errors name the file, line and column.
 """
@@ -43,6 +46,22 @@ _MNEMONIC = re.compile(r"\s*(\.?[A-Za-z_][\w]*)")
 _NUMBER = re.compile(r"^[+-]?(0x[0-9a-fA-F]+|0b[01]+|[0-9]+)$")
 _SYMREF = re.compile(r"^([A-Za-z_.][\w.]*)\s*(?:([+-])\s*(0x[0-9a-fA-F]+|0b[01]+|[0-9]+))?$")
 _MEMREF = re.compile(r"^(.*)\(\s*([A-Za-z]\w*)\s*\)$")
+# Longer than any word's literal (64 binary digits and a prefix): reading a
+# longer one would only say it does not fit, after Python's int() refused
+# (more than 4300 decimal digits) or spent time on it.
+MAX_DIGITS = 80
+
+
+def parse_number(text: str) -> int:
+    """The value of a numeric literal the `_NUMBER` pattern matched; a
+    ValueError saying why for a leading zero or an overlong literal."""
+    digits = text.lstrip("+-")
+    if len(digits) > MAX_DIGITS:
+        raise ValueError(f"number {text[:12]}... ({len(digits)} characters) is too long for a word")
+    if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+        raise ValueError(f"number {text!r} has a leading zero: write {text[0] if text[0] in '+-' else ''}"
+                         f"{digits.lstrip('0') or '0'} (decimal), or 0x/0b for another base")  # fmt: skip
+    return int(text, 0)
 
 
 @dataclass
@@ -136,9 +155,15 @@ def assemble(text: str, profile: Profile, *, file: str = "<input>") -> Image:
     lines: dict[int, tuple[str, int]] = {}
     code: set[int] = set()
 
+    def number(textv: str, line: int, col: int) -> int:
+        try:
+            return parse_number(textv)
+        except ValueError as e:
+            raise fail(line, col, str(e)) from None
+
     def value(textv: str, line: int, col: int) -> int:
         if _NUMBER.match(textv):
-            n = int(textv, 0)
+            n = number(textv, line, col)
             if not -(1 << (arch.word - 1)) <= n <= arch.mask:
                 raise fail(line, col, f"{textv} does not fit in a {arch.word}-bit word")
             return n & arch.mask
@@ -146,7 +171,7 @@ def assemble(text: str, profile: Profile, *, file: str = "<input>") -> Image:
         if m and m.group(1) in symbols:
             v = symbols[m.group(1)]
             if m.group(2):
-                n = int(m.group(3), 0)
+                n = number(m.group(3), line, col)
                 v = v + n if m.group(2) == "+" else v - n
             return v & arch.mask
         if m and m.group(1) not in FIELD_BY_NAME:
@@ -192,7 +217,10 @@ def assemble(text: str, profile: Profile, *, file: str = "<input>") -> Image:
 def _directive_number(stmt: _Stmt, ops, fail, mask: int) -> int:
     if len(ops) != 1 or not _NUMBER.match(ops[0][0]):
         raise fail(stmt.line, stmt.col, f"{stmt.mnemonic} takes one number")
-    n = int(ops[0][0], 0)
+    try:
+        n = parse_number(ops[0][0])
+    except ValueError as e:
+        raise fail(stmt.line, ops[0][1], str(e)) from None
     if not 0 <= n <= mask:
         raise fail(stmt.line, ops[0][1], f"{stmt.mnemonic} {n} is out of range")
     return n

@@ -47,6 +47,17 @@ class ProfileError(ValueError):
     """A profile whose table is inconsistent."""
 
 
+# What popek itself assembles on every profile: the trap mechanism's return
+# (rti) and the stop (halt), and what the generated guests' kernel, trap
+# handler and the plug-in conformance workloads (popek.conformance) are made
+# of.  A profile without one of these cannot run popek's own guests, so
+# `register` refuses it, naming what is missing, rather than letting the
+# first command that uses it fail deep in the assembler.
+REQUIRED: tuple[str, ...] = (
+    "rti", "halt", "li", "ld", "st", "addi", "cmpi", "jz", "jnz", "jmp", "push", "sys", "out", "stimer",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -133,8 +144,15 @@ _REGISTRY: dict[str, Profile] = {}
 
 
 def register(profile: Profile) -> Profile:
+    """Make ``profile`` known by its name, once it has what popek needs (`REQUIRED`)."""
     if not isinstance(profile, Profile):
         raise ProfileError(f"not a Profile: {profile!r}")
+    missing = [n for n in REQUIRED if n not in profile.by_name]
+    if missing:
+        raise ProfileError(
+            f"profile {profile.name!r} lacks {', '.join(missing)}: popek needs "
+            f"{', '.join(REQUIRED)} to trap and return (rti), stop (halt) and run its guests"
+        )
     _REGISTRY[profile.name] = profile
     return profile
 

@@ -125,6 +125,9 @@ def table_options(args: argparse.Namespace) -> dict:
                           "the share of innocuous steps that must run directly")  # fmt: skip
         args.innocuous_share = args.efficiency_deprecated
     share = fraction(args.innocuous_share, "--innocuous-share", DOMINANT)
+    from popek.writable import check_campaign_outputs
+
+    check_campaign_outputs(args.findings or findings.DEFAULT_DIR, args.db, args.json)  # before the first case
     return {
         "innocuous_share": share,
         "seconds": seconds,

@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     for p in profiles:
         if p not in registered:
             raise UserError(f"profile {p!r} is not registered")
+    from popek.writable import check_campaign_outputs
+
+    check_campaign_outputs(args.findings or findings.DEFAULT_DIR, None, args.json)  # before the first case
     results = []
     rows = [("profile", "fidelity (B vs A)", "efficiency", "safety (B)", "expected", "verdict")]
     status = 0
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         ran = f"{result['cases']} of {cases} cases, time cap" if capped else f"{result['cases']} cases"
         if diff:
             status = 1
-            report = findings.read(diff["path"])["report"]
+            report = (diff.get("report") or findings.read(diff["path"])["report"])
             print(f"{profile}: DIFFERENT after {result['cases']} cases ({diff['instructions']} instructions)")
             print(report)
         else:
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         if unsafe:
             status = 1
             print(f"{profile}: {args.b} UNSAFE ({unsafe['instructions']} instructions): {unsafe['message']}")
-            print(findings.read(unsafe["path"])["report"])
+            print((unsafe.get("report") or findings.read(unsafe["path"])["report"]))
         if capped:
             print(f"{profile}: TIME CAP: {seconds:g} s ran out after {result['cases']} of {cases} cases")
         rows.append((

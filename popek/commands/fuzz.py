@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zlib
 from pathlib import Path
 
 from popek.cli import UserError
@@ -111,8 +110,9 @@ def check_target(vmm: str, profile: str):
     from popek.program_files import profile_named
     from popek.vmm_runner import load_vmm
 
+    cls = load_vmm(vmm)  # first: its import may register the profile
     profile_named(profile)
-    return load_vmm(vmm)
+    return cls
 
 
 def direct_rule(cls, profile: str):
@@ -132,6 +132,7 @@ def direct_rule(cls, profile: str):
 def replay(vmm_spec: str, profile: str, target: str) -> int:
     from popek.fuzz import findings, properties
     from popek.fuzz.report import format_problem
+    from popek.spec.stored import StoredError
 
     cls = check_target(vmm_spec, profile)
     kind = None
@@ -141,10 +142,9 @@ def replay(vmm_spec: str, profile: str, target: str) -> int:
         else:
             doc = findings.read(target)
             case, kind = findings.case_of(doc), doc.get("kind")
-    except FileNotFoundError:
-        raise UserError(f"{target}: no such finding") from None
-    except (ValueError, KeyError, TypeError, zlib.error) as e:
-        raise UserError(f"{target[:40]}: not a popek finding or case blob: {e}") from None
+    except StoredError as e:  # names the file and the field
+        field = f"{e.field}: " if e.field else ""
+        raise UserError(f"{e.file}: not a popek finding or case blob: {field}{e.message}") from None
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
     # an efficiency witness shows an instruction run emulated: judge per instruction
@@ -169,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         return replay(args.vmm, args.profile, args.replay)
     cls = check_target(args.vmm, args.profile)
     config = config_from_args(args, args.vmm, args.profile)
+    from popek.writable import check_campaign_outputs
+
+    check_campaign_outputs(config.findings_dir, config.db, args.json)  # before the first case
     innocuous, rule = direct_rule(cls, args.profile)
     if rule is not None:
         config.direct = rule.to_json()
@@ -176,7 +179,12 @@ def run(args: argparse.Namespace) -> int:
     report.innocuous = innocuous
     print(report.summary())
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
+        from popek.spec.stored import write_atomic
+
+        try:
+            write_atomic(args.json, (json.dumps(report.to_json(), indent=1) + "\n").encode("utf-8"))
+        except OSError as e:
+            raise UserError(f"--json {args.json}: cannot write: {e.strerror or e} (the summary above is the report)")
     if report.errors and not report.findings:
         raise UserError("the campaign could not run: " + report.errors[0].splitlines()[0])
     return 1 if report.findings else 0

@@ -23,7 +23,7 @@ import sys
 import time
 
 from popek.cli import UserError
-from popek.spec.profiles import Profile, ProfileError, all_profiles, get
+from popek.spec.profiles import Profile, all_profiles
 from popek.spec.state import FIELD_NAMES, HALTED
 
 VMM_PROOFS = ("trap-and-emulate",)
@@ -62,12 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _profiles(args: argparse.Namespace) -> list[Profile]:
+    from popek.program_files import profile_named
+
     if args.all:
         return all_profiles()
-    try:
-        return [get(args.profile or "pg")]
-    except ProfileError as e:
-        raise UserError(str(e)) from None
+    return [profile_named(args.profile or "pg")]  # plug-ins' profiles too
 
 
 def run(args: argparse.Namespace) -> int:

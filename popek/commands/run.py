@@ -97,7 +97,7 @@ def format_state(
 
 
 def run(args: argparse.Namespace) -> int:
-    profile = profile_named(args.profile)
+    profile = profile_named(args.profile, vmm=args.vmm)  # a plug-in's profile too
     image = load_program(args.file, profile)
     if args.vmm:
         return print_vmm_run(args, image, profile)
