@@ -34,6 +34,7 @@ import os
 import queue
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -45,6 +46,7 @@ from popek.errors import UserError
 
 INSTALL = "pip install 'popek[cluster]'"
 CONNECT_TIMEOUT = "10s"
+PROBE_TIMEOUT = 5.0  # seconds to open a TCP connection to the scheduler
 TOPIC = "popek-campaign"
 
 
@@ -82,7 +84,27 @@ def check_options(args: argparse.Namespace) -> str | None:
                         "(or --cluster-private-db to give each task a throw-away one)")  # fmt: skip
     if db:
         _ping_redis(db)
+    _probe(address)
     return address
+
+
+def _probe(address: str) -> None:
+    """A bad address or a scheduler that is not listening: one line, at once
+    (Dask's client would retry for its whole timeout, then complain again
+    when it is collected)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls"):
+            return  # another transport: the client's connection says
+        host, port = parse_host_port(location)
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+    except (ValueError, TypeError) as e:
+        raise UserError(f"--cluster {address}: not a scheduler address ({e}); expected e.g. "
+                        "tcp://10.0.0.5:8786") from None  # fmt: skip
+    except OSError as e:
+        raise UserError(f"--cluster {address}: cannot reach the Dask scheduler: {e}") from None
 
 
 def _distributed():
