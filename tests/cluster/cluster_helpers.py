@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
-PATHS = [str(TESTS / "fuzz"), str(TESTS / "campaign")]  # tiny_vmms.py, planted_unsafe.py
 DASK = Path(sys.executable).with_name("dask")
 START_TIMEOUT = 60.0  # seconds for the scheduler and workers to come up
 
@@ -27,7 +25,6 @@ QUIET_DASK = {
 def cluster_env() -> dict:
     env = dict(os.environ)
     env.update(QUIET_DASK)
-    env["PYTHONPATH"] = os.pathsep.join([*PATHS, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
 
