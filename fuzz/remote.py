@@ -79,7 +79,8 @@ class _Relay:
             self.emit({"type": "file", "attempt": self.attempt, "index": self.index,
                        "name": path.name, "text": text})  # fmt: skip
         for name in set(self.files) - set(seen):
-            self.emit({"type": "file", "attempt": self.attempt, "index": self.index, "name": name, "text": None})
+            self.emit({"type": "file", "attempt": self.attempt, "index": self.index,
+                       "name": name, "text": None})  # fmt: skip
         self.files = seen
 
     def status(self, force: bool = False) -> dict | None:
@@ -111,7 +112,9 @@ class _Relay:
         return out
 
 
-def _supervise(argv: list[str], relay: _Relay, cancelled: Callable[[], bool], log_path: Path) -> tuple[int, bool]:
+def _supervise(
+    argv: list[str], relay: _Relay, cancelled: Callable[[], bool], log_path: Path
+) -> tuple[int, bool]:
     """Run the child to its end (or until ``cancelled``), relaying as it
     goes; (exit status, cancelled)."""
     env = dict(os.environ)
@@ -146,7 +149,9 @@ def _tail(path: Path) -> str:
         return ""
 
 
-def run_shard(config_json: dict, index: int, *, emit: Emit, cancelled: Callable[[], bool] = lambda: False) -> dict:
+def run_shard(
+    config_json: dict, index: int, *, emit: Emit, cancelled: Callable[[], bool] = lambda: False
+) -> dict:
     """Worker ``index`` of the campaign ``config_json`` (`CampaignConfig.to_json`),
     relayed through ``emit``; returns its last status document, its finding
     files (name -> text) and how the child ended."""
@@ -163,8 +168,8 @@ def run_shard(config_json: dict, index: int, *, emit: Emit, cancelled: Callable[
         Path(config.findings_dir).mkdir()
         cfg = root / "config.json"
         cfg.write_text(json.dumps(config.to_json()), encoding="utf-8")
-        relay = _Relay(emit, attempt, index, Path(config.findings_dir), Path(config.status_dir) / f"worker-{index}.json",
-                       target)
+        status_file = Path(config.status_dir) / f"worker-{index}.json"
+        relay = _Relay(emit, attempt, index, Path(config.findings_dir), status_file, target)
         code, stopped = _supervise(["shard", str(cfg), str(index)], relay, cancelled, root / "child.log")
         doc = relay.status(force=True)
         if doc is None:
@@ -173,10 +178,13 @@ def run_shard(config_json: dict, index: int, *, emit: Emit, cancelled: Callable[
             except (OSError, ValueError):
                 doc = None
         return {"attempt": attempt, "index": index, "status": doc, "files": relay.final_files(),
-                "returncode": code, "cancelled": stopped, "log": _tail(root / "child.log") if code else ""}  # fmt: skip
+                "returncode": code, "cancelled": stopped,
+                "log": _tail(root / "child.log") if code else ""}  # fmt: skip
 
 
-def run_cell(job: tuple, index: int, *, emit: Emit, cancelled: Callable[[], bool] = lambda: False) -> dict:
+def run_cell(
+    job: tuple, index: int, *, emit: Emit, cancelled: Callable[[], bool] = lambda: False
+) -> dict:
     """One cell of the verdict table (`popek.fuzz.verdict.run_cell`'s ``job``,
     its findings directory replaced by a private one), relayed through
     ``emit``; returns the cell (`Cell` fields), its finding files and how
@@ -192,14 +200,15 @@ def run_cell(job: tuple, index: int, *, emit: Emit, cancelled: Callable[[], bool
             job[6] = sorted(job[6])  # innocuous instructions: JSON has no sets
         (root / "job.json").write_text(json.dumps(job), encoding="utf-8")
         relay = _Relay(emit, attempt, index, findings, None, target)
-        code, stopped = _supervise(["cell", str(root / "job.json"), str(root / "cell.json")], relay, cancelled,
-                                   root / "child.log")  # fmt: skip
+        argv = ["cell", str(root / "job.json"), str(root / "cell.json")]
+        code, stopped = _supervise(argv, relay, cancelled, root / "child.log")
         try:
             cell = json.loads((root / "cell.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             cell = None
         return {"attempt": attempt, "index": index, "cell": cell, "files": relay.final_files(),
-                "returncode": code, "cancelled": stopped, "log": _tail(root / "child.log") if code else ""}  # fmt: skip
+                "returncode": code, "cancelled": stopped,
+                "log": _tail(root / "child.log") if code else ""}  # fmt: skip
 
 
 def cell_from_json(d: dict, findings_dir: str):

@@ -269,9 +269,11 @@ class _Mirror:
             try:
                 doc = json.loads(self.path(name).read_text(encoding="utf-8"))
                 out.append({
-                    "path": str(self.path(name)), "kind": doc["kind"], "requirement": requirement_of(doc["kind"]),
-                    "message": doc["message"], "instructions": doc["instructions"], "uses": doc.get("uses", []),
-                    "culprit": doc.get("culprit"), "seconds_to_detection": doc.get("seconds_to_detection", 0.0),
+                    "path": str(self.path(name)), "kind": doc["kind"],
+                    "requirement": requirement_of(doc["kind"]), "message": doc["message"],
+                    "instructions": doc["instructions"], "uses": doc.get("uses", []),
+                    "culprit": doc.get("culprit"),
+                    "seconds_to_detection": doc.get("seconds_to_detection", 0.0),
                     "cases_to_detection": doc.get("cases_to_detection"), "lost_worker": True,
                 })  # fmt: skip
             except (OSError, ValueError, KeyError, TypeError) as e:
@@ -310,8 +312,9 @@ class _Session:
         try:
             self.client = distributed.Client(self.address, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except Exception as e:  # a bad address, nothing listening, a timeout
+            first = str(e).splitlines()[0] if str(e) else ""
             raise UserError(f"--cluster {self.address}: cannot reach the Dask scheduler: "
-                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None  # fmt: skip
+                            f"{type(e).__name__}: {first}") from None  # fmt: skip
         self.client.subscribe_topic(self.topic, lambda event: self.inbox.put(event[1]))
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, _terminate)
@@ -335,7 +338,8 @@ class _Session:
             return out
 
     def submit(self, func, *args, key: str):
-        return self.client.submit(func, *args, self.topic, self.cancel_name, key=f"{key}-{self.run_id}", pure=False)
+        return self.client.submit(func, *args, self.topic, self.cancel_name, key=f"{key}-{self.run_id}",
+                                  pure=False)  # fmt: skip
 
     def cancel(self, futures) -> None:
         from distributed import Event
@@ -466,7 +470,8 @@ def run_table(cells: list[tuple[str, str]], address: str, *, seconds: float, wor
                 if result is not None:
                     mirror.finish(result)
                 if result is None or result["cell"] is None:
-                    why = why or f"the campaign process exited with {result['returncode']}: {result['log'][-300:]}"
+                    why = why or (f"the campaign process exited with {result['returncode']}: "
+                                  f"{result['log'][-300:]}")  # fmt: skip
                     cell = _failed_cell(jobs[k], f"cluster task failed: {why}")
                 else:
                     cell = cell_from_json(result["cell"], findings_dir)
