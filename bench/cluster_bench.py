@@ -10,6 +10,13 @@ report included; the cluster's own start is not: it is up before a user
 runs popek).  Target (issue 15): the cluster's throughput at least 0.9 of
 the local one, i.e. Dask's overhead small.  Rounds alternate local and
 cluster so that a change in the machine's load hits both alike; medians.
+
+On a machine shared with other work the wall-time ratio says as much about
+the kernel's scheduler as about Dask: four processes get a larger share of
+a busy machine than two.  So the CPU each run cost is measured too (the
+command's process tree, plus, for the cluster, what the scheduler, the
+workers and the campaign processes they reaped used meanwhile), and cases
+per CPU second compared: that ratio is Dask's overhead whatever the load.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CASES = 3000
+CASES = 2000
 ROUNDS = 3
 DASK_WORKERS = 4
 LOCAL_WORKERS = 2
@@ -56,13 +63,35 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
     raise RuntimeError(f"{what} did not listen on {port}")
 
 
-def _timed(args: list[str], cwd: Path, env: dict) -> float:
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds of these processes and of the children they reaped."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def _children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(args: list[str], cwd: Path, env: dict, servers: list[int]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one ``popek`` command; ``servers``:
+    the long-running processes whose CPU meanwhile counts too."""
+    cpu0, own0 = _cpu(servers), _children_cpu()
     start = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "popek", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "popek", *args], cwd=cwd, env=env,
+                       capture_output=True, text=True)  # fmt: skip
     elapsed = time.perf_counter() - start
     if r.returncode != 0:
         raise RuntimeError(f"popek {' '.join(args)}: exit {r.returncode}: {(r.stderr or r.stdout)[-400:]}")
-    return elapsed
+    return elapsed, (_children_cpu() - own0) + (_cpu(servers) - cpu0)
 
 
 def bench():
@@ -96,6 +125,8 @@ def bench():
 
             with Client(address, timeout="30s", set_as_default=False) as client:
                 client.wait_for_workers(DASK_WORKERS, timeout=60)
+            redis_pid = [procs[0].pid]
+            dask_pids = [q.pid for q in procs[1:]]
             local, remote = [], []
             for k in range(ROUNDS):
                 db = f"redis://127.0.0.1:{rport}/"
@@ -103,10 +134,10 @@ def bench():
                 (run_dir / "local").mkdir(parents=True)
                 (run_dir / "cluster").mkdir()
                 local.append(_timed([*CAMPAIGN, "--cases", str(CASES), "--workers", str(LOCAL_WORKERS),
-                                     "--db", db + str(2 * k)], run_dir / "local", env))  # fmt: skip
+                                     "--db", db + str(2 * k)], run_dir / "local", env, redis_pid))  # fmt: skip
                 remote.append(_timed([*CAMPAIGN, "--cases", str(CASES), "--workers", str(DASK_WORKERS),
                                       "--cluster", address, "--db", db + str(2 * k + 1)],
-                                     run_dir / "cluster", env))  # fmt: skip
+                                     run_dir / "cluster", env, redis_pid + dask_pids))  # fmt: skip
         finally:
             for p in reversed(procs):
                 p.terminate()
@@ -116,11 +147,17 @@ def bench():
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-    here, there = CASES / statistics.median(local), CASES / statistics.median(remote)
+    here = CASES / statistics.median(w for w, _ in local)
+    there = CASES / statistics.median(w for w, _ in remote)
+    here_cpu = CASES / statistics.median(c for _, c in local)
+    there_cpu = CASES / statistics.median(c for _, c in remote)
     return [
         (f"local --workers {LOCAL_WORKERS}, {CASES} cases (median of {ROUNDS})", here, "cases/s"),
         (f"{DASK_WORKERS} Dask workers, {CASES} cases (median of {ROUNDS})", there, "cases/s"),
         ("cluster / local throughput (target >= 90%)", 100 * there / here, "%"),
+        (f"local --workers {LOCAL_WORKERS}: cases per CPU second", here_cpu, "cases/CPU s"),
+        (f"{DASK_WORKERS} Dask workers: cases per CPU second", there_cpu, "cases/CPU s"),
+        ("cluster / local cases per CPU second", 100 * there_cpu / here_cpu, "%"),
     ]
 
 
