@@ -31,6 +31,7 @@ SECTIONS = [
     ("situation coverage of default guests (one core)", "situations_bench"),
     ("default popek check (2 cores)", "verdict_bench"),
     ("planted bugs: cases to detection over seeds 1-10 (two processes, about 12 minutes)", "quality_seeds"),
+    ("cluster: 4 Dask workers vs --workers 2 locally, same case budget (about 5 minutes)", "cluster_bench"),
 ]
 
 

@@ -296,8 +296,41 @@ def make_database(spec: str | None):
     if is_redis(spec):
         from hypothesis.extra.redis import RedisExampleDatabase
 
-        return RedisExampleDatabase(_redis_client(spec), key_prefix=b"popek-example:")
-    return _checked_directory_database(spec or DEFAULT_DB)
+        return ordered_database(RedisExampleDatabase(_redis_client(spec), key_prefix=b"popek-example:"))
+    return ordered_database(_checked_directory_database(spec or DEFAULT_DB))
+
+
+def ordered_database(inner):
+    """``inner`` whose ``fetch`` gives its entries sorted.
+
+    Hypothesis replays a sample of the entries it fetches, drawn with the
+    run's seeded random, so the sample depends on the order they come in: a
+    Redis set's order changes as the server rehashes it, a directory's with
+    the file system.  Sorted, the same seed replays the same entries from
+    any database, so a campaign on Redis (a cluster's) draws the same cases
+    as one on a local directory."""
+    from hypothesis.database import ExampleDatabase
+
+    class Ordered(ExampleDatabase):
+        def fetch(self, key: bytes):
+            return iter(sorted(inner.fetch(key)))
+
+        def save(self, key: bytes, value: bytes) -> None:
+            inner.save(key, value)
+
+        def delete(self, key: bytes, value: bytes) -> None:
+            inner.delete(key, value)
+
+        def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+            inner.move(src, dest, value)
+
+        def __repr__(self) -> str:
+            return f"ordered({inner!r})"
+
+        skipped = property(lambda self: getattr(inner, "skipped", 0))  # corrupt entries seen
+        warnings = property(lambda self: getattr(inner, "warnings", []))
+
+    return Ordered()
 
 
 def register_settings_profile(database, batch: int, reuse_only: bool = False):
@@ -686,8 +719,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
     it can break has a finding."""
     from hypothesis import given, reject, settings
 
-    from popek import isolation
-    from popek.spec import profiles
+    from popek import isolation, registry
 
     from . import properties, strategies
     from .guest import GuestCase
@@ -1124,7 +1156,9 @@ def _read_statuses(status_dir: Path) -> list[dict]:
     return out
 
 
-def _progress_line(statuses: list[dict], profile, started: float) -> str:
+def progress_line(statuses: list[dict], profile, started: float) -> str:
+    """The live line, from the workers' status documents (local files, or a
+    cluster's stream: `popek.cluster`), so both kinds of campaign print alike."""
     from .isa_coverage import IsaCoverage
 
     cov = IsaCoverage()
@@ -1151,13 +1185,30 @@ def _check_findings_dir(path: Path) -> None:
         raise DatabaseError(f"findings directory {path}: cannot write there: {e.strerror or e}") from None
 
 
+def report_from_statuses(config: CampaignConfig, elapsed: float, statuses: list[dict], *,
+                         interrupted: bool = False) -> CampaignReport:
+    """The report of a campaign from its workers' last status documents,
+    wherever they ran (here, or on a cluster: `popek.cluster`)."""
+    from .isa_coverage import IsaCoverage
+
+    cov = IsaCoverage()
+    for s in statuses:
+        cov.merge(IsaCoverage.from_json(s["coverage"]))
+        cov.add_situations(s.get("situations"))
+    report = CampaignReport(
+        config, elapsed, sum(s["cases"] for s in statuses), statuses,
+        [f for s in statuses for f in s["findings"]], cov, interrupted=interrupted,
+    )  # fmt: skip
+    for s in statuses:
+        report.errors += s.get("errors", [])
+    return report
+
+
 def run_campaign(
     config: CampaignConfig, *, progress: TextIO | None = sys.stderr, env: dict | None = None
 ) -> CampaignReport:
     """Run the campaign in pytest-xdist workers and gather the report."""
     from popek.spec import profiles
-
-    from .isa_coverage import IsaCoverage
 
     prof = profiles.get(config.profile)
     if not config.seed:
@@ -1199,7 +1250,7 @@ def run_campaign(
             time.sleep(0.25)
             if progress is not None and time.time() - last_print >= (0.5 if tty else 5.0):
                 last_print = time.time()
-                line = _progress_line(_read_statuses(status_dir), prof, started)
+                line = progress_line(_read_statuses(status_dir), prof, started)
                 progress.write(("\r" + line + "   ") if tty else line + "\n")
                 progress.flush()
             if time.time() > started + config.seconds + 120:
@@ -1218,16 +1269,8 @@ def run_campaign(
         progress.write("\n")
     elapsed = time.time() - started
     statuses = _read_statuses(status_dir)
-    cov = IsaCoverage()
+    report = report_from_statuses(config, elapsed, statuses, interrupted=interrupted)
     for s in statuses:
-        cov.merge(IsaCoverage.from_json(s["coverage"]))
-        cov.add_situations(s.get("situations"))
-    report = CampaignReport(
-        config, elapsed, sum(s["cases"] for s in statuses), statuses,
-        [f for s in statuses for f in s["findings"]], cov, interrupted=interrupted,
-    )  # fmt: skip
-    for s in statuses:
-        report.errors += s.get("errors", [])
         report.warnings += s.get("warnings", [])
         report.db_skipped += s.get("db_skipped", 0)
     if proc.returncode not in (0, None) and not report.findings and not interrupted:

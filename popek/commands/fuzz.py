@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from popek import cluster
 from popek.cli import UserError
 
 DEFAULT_TIME = "60s"
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "word it holds) instead of a campaign")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="write the campaign report as JSON to FILE")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    cluster.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -175,7 +177,11 @@ def run(args: argparse.Namespace) -> int:
     innocuous, rule = direct_rule(cls, args.profile)
     if rule is not None:
         config.direct = rule.to_json()
-    report = run_campaign(config, progress=None if args.quiet else sys.stderr)
+    address = cluster.check_options(args)
+    if address:
+        report = cluster.run_campaign(config, address, progress=None if args.quiet else sys.stderr)
+    else:
+        report = run_campaign(config, progress=None if args.quiet else sys.stderr)
     report.innocuous = innocuous
     print(report.summary())
     if args.json:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
+from popek import cluster
 from popek.cli import UserError
 
 from .check import (
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--designs", help="comma-separated VMM names (default every registered one)")
     p.add_argument("--profiles", help="comma-separated profiles (default every declared one)")
     p.add_argument("--no-proofs", action="store_true", help="skip the Z3 part")
+    cluster.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -99,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise UserError(f"unknown profiles: {', '.join(unknown)}")
     opts = table_options(args)
+    address = cluster.check_options(args)
     cells = []
     for d in designs:
         cls = load_vmm(d)
@@ -111,9 +115,12 @@ def run(args: argparse.Namespace) -> int:
         lines, record["proofs"] = proofs_section(wanted)
         print("\n".join(lines), flush=True)
         print()
+    where = cluster.describe(address) if address else f"{opts['workers']} at a time"
     print(f"fuzzing: {len(cells)} campaigns of {budget_text(opts['cases'], opts['seconds'])} each, "
-          f"{opts['workers']} at a time", flush=True)  # fmt: skip
+          f"{where}", flush=True)  # fmt: skip
     innocuous = innocuous_instructions(wanted)
+    if address:
+        run_table = partial(cluster.run_table, address=address)
     table = run_table(cells, progress=progress_printer(len(cells)), innocuous=innocuous, **opts)
     print()
     print(format_table(table))
