@@ -9,7 +9,21 @@ and under the VMM, then applies a random sequence of rules:
   saves and restores the whole guest, and the bare machine does the same
   with a copy of its state;
 * ``switch``: when the class declares ``multi-guest``, a second guest runs
-  beside the first and the rules alternate between them.
+  beside the first and the rules alternate between them;
+* ``run_to_trap``: both run up to a trap the bare machine takes (just
+  before it, or just after it is delivered), so that the lifecycle rules
+  below meet the VMM in the middle of its trap handling;
+* ``file_round_trip`` ("snapshot"): the snapshot goes through a snapshot
+  file (`popek.snapshot_file`) and is restored on a fresh instance on a
+  fresh host, which carries on from there;
+* ``suspend_resume`` ("suspend"): while suspended, a run must run nothing;
+* ``migrate`` ("migration"): the guest moves to a fresh instance on a fresh
+  host over a counting `popek.model.migration.Link` (a drawn bandwidth and
+  round cap, so that rounds end at arbitrary guest steps) and carries on
+  there; the bare twin runs the steps the report says the guest ran
+  meanwhile.  A migration that leaves the guest running on the source,
+  leaves the target host's storage without it, puts there a page that never
+  crossed the link, or sends more than the link's cap is a failure.
 
 After every rule the selected guest must equal its bare twin.  Use it from
 a test module::
@@ -34,10 +48,17 @@ from hypothesis.stateful import (
     rule,
 )
 
+import os
+import tempfile
+from collections import Counter
+
+from popek import snapshot_file
 from popek.model.machine import Machine
+from popek.model.migration import Link, MigrationReport
 from popek.session import Session
 from popek.spec import profiles
-from popek.vmm import VMM, GuestRefused, GuestState
+from popek.spec.state import OLD_PSW
+from popek.vmm import VMM, GuestRefused, GuestRun, GuestState
 
 from . import strategies
 from .execute import CALL_TIMEOUT
@@ -59,6 +80,32 @@ class _Twin:
         m = self.m
         m.S[:], m.M[: m.memsize], m.out[:] = saved[0], saved[1], saved[2]
         m.flush()
+
+    def steps_to_trap(self, limit: int) -> int | None:
+        """Steps until the bare machine has just taken a trap (or an
+        interrupt), at most ``limit``; None if it takes none.  The twin is
+        left where it was."""
+        saved, m = self.save(), self.m
+        census: Counter = Counter()
+        m.census = census
+        try:
+            for k in range(1, limit + 1):
+                psw = m.M[OLD_PSW : OLD_PSW + 6]
+                r = m.step()
+                if r.steps == 0:
+                    return None
+                # a trap or an interrupt stores the old PSW (whatever its cause)
+                if m.M[OLD_PSW : OLD_PSW + 6] != psw or any(trapped for (_, _, trapped) in census):
+                    return k
+            return None
+        finally:
+            m.census = None
+            self.load(saved)
+
+
+# Guest words of traffic a migration may send beyond 3 copies of the guest
+# (its CPU state, the design's bookkeeping): what the checks' link allows.
+STATE_ALLOWANCE = 4096
 
 
 def vmm_state_machine(
@@ -110,6 +157,96 @@ def vmm_state_machine(
                 return  # a snapshot is restored into the guest it came from
             self.session.call("restore", self.vmm.restore, snap)
             self.twins[which].load(bare)
+
+        @rule(before=hs.booleans(), limit=hs.integers(1, max_run))
+        def run_to_trap(self, before: bool, limit: int) -> None:
+            twin = self.twins[self.current]
+            k = twin.steps_to_trap(limit)
+            if k is None:
+                return
+            self.run(k - 1 if before else k)
+
+        @precondition(lambda self: "snapshot" in caps and self.current is None)
+        @rule()
+        def file_round_trip(self) -> None:
+            snap = self.session.call("snapshot", self.vmm.snapshot)
+            fd, path = tempfile.mkstemp(suffix=".snap")
+            os.close(fd)
+            try:
+                snapshot_file.write(path, snap, profile=prof.name, vmm_cls=vmm_cls)
+                _, back = snapshot_file.read(path, profile=prof.name, vmm_cls=vmm_cls)
+            finally:
+                os.unlink(path)
+            fresh = Session(vmm_cls, prof, label=label, timeout=CALL_TIMEOUT, watch=False)
+            try:
+                fresh.call("restore", fresh.vmm.restore, back)
+            except BaseException:
+                fresh.close()
+                raise
+            fresh.memsize = self.session.memsize
+            self.session.close()
+            self.session, self.vmm = fresh, fresh.vmm
+            self.saved = None  # a snapshot is restored where it was taken, or on a fresh instance
+
+        @precondition(lambda self: "suspend" in caps)
+        @rule(n=hs.integers(1, max_run))
+        def suspend_resume(self, n: int) -> None:
+            before = self.session.state()
+            self.session.call("suspend", self.vmm.suspend)
+            r = self.session.run(n)
+            assert r.steps == 0, f"run({n}) on a suspended guest ran {r.steps} guest steps"
+            diffs = before.differences(self.session.state())
+            assert not diffs, f"a suspended guest changed: {diffs[:6]}"
+            self.session.call("resume", self.vmm.resume)
+
+        @precondition(lambda self: "migration" in caps and self.current is None)
+        @rule(bandwidth=hs.sampled_from([1, 3, 16, 64, 200]), rounds=hs.integers(0, 6), after=hs.integers(0, max_run))
+        def migrate(self, bandwidth: int, rounds: int, after: int) -> None:
+            twin = self.twins[None]
+            memsize = self.session.memsize
+            link = Link(bandwidth, cap=3 * memsize + STATE_ALLOWANCE, max_rounds=rounds)
+            target = Session(vmm_cls, prof, label=label, timeout=CALL_TIMEOUT, watch=False)
+            try:
+                report = self.session.call("migrate_to", self.vmm.migrate_to, target.vmm, link,
+                                           returns=MigrationReport)  # fmt: skip
+            except BaseException:
+                target.close()
+                raise
+            target.memsize = memsize
+            source, self.session, self.vmm = self.session, target, target.vmm
+            self.saved = None
+            try:
+                where = f"migrate_to(bandwidth {bandwidth}, round cap {rounds})"
+                assert not link.over_cap(), f"{where} sent {link.words} words, over the link's cap of {link.cap}"
+                ran, _ = run_observed(twin.m, report.guest_steps, None)
+                assert ran == report.guest_steps, (
+                    f"{where} says the guest ran {report.guest_steps} steps on the source; it halts after {ran}"
+                )
+                left = source.call("allocation", source.vmm.allocation, returns=range)
+                r = source.call("run", source.vmm.run, max(after, 1), returns=GuestRun)
+                assert r.steps == 0 and len(left) == 0, (
+                    f"after {where} the source still runs the guest (allocation {left!r}, "
+                    f"run({max(after, 1)}) ran {r.steps} steps)"
+                )
+                alloc = target.allocation()
+                held = target.host.M[alloc.start : alloc.stop]
+                want = twin.m.M[: twin.m.memsize]
+                if held != want:
+                    bad = next(a for a, (x, y) in enumerate(zip(held, want)) if x != y)
+                    raise AssertionError(
+                        f"after {where} the target host's storage does not hold the guest: guest word "
+                        f"{bad:#06x} is {held[bad]:#06x} there, {want[bad]:#06x} on the bare machine"
+                    )
+                size = prof.arch.page_size
+                for a in range(0, len(held), size):
+                    if any(held[a : a + size]) and a // size not in link.pages:
+                        raise AssertionError(
+                            f"after {where} the target holds guest page {a // size} but it never crossed the link"
+                        )
+            finally:
+                source.close()
+            self.faithful()
+            self.run(after)
 
         @precondition(lambda self: "multi-guest" in caps)
         @rule(case=guests)

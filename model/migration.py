@@ -153,6 +153,10 @@ class DirtyLog(Protocol):
     def stop_dirty_log(self) -> None:
         """Stop noting writes (and undo any write protection)."""
 
+    def final_copy(self, last_round: set[int], since: set[int]) -> set[int]:
+        """The pages stop-and-copy sends: those the last round found dirty
+        (not sent yet) and those written since (`SoftwareVMM.final_copy`)."""
+
 
 def traffic_cap(guest_words: int, state_words: int, factor: float = DEFAULT_TRAFFIC) -> int:
     """Clark et al.'s cap: ``factor`` times guest storage, plus the CPU state."""
@@ -234,7 +238,7 @@ def precopy(
         source.suspend()
     # stop-and-copy: the guest stands still from here
     rounds = len(counts)
-    final = pending | source.dirty_pages()  # the last round's, and any since
+    final = source.final_copy(pending, source.dirty_pages())
     start = clock
     send(final, live=False)
     counts.append(len(final))

@@ -287,6 +287,10 @@ class SoftwareVMM(VMM):
         v = self.loaded_vcpu()
         return len(v.S) + len(v.out) + 1
 
+    def final_copy(self, last_round: set[int], since: set[int]) -> set[int]:
+        """The pages stop-and-copy sends (`popek.model.migration.DirtyLog`)."""
+        return last_round | since
+
     def outgoing_state(self) -> Snapshot:
         """The guest's CPU state, without storage (that went page by page)."""
         v = self.loaded_vcpu()

@@ -153,6 +153,8 @@ class HardwareAssistedVMM(SoftwareVMM):
         v = self.loaded_vcpu()
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if self.suspended or self.gone:  # frozen, or no longer here (`popek.vmm.Lifecycle`)
+            return GuestRun(0, bool(v.S[HALTED]))
         done = 0
         while done < steps and not v.S[HALTED]:
             if v.S[GUEST]:  # the guest entered its own guest mode: interpret it
