@@ -331,7 +331,8 @@ def capabilities_section(cls, profiles: list[str], examples: int = 40, *, shrink
                 if n.startswith("state.") and not n.startswith(("state.faithful()", "state.teardown()"))
             ]  # fmt: skip
             if shortest:
-                print(f"  shortest sequence ({len(shortest)} operations): " + "; ".join(
+                what = "shortest sequence" if shrink else "failing sequence"
+                print(f"  {what} ({len(shortest)} operations): " + "; ".join(
                     shortest))  # fmt: skip
             continue
         note = ""
