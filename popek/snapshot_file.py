@@ -112,7 +112,11 @@ def read(path: str | os.PathLike, *, profile: str | None = None, vmm_cls: type |
 
 def parse_header(data: bytes, name: str = "snapshot") -> Header:
     if not data.startswith(MAGIC):
-        what = "empty" if not data else "not a popek snapshot file (no POPEK-SNAPSHOT line)"
+        what = "not a popek snapshot file (no POPEK-SNAPSHOT line)"
+        if not data:
+            what = "empty"
+        elif MAGIC.startswith(data):
+            what = "truncated: the file ends inside its first line"
         raise SnapshotFileError(f"{name}: {what}")
     end = data.find(b"\n", len(MAGIC), len(MAGIC) + _MAX_HEADER)
     if end < 0:
