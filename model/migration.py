@@ -251,6 +251,8 @@ def precopy(
     notes = []
     if stopped_by == "round cap" and max_rounds:
         notes.append(f"the guest dirtied pages faster than the link sent them: round cap of {max_rounds} reached")
+    if stopped_by == "traffic cap":
+        notes.append(f"another round could have taken the traffic over the cap of {cap} words: stopped early")
     return MigrationReport(
         rounds=rounds,
         pages_per_round=counts,

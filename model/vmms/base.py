@@ -246,7 +246,7 @@ class SoftwareVMM(VMM):
             self.prepare_incoming(len(snap.memory))
         v = self.loaded_vcpu()
         n = v.memsize
-        if v.M[:n] != list(snap.memory):  # one host write (decode caches stay exact)
+        if self.guest_words(0, n) != list(snap.memory):  # one host write (decode caches stay exact)
             v.M[:n] = list(snap.memory)
         v.S[:] = snap.state
         v.out[:] = snap.out
@@ -308,7 +308,7 @@ class SoftwareVMM(VMM):
     def accept_incoming(self, state: Snapshot) -> None:
         """The CPU state arrived last: the guest runs here from now on."""
         v = self.loaded_vcpu()
-        self.restore(Snapshot(state.state, tuple(v.M[: v.memsize]), state.out, state.extra))
+        self.restore(Snapshot(state.state, tuple(self.guest_words(0, v.memsize)), state.out, state.extra))
 
     def release_guest(self) -> None:
         """The guest runs elsewhere now: nothing of it is kept here."""
