@@ -1,6 +1,6 @@
 """Snapshot files: a guest saved to disk, self-contained and versioned.
 
-A file is three parts (docs/snapshots.md)::
+A file is three parts (docs/lifecycle.md)::
 
     POPEK-SNAPSHOT\\n                       magic line
     {"version": 1, "profile": ..., ...}\\n   header: one line of JSON

@@ -318,7 +318,7 @@ class Lifecycle(Protocol):
     same profile, with no guest loaded*: from there the same runs give the
     same guest states as if the snapshot had never been taken.  ``snap``
     must survive `pickle` (popek writes it to a snapshot file:
-    docs/snapshots.md) and share nothing mutable with the VMM (later runs do
+    docs/lifecycle.md) and share nothing mutable with the VMM (later runs do
     not change it).  Counters are not rolled back.
 
     ``suspend()`` / ``resume()`` ("suspend"): ``suspend`` freezes the guest

@@ -1,7 +1,7 @@
 """`popek run`'s snapshot options: ``--snapshot-at N --snapshot-file F``
 saves the guest after N guest steps (then runs on); ``--restore F`` starts a
 fresh VMM on a fresh host from that file and runs on.  The file format is
-`popek.snapshot_file` (docs/snapshots.md); a bad file is refused in one
+`popek.snapshot_file` (docs/lifecycle.md); a bad file is refused in one
 line before anything is restored."""
 
 from __future__ import annotations
