@@ -21,7 +21,7 @@ class RestoreKeepsFlags(registry.load("trap-and-emulate")):
     name = "restore-keeps-flags"
 
     def restore(self, snap):
-        flags = self.vcpu.S[FLAGS]
+        flags = self.vcpu.S[FLAGS] if self.vcpu is not None else 0  # (a fresh instance has none)
         super().restore(snap)
         self.vcpu.S[FLAGS] = flags
 

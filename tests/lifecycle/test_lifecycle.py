@@ -250,3 +250,47 @@ def test_restore_of_a_bad_value_leaves_the_guest_as_it_was():
         with pytest.raises(ValueError):
             vmm.restore(bad)
         assert vmm.guest_state() == before
+
+
+class _MigratesNothing(TrapAndEmulate):
+    name = "migrates-nothing"
+
+    def migrate_to(self, target, link):
+        from popek.model.migration import MigrationReport
+
+        return MigrationReport(0, [0], 0, self.guest_memsize(), 64, 0, 0, 0, "stop-and-copy")
+
+
+class _RestoreNeedsAGuest(TrapAndEmulate):
+    """restore() that works only on the instance that took the snapshot."""
+
+    name = "restore-needs-a-guest"
+
+    def restore(self, snap):
+        if self.vcpu is None:
+            raise RuntimeError("no guest to restore into")
+        super().restore(snap)
+
+
+class _SuspendIgnored(TrapAndEmulate):
+    name = "suspend-ignored"
+
+    def suspend(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    "cls,message",
+    [
+        (_MigratesNothing, "still runs on the source"),
+        (_RestoreNeedsAGuest, "restore\\(\\) raised RuntimeError: no guest"),
+        (_SuspendIgnored, "on a suspended guest ran 50 steps"),
+    ],
+    ids=["migrate", "restore-fresh", "suspend"],
+)
+def test_the_conformance_check_holds_each_capability_to_its_promise(cls, message):
+    from popek.conformance import ConformanceError, check_vmm
+
+    with pytest.raises(ConformanceError, match=message):
+        check_vmm(cls, ["pg"])
+    assert any(c.endswith("migration") for c in check_vmm(TrapAndEmulate, ["pg"]))
