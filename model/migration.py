@@ -42,9 +42,11 @@ class LinkError(Exception):
 
 class Link:
     """The wire between two hosts.  Every page and every word of CPU state a
-    migration moves is sent here; the link counts them and says how many
-    guest steps each send takes at ``bandwidth`` words per guest step
-    (fractions carried over, so that small sends add up exactly).  ``cap``:
+    migration moves is sent here; the link carries each page's words (the
+    last version of each page sent is kept: what the target must hold),
+    counts pages and words, and says how many guest steps each send takes
+    at ``bandwidth`` words per guest step (fractions carried over, so that
+    small sends add up exactly).  ``cap``:
     the traffic cap in words (None: none), which the sender must respect;
     popek checks ``words <= cap`` after a migration.  ``max_rounds``: the
     round cap the caller asks for (0: stop-and-copy), a policy a sender
@@ -61,7 +63,7 @@ class Link:
         self.bandwidth, self.cap, self.max_rounds = bandwidth, cap, max_rounds
         self.words = 0  # words sent, pages and state
         self.page_sends = 0  # pages sent (a page sent twice counts twice)
-        self.pages: set[int] = set()  # guest-physical page numbers that crossed at least once
+        self.pages: dict[int, tuple[int, ...]] = {}  # guest-physical page -> its words as last sent
         self.state_words = 0
         self._owed = 0  # words sent whose guest steps are not yet counted (< bandwidth)
 
@@ -70,14 +72,16 @@ class Link:
         steps, self._owed = divmod(self._owed, self.bandwidth)
         return steps
 
-    def send_page(self, page: int, words: int) -> int:
-        """Page ``page`` (``words`` words) crosses; returns the guest steps it took."""
-        if not isinstance(page, int) or page < 0 or not isinstance(words, int) or words < 0:
-            raise LinkError(f"send_page({page!r}, {words!r}): page and words must be non-negative ints")
-        self.words += words
+    def send_page(self, page: int, words) -> int:
+        """Guest page ``page`` crosses, holding ``words`` (a sequence of
+        ints); returns the guest steps it took."""
+        words = tuple(words)
+        if not isinstance(page, int) or page < 0 or not all(isinstance(w, int) for w in words):
+            raise LinkError(f"send_page({page!r}, ...): a non-negative page number and a page of ints")
+        self.words += len(words)
         self.page_sends += 1
-        self.pages.add(page)
-        return self._time(words)
+        self.pages[page] = words
+        return self._time(len(words))
 
     def send_state(self, words: int) -> int:
         """``words`` words of CPU state and bookkeeping cross; returns guest steps."""
@@ -202,7 +206,7 @@ def precopy(
         for p in sorted(pages):
             lo, hi = p * size, min(memsize, (p + 1) * size)
             words = source.guest_words(lo, hi)
-            steps = link.send_page(p, len(words))
+            steps = link.send_page(p, words)
             target.receive_words(lo, words)
             clock += steps
             if live and steps and not halted:

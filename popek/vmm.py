@@ -332,14 +332,15 @@ class Lifecycle(Protocol):
     same profile, with no guest loaded; ``link`` a
     `popek.model.migration.Link`.  The call moves the guest: every guest
     page the target holds, and the CPU state, crosses the link
-    (``link.send_page``/``link.send_state``, which count pages and words
-    and give the guest steps they take at the link's bandwidth), never more
-    than ``link.cap`` words in all.  The guest may run on the source while
+    (``link.send_page(page, words)`` carries a page's words,
+    ``link.send_state(n)`` counts ``n`` words of state; each returns the
+    guest steps the send takes at the link's bandwidth), never more than
+    ``link.cap`` words in all.  The guest may run on the source while
     pages are in flight (pre-copy); the report's ``guest_steps`` says how
     many guest steps it ran there.  When the call returns the guest runs on
     the target (its ``guest_state()`` is the guest after those steps, and
-    the target host's storage holds the guest's storage at the target's
-    ``allocation()``) and no longer on the source (the source's
+    the target host's storage holds, at the target's ``allocation()``, each
+    page as it last crossed the link) and no longer on the source (the source's
     ``allocation()`` is empty and its ``run(n)`` runs no guest step).
     `popek.model.migration.precopy` is an engine a design can use; it asks
     only for the design's dirty-page tracking.

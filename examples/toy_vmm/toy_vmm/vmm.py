@@ -106,7 +106,7 @@ class ToyVMM(VMM):
         time = 0
         for lo in range(0, n, size):  # every page crosses the link
             words = self.host.M[self.GUEST_AT + lo : self.GUEST_AT + min(n, lo + size)]
-            time += link.send_page(lo // size, len(words))
+            time += link.send_page(lo // size, words)
             target.cpu.M[lo : lo + len(words)] = words
         state, out = list(self.cpu.S), list(self.cpu.out)
         time += link.send_state(len(state) + len(out))  # then the CPU state
