@@ -51,6 +51,7 @@ from hypothesis.stateful import (
 import os
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 
 from popek import snapshot_file
 from popek.model.machine import Machine
@@ -103,6 +104,57 @@ class _Twin:
             self.load(saved)
 
 
+@dataclass(frozen=True)
+class WriterCase:
+    """A guest that loops storing a counter to a few words across its
+    storage, in its kernel or in a user program (interrupts on), with a
+    system call each round and a timer ticking every ``timer`` steps if
+    asked: what a dirty log, a restore and a suspend must all get right
+    (`writer_guests`)."""
+
+    user: bool
+    addresses: tuple[int, ...]  # guest-physical words stored to each round
+    syscall: bool
+    timer: int = 0  # 0: no timer
+    memsize: int = 0x400
+
+    def text(self) -> str:
+        base = 0x200 if self.user else 0
+        stores = "".join(f"        li   r4, {a - base}\n        st   r3, 0(r4)\n" for a in self.addresses)
+        loop = f"        addi r3, 1\n{stores}" + ("        sys  1\n" if self.syscall else "")
+        arm = f"        li   r1, {self.timer}\n        stimer r1\n" if self.timer else ""
+        handler = ("handler: ld r2, 4(r0)\n        cmpi r2, 5\n        jz   tick\n"
+                   "        ld   r2, 1(r0)\n        addi r2, 2\n        st   r2, 1(r0)\n        rti\n"
+                   f"tick:\n{arm}        rti\n")  # fmt: skip
+        setup = ("start:  li   r1, 0x20\n        st   r1, 8(r0)\n        li   r1, handler\n        st   r1, 9(r0)\n"
+                 f"        st   r0, 10(r0)\n        li   r1, {self.memsize}\n        st   r1, 11(r0)\n{arm}")  # fmt: skip
+        if not self.user:
+            return setup + f"        li   r3, 0\nloop:\n{loop}        jmp  loop\n{handler}"
+        enter = ("        li   r1, 0x10\n        st   r1, 0(r0)\n        st   r0, 1(r0)\n"
+                 f"        li   r1, {base}\n        st   r1, 2(r0)\n        li   r1, {self.memsize - base}\n"
+                 "        st   r1, 3(r0)\n        rti\n")  # fmt: skip
+        return setup + enter + handler + f"        .org {base}\nuser:   li   r3, 0\n{loop}        jmp  2\n"
+
+    def image(self, profile=None):
+        from popek.spec.asm import assemble
+
+        return assemble(self.text(), profiles.get(profile) if isinstance(profile, str) else profile,
+                        file="<writer guest>")  # fmt: skip
+
+
+def writer_guests(memsize: int = 0x400) -> hs.SearchStrategy[WriterCase]:
+    """Looping guests that store across their storage (`WriterCase`): the
+    generated guests seldom still run and write while a migration's pages
+    are in flight, and a dirty log that misses a kind of write is found
+    only by one that does."""
+    # a few words spread over the pages past the code (few distinct guests:
+    # a design that analyses each guest at load sees the same ones again)
+    spots = [a for a in (0x240, 0x27F, 0x2C0, 0x300, 0x35A, 0x3C1, 0x3FF) if a < memsize]
+    addresses = hs.lists(hs.sampled_from(spots), min_size=1, max_size=3, unique=True)
+    return hs.builds(WriterCase, user=hs.booleans(), addresses=addresses.map(tuple), syscall=hs.booleans(),
+                     timer=hs.sampled_from([0, 7, 13, 31]), memsize=hs.just(memsize))  # fmt: skip
+
+
 # Guest words of traffic a migration may send beyond 3 copies of the guest
 # (its CPU state, the design's bookkeeping): what the checks' link allows.
 STATE_ALLOWANCE = 4096
@@ -119,6 +171,8 @@ def vmm_state_machine(
     label = getattr(vmm_cls, "name", vmm_cls.__name__)
     if guests is None:
         guests = strategies.from_profile(prof, split_runs=False)
+    if "migration" in caps or "snapshot" in caps:  # guests that go on writing, too
+        guests = hs.one_of(guests, writer_guests())
 
     class VMMStateMachine(RuleBasedStateMachine):
         @initialize(case=guests, snap_first=hs.booleans())
@@ -200,7 +254,7 @@ def vmm_state_machine(
             self.session.call("resume", self.vmm.resume)
 
         @precondition(lambda self: "migration" in caps and self.current is None)
-        @rule(bandwidth=hs.sampled_from([1, 3, 16, 64, 200]), rounds=hs.integers(0, 6), after=hs.integers(0, max_run))
+        @rule(bandwidth=hs.sampled_from([2, 16, 64, 200]), rounds=hs.integers(0, 5), after=hs.integers(0, max_run))
         def migrate(self, bandwidth: int, rounds: int, after: int) -> None:
             twin = self.twins[None]
             memsize = self.session.memsize
@@ -244,6 +298,13 @@ def vmm_state_machine(
             diffs = GuestState.from_machine(twin.m).differences(self.session.state())
             assert not diffs, f"after {where} the guest on the target differs from the unmigrated guest: {diffs[:6]}"
             self.run(after)
+
+        @precondition(lambda self: "migration" in caps and self.current is None)
+        @rule(bandwidth=hs.integers(4, 12), rounds=hs.integers(1, 4), after=hs.integers(0, max_run))
+        def migrate_slowly(self, bandwidth: int, rounds: int, after: int) -> None:
+            """Pre-copy over a slow link: the guest runs (and writes) long
+            while pages are in flight, which is when a dirty log is tried."""
+            self.migrate(bandwidth, rounds, after)
 
         @precondition(lambda self: "multi-guest" in caps)
         @rule(case=guests)

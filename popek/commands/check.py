@@ -309,9 +309,10 @@ def capabilities_section(cls, profiles: list[str], examples: int = 40, *, shrink
         # a failing interleaving is shrunk to the shortest sequence of guest
         # runs and lifecycle operations, and printed
         phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+        # derandomized: the same VMM gets the same interleavings, run after run
         test.settings = settings(
             max_examples=examples, stateful_step_count=12, deadline=None, database=None,
-            suppress_health_check=list(HealthCheck), phases=phases,
+            suppress_health_check=list(HealthCheck), phases=phases, derandomize=True,
         )  # fmt: skip
         passed = f"{examples} interleavings with guest runs passed"
         steps: list[str] = []

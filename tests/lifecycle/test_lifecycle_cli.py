@@ -70,5 +70,5 @@ def test_migrate_json(capsys):
 
 
 def test_migrate_needs_the_capability(capsys):
-    rc, out, err = popek(capsys, "migrate", TIMER, "--vmm", "hardware-assisted", "--at", 1)
+    rc, out, err = popek(capsys, "migrate", TIMER, "--vmm", "hardware-assisted+shadow", "--at", 1)
     assert rc == 2 and "does not declare the migration capability" in err
