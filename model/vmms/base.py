@@ -137,8 +137,15 @@ class SoftwareVMM(VMM):
     - ``loaded_vcpu()``: the vCPU, or an error if no guest is loaded;
     - hooks: ``save_extra()``/``restore_extra(extra)`` (a design's own
       bookkeeping in a snapshot), `direct_allowed`, `handle_host_trap`,
-      `interpret`; helpers `emulate_step`, `reflect`, `run_direct`,
-      `on_host_trap`, `push`, `pull`, `real_r`.
+      `interpret`, `guest_window` (the vCPU's storage: a design that logs
+      dirty pages passes a logging window); helpers `emulate_step`,
+      `reflect`, `run_direct`, `on_host_trap`, `push`, `pull`, `real_r`;
+    - lifecycle (`popek.vmm.Lifecycle`): ``suspended``/``gone`` (a frozen
+      guest, a guest migrated away: `run` runs nothing); for live
+      migration a design adds a dirty log (`popek.model.migration.DirtyLog`)
+      and declares "migration": `migrate_to` runs the pre-copy engine over
+      `guest_words`, `outgoing_state`, `prepare_incoming`, `receive_words`,
+      `accept_incoming`, `release_guest` and the hook `final_copy`.
 
     The old private names ``_counts``, ``_vcpu_stale``, ``_loaded`` and the
     hooks ``_save_extra``/``_restore_extra`` still work for plug-ins written

@@ -12,7 +12,7 @@ from popek.model.machine import Machine
 from popek.model.migration import Link, LinkError, precopy
 from popek.model.vmms.binary_translation import BinaryTranslationVMM
 from popek.model.vmms.emulator import Emulator
-from popek.model.vmms.hardware_assisted import HardwareAssistedVMM
+from popek.model.vmms.hardware_assisted import HardwareAssistedShadowVMM, HardwareAssistedVMM
 from popek.model.vmms.hybrid import HybridVMM
 from popek.model.vmms.paravirt import ParavirtVMM
 from popek.model.vmms.shadow import ShadowPagingVMM
@@ -26,6 +26,7 @@ from popek.vmm import GuestState
 DESIGNS = [
     (TrapAndEmulate, "pg"), (HybridVMM, "hybrid"), (Emulator, "x86"), (ShadowPagingVMM, "pg"),
     (BinaryTranslationVMM, "x86"), (ParavirtVMM, "x86"), (HardwareAssistedVMM, "vtx"),
+    (HardwareAssistedShadowVMM, "vtx"),
 ]  # fmt: skip
 MIGRATING = [(c, p) for c, p in DESIGNS if "migration" in c.capabilities]
 MEMSIZE = 1024

@@ -72,3 +72,17 @@ def test_migrate_json(capsys):
 def test_migrate_needs_the_capability(capsys):
     rc, out, err = popek(capsys, "migrate", TIMER, "--vmm", "hardware-assisted+shadow", "--at", 1)
     assert rc == 2 and "does not declare the migration capability" in err
+
+
+def test_a_snapshot_file_restores_in_a_fresh_process(capsys, tmp_path):
+    """Written here, restored by another Python process: the file is all it needs."""
+    import subprocess
+    import sys
+
+    snap = tmp_path / "t.snap"
+    rc, straight, _ = popek(capsys, "run", TIMER, "--profile", "pg", "--vmm", "hybrid", "--steps", 150)
+    popek(capsys, "run", TIMER, "--profile", "pg", "--vmm", "hybrid", "--snapshot-at", 61, "--snapshot-file", snap)
+    r = subprocess.run([sys.executable, "-m", "popek", "run", "--restore", str(snap), "--steps", "89"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert _final(r.stdout) == _final(straight)
