@@ -30,6 +30,7 @@ SECTIONS = [
     ("paravirtualization's analysis (one core)", "reach_bench"),
     ("situation coverage of default guests (one core)", "situations_bench"),
     ("default popek check (2 cores)", "verdict_bench"),
+    ("migration and snapshot files (issue 12's targets, one core)", "migration_bench"),
     ("planted bugs: cases to detection over seeds 1-10 (two processes, about 12 minutes)", "quality_seeds"),
     ("cluster: 4 Dask workers vs --workers 2 locally, same case budget (about 5 minutes)", "cluster_bench"),
 ]

@@ -15,7 +15,9 @@ counters add up (``direct + emulated`` equals the guest steps run), that
 the VMM is deterministic (two instances on the same guest agree), that
 ``run(a); run(b)`` ends where ``run(a + b)`` does, and that each declared
 capability works (a snapshot restores the state it saved and replays the
-same future).  A VMM may refuse a workload (`GuestRefused`, as a
+same future, on the same instance and on a fresh one; a suspended guest
+runs nothing; a migration moves the guest whole, within the link's cap,
+and leaves nothing running on the source).  A VMM may refuse a workload (`GuestRefused`, as a
 paravirtualizing pass does for a guest it cannot prove safe): that workload
 is listed as refused and skipped, but refusing every workload of a profile
 fails.  Whether the guest behaves as on bare hardware is fidelity,
@@ -247,6 +249,60 @@ class _Checker:
         diffs = later.differences(self.state(vmm), limit=3)
         if diffs:
             raise self.fail(f"after restore(), the same run ends elsewhere: {diffs}")
+        fresh = Session(self.cls, profile, label=self.label, timeout=self.timeout, watch=False)
+        self._open.append(fresh)
+        fresh.call("restore", fresh.vmm.restore, snap)  # a fresh instance, no guest loaded
+        fresh.memsize = MEMSIZE
+        self.run(fresh, 100)
+        diffs = later.differences(self.state(fresh), limit=3)
+        if diffs:
+            raise self.fail(f"restore() on a fresh instance, then the same run, ends elsewhere: {diffs}")
+
+    def straight(self, profile: Profile, image: Image, steps: int) -> GuestState:
+        vmm = self.fresh(profile, image)
+        self.run(vmm, steps)
+        return self.state(vmm)
+
+    def suspend(self, profile: Profile, image: Image) -> None:
+        vmm = self.fresh(profile, image)
+        self.run(vmm, 60)
+        frozen = self.state(vmm)
+        vmm.call("suspend", vmm.vmm.suspend)
+        r = vmm.run(50)
+        if r.steps or self.state(vmm) != frozen:
+            raise self.fail(f"run(50) on a suspended guest ran {r.steps} steps or changed it")
+        vmm.call("resume", vmm.vmm.resume)
+        self.run(vmm, 100)
+        diffs = self.straight(profile, image, 160).differences(self.state(vmm), limit=3)
+        if diffs:
+            raise self.fail(f"suspend()/resume() changed where the guest goes: {diffs}")
+
+    def migration(self, profile: Profile, image: Image) -> None:
+        from popek.model.migration import Link, MigrationReport
+
+        vmm = self.fresh(profile, image)
+        self.run(vmm, 60)
+        target = Session(self.cls, profile, label=self.label, timeout=self.timeout, watch=False)
+        self._open.append(target)
+        link = Link(16, cap=3 * MEMSIZE + 4096, max_rounds=3)
+        report = vmm.call("migrate_to", vmm.vmm.migrate_to, target.vmm, link, returns=MigrationReport)
+        if link.over_cap():
+            raise self.fail(f"migrate_to() sent {link.words} words over a link capped at {link.cap}")
+        left = vmm.call("allocation", vmm.vmm.allocation, returns=range)
+        if len(left) or vmm.run(10).steps:
+            raise self.fail("after migrate_to() the guest still runs on the source")
+        target.memsize = MEMSIZE
+        moved = self.state(target)
+        diffs = self.straight(profile, image, 60 + report.guest_steps).differences(moved, limit=3)
+        if diffs:
+            raise self.fail(f"migrate_to() did not move the guest whole: {diffs}")
+        alloc = target.allocation()
+        held, size = target.host.M[alloc.start : alloc.stop], profile.arch.page_size
+        for a in range(0, len(held), size):
+            sent = link.pages.get(a // size)
+            if (list(sent) if sent is not None else [0] * len(held[a : a + size])) != held[a : a + size]:
+                raise self.fail(f"after migrate_to() the target host's storage does not hold guest page "
+                                f"{a // size} as it crossed the link (or it never crossed)")  # fmt: skip
 
 
 def check_vmm(
@@ -288,12 +344,18 @@ def check_vmm(
         ("halted guest stays halted", checker.halted_stays),
         ("load() resets", checker.reload),
     ]
+    # the capabilities last, once the plain contract held on every workload
+    lifecycle: list[tuple[str, Callable[[Profile, Image], None]]] = []
     if "snapshot" in cls.capabilities:
-        checks.append(("snapshot/restore", checker.snapshot))
+        lifecycle.append(("snapshot/restore", checker.snapshot))
+    if "suspend" in cls.capabilities:
+        lifecycle.append(("suspend/resume", checker.suspend))
+    if "migration" in cls.capabilities:
+        lifecycle.append(("migration", checker.migration))
     done: list[str] = []
     for pname in names:
         profile = profile_table.get(pname)
-        accepted = 0
+        accepted: dict[str, Image] = {}
         for wname, image in _images(profile).items():
             try:
                 with checker.translated():
@@ -301,15 +363,22 @@ def check_vmm(
             except GuestRefused as e:  # the VMM may decline a guest; then nothing can be checked on it
                 done.append(f"{pname}/{wname}: refused ({e})")
                 continue
-            accepted += 1
+            accepted[wname] = image
             done.append(f"{pname}/{wname}: {checks[0][0]}")
-            for what, check in checks[1:]:
-                try:
-                    with checker.translated():
-                        check(profile, image)
-                except GuestRefused as e:
-                    raise checker.fail(f"refused the {wname!r} workload on {pname} after accepting it: {e}") from None
-                done.append(f"{pname}/{wname}: {what}")
+            _run_checks(checker, checks[1:], pname, wname, profile, image, done)
+        for wname, image in accepted.items():
+            _run_checks(checker, lifecycle, pname, wname, profile, image, done)
         if not accepted:
             raise checker.fail(f"refuses every conformance workload on {pname}: nothing could be checked")
     return done
+
+
+def _run_checks(checker: _Checker, checks, pname: str, wname: str, profile: Profile, image: Image,
+                done: list[str]) -> None:  # fmt: skip
+    for what, check in checks:
+        try:
+            with checker.translated():
+                check(profile, image)
+        except GuestRefused as e:
+            raise checker.fail(f"refused the {wname!r} workload on {pname} after accepting it: {e}") from None
+        done.append(f"{pname}/{wname}: {what}")

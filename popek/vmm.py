@@ -35,6 +35,8 @@ has already halted returns ``GuestRun(0, True)`` and changes nothing; the
 ``restore(snap)`` on the same instance accepts, putting the guest (state,
 storage, output log) back exactly so that the same runs replay the same
 future; counters are not rolled back (they count the VMM's whole life).
+What the lifecycle capabilities (snapshot, suspend, migration) promise,
+exactly, is `Lifecycle`'s docstring.
 Shared plumbing for designs that run the guest directly is in
 ``popek.model.vmms.base.SoftwareVMM``; docs/writing-a-vmm.md walks through
 a complete plug-in.
@@ -49,7 +51,7 @@ from __future__ import annotations
 import abc
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
 from popek.spec import state as st
 from popek.spec.image import Image
@@ -62,11 +64,13 @@ CONTRACT_VERSION = 1
 # Optional capabilities and the methods each one promises.
 CAPABILITIES: Mapping[str, tuple[str, ...]] = {
     # save the whole guest (virtual CPU, guest storage, VMM bookkeeping) and
-    # put it back later, on this VMM instance
+    # put it back later, on this instance or a fresh one (`Lifecycle`)
     "snapshot": ("snapshot", "restore"),
+    # freeze the guest where it stands and let it go on later (`Lifecycle`)
+    "suspend": ("suspend", "resume"),
     # several guests on one host; `run` and `guest_state` act on the selected one
     "multi-guest": ("add_guest", "select_guest", "guests"),
-    # move a running guest to a fresh VMM on another host (pre-copy style)
+    # move a running guest to a fresh VMM on another host (`Lifecycle`)
     "migration": ("migrate_to",),
 }
 
@@ -298,3 +302,56 @@ class VMM(abc.ABC):
     def reserved(self) -> list[range]:
         """Host-physical words the VMM uses for itself (shadow tables, ...)."""
         return []
+
+
+class Lifecycle(Protocol):
+    """What the lifecycle capabilities promise.  `popek check` tests each one
+    a class declares, interleaved with guest runs at arbitrary steps, against
+    a bare machine that was never interrupted (`popek.fuzz.stateful`).
+
+    ``snapshot() -> snap`` / ``restore(snap)`` ("snapshot"): ``snap`` is the
+    whole guest (virtual CPU, guest storage, output log, the VMM's
+    bookkeeping about it), taken between two ``run`` calls at any step (a
+    trap just delivered, a migration's dirty log running, included).
+    ``restore(snap)`` puts exactly that guest back, on the instance that took
+    it *or on a fresh instance of the same class, on a fresh host of the
+    same profile, with no guest loaded*: from there the same runs give the
+    same guest states as if the snapshot had never been taken.  ``snap``
+    must survive `pickle` (popek writes it to a snapshot file:
+    docs/lifecycle.md) and share nothing mutable with the VMM (later runs do
+    not change it).  Counters are not rolled back.
+
+    ``suspend()`` / ``resume()`` ("suspend"): ``suspend`` freezes the guest
+    where it stands.  While it is suspended, ``run(n)`` runs no guest step
+    (it returns ``GuestRun(0, halted)``) and ``guest_state()`` is the frozen
+    guest; ``resume`` lets it go on exactly as if it had never stopped.  A
+    snapshot of a suspended guest restores a running one.
+
+    ``migrate_to(target, link) -> MigrationReport`` ("migration"):
+    ``target`` is a fresh instance of the same class on another host of the
+    same profile, with no guest loaded; ``link`` a
+    `popek.model.migration.Link`.  The call moves the guest: every guest
+    page the target holds, and the CPU state, crosses the link
+    (``link.send_page(page, words)`` carries a page's words,
+    ``link.send_state(n)`` counts ``n`` words of state; each returns the
+    guest steps the send takes at the link's bandwidth), never more than
+    ``link.cap`` words in all.  The guest may run on the source while
+    pages are in flight (pre-copy); the report's ``guest_steps`` says how
+    many guest steps it ran there.  When the call returns the guest runs on
+    the target (its ``guest_state()`` is the guest after those steps, and
+    the target host's storage holds, at the target's ``allocation()``, each
+    page as it last crossed the link) and no longer on the source (the source's
+    ``allocation()`` is empty and its ``run(n)`` runs no guest step).
+    `popek.model.migration.precopy` is an engine a design can use; it asks
+    only for the design's dirty-page tracking.
+    """
+
+    def snapshot(self) -> Any: ...
+
+    def restore(self, snap: Any) -> None: ...
+
+    def suspend(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def migrate_to(self, target: "VMM", link: Any) -> Any: ...

@@ -49,6 +49,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from popek.model.machine import BlockChooser, Machine, TrapHook
+from popek.model.migration import Link, MigrationReport, precopy
 from popek.model.window import Window
 from popek.spec import state as st
 from popek.spec.image import Image
@@ -136,8 +137,15 @@ class SoftwareVMM(VMM):
     - ``loaded_vcpu()``: the vCPU, or an error if no guest is loaded;
     - hooks: ``save_extra()``/``restore_extra(extra)`` (a design's own
       bookkeeping in a snapshot), `direct_allowed`, `handle_host_trap`,
-      `interpret`; helpers `emulate_step`, `reflect`, `run_direct`,
-      `on_host_trap`, `push`, `pull`, `real_r`.
+      `interpret`, `guest_window` (the vCPU's storage: a design that logs
+      dirty pages passes a logging window); helpers `emulate_step`,
+      `reflect`, `run_direct`, `on_host_trap`, `push`, `pull`, `real_r`;
+    - lifecycle (`popek.vmm.Lifecycle`): ``suspended``/``gone`` (a frozen
+      guest, a guest migrated away: `run` runs nothing); for live
+      migration a design adds a dirty log (`popek.model.migration.DirtyLog`)
+      and declares "migration": `migrate_to` runs the pre-copy engine over
+      `guest_words`, `outgoing_state`, `prepare_incoming`, `receive_words`,
+      `accept_incoming`, `release_guest` and the hook `final_copy`.
 
     The old private names ``_counts``, ``_vcpu_stale``, ``_loaded`` and the
     hooks ``_save_extra``/``_restore_extra`` still work for plug-ins written
@@ -148,7 +156,7 @@ class SoftwareVMM(VMM):
     # for the VMM.  Not 0, so that a guest reading the real R sees the
     # difference, as on real hardware.
     GUEST_OFFSET: ClassVar[int] = 0x1000
-    capabilities: ClassVar[frozenset[str]] = frozenset({"snapshot"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"snapshot", "suspend"})
 
     def __init__(self, host: Machine):
         super().__init__(host)
@@ -160,22 +168,31 @@ class SoftwareVMM(VMM):
         # guest-physical page -> its words when the vCPU decoded code there;
         # None: unknown (the vCPU decoded under paging, or ran freely)
         self._code_pages: dict[int, list[int]] | None = {}
+        self.suspended = False  # `suspend`: runs run nothing until `resume`
+        self.gone = False  # the guest migrated away (`release_guest`)
 
     # -- the contract ----------------------------------------------------
     def load(self, image: Image, *, memsize: int) -> None:
         """Place the guest at `GUEST_OFFSET` and reset its virtual CPU."""
         self.layout = Layout(self.GUEST_OFFSET, memsize, len(self.host.M))
-        window = Window(self.host, self.layout.guest_offset, memsize)
+        window = self.guest_window(self.layout.guest_offset, memsize)
         self.vcpu = Machine(self.host.profile, memsize, storage=window)
         self.vcpu.load(image)
         self._stale = False
         self._code_pages = {}
+        self.suspended = self.gone = False
+
+    def guest_window(self, offset: int, memsize: int) -> Window:
+        """Hook: the virtual CPU's storage, a window onto the allocation."""
+        return Window(self.host, offset, memsize)
 
     def run(self, steps: int) -> GuestRun:
         """Alternate interpreted stretches and direct runs until ``steps``."""
         v = self.loaded_vcpu()
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if self.suspended or self.gone:  # frozen, or no longer here (`popek.vmm.Lifecycle`)
+            return GuestRun(0, bool(v.S[HALTED]))
         done = idle = 0
         while done < steps and not v.S[HALTED]:
             if self.runs_directly():
@@ -221,17 +238,89 @@ class SoftwareVMM(VMM):
         return Snapshot(tuple(v.S), tuple(self.host.M[a.start : a.stop]), tuple(v.out), self.save_extra())
 
     def restore(self, snap: Snapshot) -> None:
+        """Put the guest of ``snap`` back: on this instance, or on a fresh
+        one (no guest loaded, or one of another size), whose guest is then
+        built first (`prepare_incoming`).  ``snap`` is checked whole before
+        anything changes: a bad one leaves the VMM as it was."""
+        mask = self.host.arch.mask
+        if not isinstance(snap, Snapshot) or len(snap.state) != st.NSLOTS:
+            raise ValueError("restore() needs a Snapshot taken by a design of this profile")
+        if not 0 < len(snap.memory) <= len(self.host.M) - self.GUEST_OFFSET or not all(
+            0 <= w <= mask for w in (*snap.memory, *snap.state, *snap.out)
+        ):
+            raise ValueError("restore(): the snapshot's storage or state does not fit this host")
+        if self.vcpu is None or self.gone or self.vcpu.memsize != len(snap.memory):
+            self.prepare_incoming(len(snap.memory))
         v = self.loaded_vcpu()
-        if not isinstance(snap, Snapshot) or len(snap.memory) != v.memsize:
-            raise ValueError("restore() needs a Snapshot of a guest of the same size")
-        for a, w in enumerate(snap.memory):
-            if v.M[a] != w:
-                v.M[a] = w  # through the window: host decode caches stay exact
+        n = v.memsize
+        if self.guest_words(0, n) != list(snap.memory):  # one host write (decode caches stay exact)
+            v.M[:n] = list(snap.memory)
         v.S[:] = snap.state
         v.out[:] = snap.out
         v.flush()
         self._code_pages = {}
+        self.suspended = self.gone = False
         self.restore_extra(snap.extra)
+
+    # -- suspend capability, and what migration (`popek.model.migration`) needs --
+    def suspend(self) -> None:
+        """Freeze the guest: the vCPU holds all of it, and runs run nothing."""
+        self.loaded_vcpu()
+        self.suspended = True
+
+    def resume(self) -> None:
+        self.loaded_vcpu()
+        self.suspended = False
+
+    def migrate_to(self, target: "SoftwareVMM", link: Link) -> MigrationReport:
+        """Pre-copy live migration (`popek.model.migration.precopy`); needs
+        the design's dirty log, so only designs that have one declare
+        "migration".  ``link.max_rounds``: the round cap (0: stop-and-copy)."""
+        if type(target) is not type(self):
+            raise TypeError(f"migrate_to() needs a fresh {type(self).__name__}, got {type(target).__name__}")
+        return precopy(self, target, link, max_rounds=link.max_rounds)
+
+    def guest_memsize(self) -> int:
+        return self.loaded_vcpu().memsize
+
+    def guest_words(self, lo: int, hi: int) -> list[int]:
+        """Guest-physical words [lo, hi), read from the host (what is sent)."""
+        start = self.layout.guest_offset
+        return self.host.M[start + lo : start + hi]
+
+    def state_words(self) -> int:
+        """Words of CPU state a migration sends (state vector and output log
+        as they stand now, plus a word for the design's bookkeeping)."""
+        v = self.loaded_vcpu()
+        return len(v.S) + len(v.out) + 1
+
+    def final_copy(self, last_round: set[int], since: set[int]) -> set[int]:
+        """The pages stop-and-copy sends (`popek.model.migration.DirtyLog`)."""
+        return last_round | since
+
+    def outgoing_state(self) -> Snapshot:
+        """The guest's CPU state, without storage (that went page by page)."""
+        v = self.loaded_vcpu()
+        return Snapshot(tuple(v.S), (), tuple(v.out), self.save_extra())
+
+    def prepare_incoming(self, memsize: int) -> None:
+        """Make room for a guest of ``memsize`` words that is coming in (a
+        restore, a migration): an empty guest, loaded the design's own way."""
+        self.load(Image({}, 0), memsize=memsize)
+
+    def receive_words(self, lo: int, words: list[int]) -> None:
+        """Guest-physical words from ``lo`` on, arriving over the link."""
+        self.loaded_vcpu().M[lo : lo + len(words)] = list(words)
+
+    def accept_incoming(self, state: Snapshot) -> None:
+        """The CPU state arrived last: the guest runs here from now on."""
+        v = self.loaded_vcpu()
+        self.restore(Snapshot(state.state, tuple(self.guest_words(0, v.memsize)), state.out, state.extra))
+
+    def release_guest(self) -> None:
+        """The guest runs elsewhere now: nothing of it is kept here."""
+        self.gone, self.suspended = True, False
+        self.layout = None
 
     def save_extra(self) -> Any:
         """Hook: a design's own bookkeeping to keep in a snapshot."""

@@ -14,12 +14,12 @@ from typing import ClassVar, Mapping
 
 from popek.vmm import Support
 
-from .base import SoftwareVMM
+from .dirty_log import WriteProtectLog
 
 _WHY = "every instruction is interpreted with the spec's own semantics; none runs directly"
 
 
-class Emulator(SoftwareVMM):
+class Emulator(WriteProtectLog):  # its dirty log: pre-copy migration
     name: ClassVar[str] = "emulator"
     summary: ClassVar[str] = "full emulator: interprets every guest instruction"
     supports: ClassVar[Mapping[str, Support]] = {

@@ -40,6 +40,7 @@ from typing import Callable, ClassVar, Mapping
 
 from popek.model import codegen
 from popek.model.machine import CLOSURE, Machine
+from popek.model.window import Window
 from popek.spec import vtx as V
 from popek.spec.bits import var
 from popek.spec.encoding import encode
@@ -68,6 +69,7 @@ from popek.vmm import VIRTUAL_MODES, GuestRun, Support, cause_name
 
 from ..analysis.may_be_sensitive import footprint
 from .base import SoftwareVMM
+from .dirty_log import LoggingWindow
 from .shadow import changed_entries
 
 
@@ -118,6 +120,8 @@ class HardwareAssistedVMM(SoftwareVMM):
     }
 
     paging: ClassVar[str] = "nested"
+    capabilities: ClassVar[frozenset[str]] = SoftwareVMM.capabilities | {"migration"}
+    dirty_logging = False  # a migration's dirty log runs (`start_dirty_log`)
     NPT: ClassVar[int] = 0x400  # nested page table (host-physical)
     VMCS_AT: ClassVar[int] = 0x800
     ENTRY: ClassVar[int] = 0xC00  # the host program: vmrun r1
@@ -140,6 +144,7 @@ class HardwareAssistedVMM(SoftwareVMM):
         for g in range(pages):
             entry = (self.layout.guest_offset + (g << pb)) | PTE_PRESENT | PTE_WRITE if g < mapped else 0
             host.write(self.NPT + g, entry)
+        self.dirty_logging = False
         self.ctrl = exit_controls(host.profile)
         host.write(self.VMCS_AT + V.CTRL, self.ctrl)
         host.write(self.VMCS_AT + V.NPT, self.NPT)
@@ -148,11 +153,47 @@ class HardwareAssistedVMM(SoftwareVMM):
     def reserved(self) -> list[range]:
         return [range(self.NPT, self.ENTRY + 2)] if self.layout else []
 
+    # -- the dirty log of a migration (`popek.model.migration.DirtyLog`) -----------
+    # The vtx facility: the nested table's write bit.  A clean page's entry
+    # is read-only, so the guest's first write to it (in guest mode) exits
+    # with a nested page fault; the VMM logs the page, makes the entry
+    # writable and lets the instruction run again (no guest step).  What the
+    # virtual CPU writes goes through its `LoggingWindow`.
+    def guest_window(self, offset: int, memsize: int) -> Window:
+        return LoggingWindow(self.host, offset, memsize, self.host.arch.page_bits)
+
+    def start_dirty_log(self) -> None:
+        self.faulted: set[int] = set()
+        self.vcpu.M.dirty.clear()
+        self.vcpu.M.logging = self.dirty_logging = True
+        self._write_protect(range(self.layout.memsize >> self.host.arch.page_bits))
+
+    def _write_protect(self, pages) -> None:
+        for g in pages:
+            entry = self.host.M[self.NPT + g]
+            if entry & PTE_WRITE:
+                self.host.write(self.NPT + g, entry & ~PTE_WRITE)
+
+    def dirty_pages(self) -> set[int]:
+        pages = self.faulted | self.vcpu.M.dirty
+        self.faulted = set()
+        self.vcpu.M.dirty.clear()
+        self._write_protect(pages & set(range(self.layout.memsize >> self.host.arch.page_bits)))
+        return pages
+
+    def stop_dirty_log(self) -> None:
+        self.vcpu.M.logging = self.dirty_logging = False
+        self.faulted = set()
+        for g in range(self.layout.memsize >> self.host.arch.page_bits):
+            self.host.write(self.NPT + g, self.host.M[self.NPT + g] | PTE_WRITE)
+
     # -- running ---------------------------------------------------------------
     def run(self, steps: int) -> GuestRun:
         v = self.loaded_vcpu()
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if self.suspended or self.gone:  # frozen, or no longer here (`popek.vmm.Lifecycle`)
+            return GuestRun(0, bool(v.S[HALTED]))
         done = 0
         while done < steps and not v.S[HALTED]:
             if v.S[GUEST]:  # the guest entered its own guest mode: interpret it
@@ -204,6 +245,14 @@ class HardwareAssistedVMM(SoftwareVMM):
 
     def handle_exit(self, reason: int, qual: int) -> int:
         """Finish the guest step that exited; returns guest steps (0 or 1)."""
+        if reason == Cause.NPF and self.dirty_logging:
+            g = qual >> self.host.arch.page_bits
+            entry = self.host.M[self.NPT + g]
+            if g < self.layout.memsize >> self.host.arch.page_bits and entry & PTE_PRESENT and not entry & PTE_WRITE:
+                self.faulted.add(g)  # a write to a clean page: logged, then writable
+                self.host.write(self.NPT + g, entry | PTE_WRITE)
+                self.counts.extra["dirty_faults"] += 1
+                return 0  # the instruction runs again
         if reason in (Cause.VMEXIT, Cause.NPF):
             if reason == Cause.NPF:
                 self.counts.extra["nested_faults"] += 1
@@ -279,6 +328,8 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
     }
     paging: ClassVar[str] = "shadow"
     SHADOW: ClassVar[int] = 0x400  # the shadow table, where the nested one would be
+    # no nested table to log dirty pages with (and a TrackingWindow of its own): no migration
+    capabilities: ClassVar[frozenset[str]] = SoftwareVMM.capabilities
 
     def load(self, image: Image, *, memsize: int) -> None:
         from .shadow import TrackingWindow, compile_walk

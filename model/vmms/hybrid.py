@@ -22,10 +22,10 @@ from popek.vmm import Support
 
 _USER = frozenset({"user"})
 
-from .base import SoftwareVMM
+from .dirty_log import WriteProtectLog
 
 
-class HybridVMM(SoftwareVMM):
+class HybridVMM(WriteProtectLog):  # its dirty log: pre-copy migration
     name: ClassVar[str] = "hybrid"
     summary: ClassVar[str] = "interprets virtual-supervisor code, runs virtual-user code directly"
     # Theorem 3's VMM: efficient for the guest's user code (paging off), its kernel interpreted

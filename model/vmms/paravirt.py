@@ -205,6 +205,17 @@ class ParavirtVMM(ShadowPagingVMM):
         self._pending_words: set[int] = set()  # what a served step wrote there
         super().load(self.rewritten.image, memsize=memsize)
 
+    def save_extra(self) -> object:
+        """The hypercall table goes with the guest (a fresh instance restoring
+        it has not rewritten this guest)."""
+        return (tuple(self.calls), tuple(self.sites.items()), super().save_extra())
+
+    def restore_extra(self, extra: object) -> None:
+        calls, sites, rest = extra
+        self.calls, self.sites = list(calls), dict(sites)
+        self._serving, self._pending, self._pending_words = False, set(), set()
+        super().restore_extra(rest)
+
     def rewrite(self, image: Image, memsize: int) -> Rewritten:
         return rewrite(image, self.host.profile, memsize)
 

@@ -163,6 +163,9 @@ def changed_entries(sources: Mapping[int, tuple], storage: Window) -> list[int]:
     ]
 
 
+NOT_LOGGING: frozenset[int] = frozenset()  # `ShadowPagingVMM.clean` when no dirty log runs
+
+
 class ShadowPagingVMM(SoftwareVMM):
     """A software VMM whose guest runs on the host through shadow page tables.
 
@@ -172,6 +175,7 @@ class ShadowPagingVMM(SoftwareVMM):
 
     # Host-physical shadow tables, one per virtual mode, in the reserved words.
     SHADOW_TABLES: ClassVar[dict[int, int]] = {SUPERVISOR: 0x400, USER: 0x800}
+    capabilities: ClassVar[frozenset[str]] = SoftwareVMM.capabilities | {"migration"}
 
     def load(self, image: Image, *, memsize: int) -> None:
         """As `SoftwareVMM.load`, with a tracking window and empty shadow tables."""
@@ -180,6 +184,7 @@ class ShadowPagingVMM(SoftwareVMM):
         self.window = TrackingWindow(self.host, self.layout.guest_offset, memsize, arch.page_bits)
         self.vcpu = Machine(self.host.profile, memsize, storage=self.window)
         self.vcpu.load(image)
+        self.clean = NOT_LOGGING
         self.window.forget()
         self.mark_vcpu_current()
         env = (self.vcpu.S, self.window, memsize)
@@ -251,6 +256,8 @@ class ShadowPagingVMM(SoftwareVMM):
         dirty = self.window.dirty
         if not dirty:
             return
+        if self.clean is not NOT_LOGGING:
+            self.log_writes(dirty)
         hit = dirty & self.protected
         dirty.clear()
         for frame in hit:
@@ -298,6 +305,49 @@ class ShadowPagingVMM(SoftwareVMM):
         """Pages a subclass keeps protected across shadow flushes."""
         return set()
 
+    # -- the dirty log of a migration (`popek.model.migration.DirtyLog`) -----------
+    # Every guest page starts *clean*: its shadow entries lose the write bit,
+    # so the guest's first write to it on the host faults and is emulated;
+    # every write the virtual CPU makes (that one, emulated instructions,
+    # delivered traps) goes through the tracking window and is logged, and
+    # the page's entries are dropped, to be rebuilt writable on demand.
+    # Collecting the log makes the collected pages clean again.
+    clean: set[int] = NOT_LOGGING  # the pages a write to would be news; NOT_LOGGING: no log
+
+    def start_dirty_log(self) -> None:
+        self.logged: set[int] = set()
+        self.clean = set()
+        self.make_clean(range(-(-self.layout.memsize // self.host.arch.page_size)))
+
+    def make_clean(self, frames) -> None:
+        for frame in frames:
+            self.clean.add(frame)
+            for word in self._maps.get(frame, ()):
+                entry = self.host.M[word]
+                if entry & PTE_WRITE:
+                    self._set_entry(word, entry & ~PTE_WRITE)
+
+    def log_writes(self, frames: set[int]) -> None:
+        """The virtual CPU wrote ``frames``: log them; a clean one becomes
+        dirty, and its read-only entries go (rebuilt writable when used)."""
+        self.logged |= frames
+        for frame in frames & self.clean:
+            self.clean.discard(frame)
+            if frame not in self.protected:
+                for word in list(self._maps.get(frame, ())):
+                    self._drop_entry(word)
+
+    def dirty_pages(self) -> set[int]:
+        pages = self.logged | self.window.dirty  # (the window's: not acted on yet)
+        self.logged = set()
+        self.make_clean(pages)
+        return pages
+
+    def stop_dirty_log(self) -> None:
+        self.clean = NOT_LOGGING
+        self.logged = set()
+        self._zap_shadow()  # no entry stays read-only for the log's sake
+
     def protect(self, frame: int) -> None:
         """Make guest page ``frame`` read-only in every shadow entry."""
         if frame in self.protected:
@@ -324,6 +374,7 @@ class ShadowPagingVMM(SoftwareVMM):
         if (frame + 1) << pb > self.layout.memsize:
             return False  # a page only partly inside guest storage: emulate
         writable = self._walk_write(vaddr)[0] is not None and frame not in self.protected
+        writable = writable and frame not in self.clean  # a migration's dirty log: first write faults
         entry = (self.layout.guest_offset + (frame << pb)) | PTE_PRESENT | PTE_USER
         self._set_entry(word, entry | (PTE_WRITE if writable else 0))
         self._maps.setdefault(frame, set()).add(word)

@@ -35,10 +35,10 @@ from popek.spec.state import PTBR
 from popek.vmm import VIRTUAL_MODES as _BOTH
 from popek.vmm import Support
 
-from .base import SoftwareVMM
+from .dirty_log import WriteProtectLog
 
 
-class TrapAndEmulate(SoftwareVMM):
+class TrapAndEmulate(WriteProtectLog):  # its dirty log: pre-copy migration
     name: ClassVar[str] = "trap-and-emulate"
     summary: ClassVar[str] = "guest runs in real user mode; privileged instructions trap and are emulated"
     # a paged guest is interpreted (see the module docstring): efficient with paging off

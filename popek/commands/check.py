@@ -271,7 +271,25 @@ def accepting(cls, profile: str, guests, refusals: list[str]):
 GUEST_CHECK_TIMEOUT = 30.0  # seconds for one trial load (generous: a loaded machine)
 
 
-def capabilities_section(cls, profiles: list[str], examples: int = 40) -> bool:
+# What `popek.fuzz.stateful` checks for each capability, as the table lists it.
+LIFECYCLE_CHECKS = {
+    "snapshot": "restore in memory, and from a snapshot file on a fresh host, at any step (traps included)",
+    "suspend": "a suspended guest runs nothing and resumes as if never stopped",
+    "migration": "pre-copy to a fresh host: the guest moves whole, within the traffic cap",
+    "multi-guest": "a second guest beside the first, each as on its own machine",
+}
+
+
+def capabilities_table(cls) -> list[str]:
+    """The lifecycle checks `capabilities_section` runs, one line a capability."""
+    caps = sorted(cls.capabilities)
+    width = max(len("capability"), *map(len, caps))
+    return [f"{'capability':<{width}}  checked against an uninterrupted bare run"] + [
+        f"{c:<{width}}  {LIFECYCLE_CHECKS.get(c, 'declared; no check known')}" for c in caps
+    ]
+
+
+def capabilities_section(cls, profiles: list[str], examples: int = 40, *, shrink: bool = True) -> bool:
     """The declared capabilities (snapshot/restore, several guests), each
     interleaved with guest execution by `popek.fuzz.stateful`, on every
     profile the design is faithful on (elsewhere fidelity already fails).
@@ -279,6 +297,7 @@ def capabilities_section(cls, profiles: list[str], examples: int = 40) -> bool:
     Guests the design refuses (`GuestRefused`) are neither failures nor
     findings: they are drawn again, counted and reported."""
     from hypothesis import HealthCheck, Phase, settings
+    from hypothesis.reporting import with_reporter
 
     from popek.fuzz import strategies
     from popek.fuzz.stateful import vmm_state_machine
@@ -287,27 +306,43 @@ def capabilities_section(cls, profiles: list[str], examples: int = 40) -> bool:
 
     ok = True
     caps = ", ".join(sorted(cls.capabilities))
+    for line in capabilities_table(cls):
+        print(line)
     for p in profiles:
         if not cls.supports[p].faithful:
             continue
         refusals: list[str] = []
         guests = accepting(cls, p, strategies.from_profile(_profiles.get(p), split_runs=False), refusals)
         test = vmm_state_machine(cls, p, guests=guests).TestCase("runTest")
-        # no shrinking: the verdict is what matters here; `popek.fuzz.stateful`
-        # in a test suite shrinks a failing interleaving
+        # a failing interleaving is shrunk to the shortest sequence of guest
+        # runs and lifecycle operations, and printed
+        phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+        # derandomized: the same VMM gets the same interleavings, run after run
         test.settings = settings(
             max_examples=examples, stateful_step_count=12, deadline=None, database=None,
-            suppress_health_check=list(HealthCheck), phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck), phases=phases, derandomize=True,
         )  # fmt: skip
         passed = f"{examples} interleavings with guest runs passed"
+        steps: list[str] = []
         try:
-            test.runTest()
+            with with_reporter(steps.append):
+                test.runTest()
         except GuestRefused as e:  # refused after all (a second guest, say): an answer, not a failure
             refusals.append(str(e) or type(e).__name__)
             passed = "interleavings with guest runs passed until a refusal ended the run"
         except Exception as e:  # a failed property, or the plug-in failing (PluginFailure)
             ok = False
             print(f"capabilities ({caps}) on {p}: FAILED: {(str(e).splitlines() or [type(e).__name__])[0]}")
+            notes = [*steps, *getattr(e, "__notes__", ())]
+            shortest = [
+                "load(guest)" if n.startswith("state.load(") else n.removeprefix("state.")
+                for n in map(str, notes)
+                if n.startswith("state.") and not n.startswith(("state.faithful()", "state.teardown()"))
+            ]  # fmt: skip
+            if shortest:
+                what = "shortest sequence" if shrink else "failing sequence"
+                print(f"  {what} ({len(shortest)} operations): " + "; ".join(
+                    shortest))  # fmt: skip
             continue
         note = ""
         if refusals:

@@ -21,14 +21,17 @@ from popek.spec.image import Image
 from popek.spec.profiles import Profile
 from popek.vmm_runner import format_counters, format_support, run_under_vmm
 
+from . import snapshot_run
+from .snapshot_run import add_snapshot_options
+
 DEFAULT_STEPS = 1_000_000
 DEFAULT_MEMSIZE = 4096
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a program on the bare machine and print its final state")
-    p.add_argument("file", help="assembly source (.s) or image (.json)")
-    p.add_argument("--profile", required=True, help="instruction-set profile, e.g. pg, hybrid, x86")
+    p.add_argument("file", nargs="?", help="assembly source (.s) or image (.json)")
+    p.add_argument("--profile", help="instruction-set profile, e.g. pg, hybrid, x86 (required but with --restore)")
     p.add_argument(
         "--steps", type=int, default=DEFAULT_STEPS,
         help=f"stop after this many steps if the program has not halted (default {DEFAULT_STEPS})",
@@ -38,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"words of physical storage (default {DEFAULT_MEMSIZE})",
     )  # fmt: skip
     add_vmm_options(p)
+    add_snapshot_options(p)
     p.set_defaults(func=run)
 
 
@@ -97,6 +101,10 @@ def format_state(
 
 
 def run(args: argparse.Namespace) -> int:
+    if snapshot_run.wanted(args):
+        return snapshot_run.run_lifecycle(args)
+    if not args.file or not args.profile:
+        raise UserError("give the program FILE and --profile (or --restore F)")
     profile = profile_named(args.profile, vmm=args.vmm)  # a plug-in's profile too
     image = load_program(args.file, profile)
     if args.vmm:

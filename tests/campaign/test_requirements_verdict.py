@@ -239,7 +239,7 @@ def test_refused_guests_are_not_capability_failures(capsys):
 
     assert capabilities_section(RefusesOddImages, ["pg"], examples=20) is True
     out = capsys.readouterr().out
-    assert "capabilities (snapshot) on pg: 20 interleavings with guest runs passed" in out
+    assert "capabilities (migration, snapshot, suspend) on pg: 20 interleavings with guest runs passed" in out
     assert "guests refused (GuestRefused, not failures): odd image" in out
 
 

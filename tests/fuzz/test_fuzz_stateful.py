@@ -21,7 +21,7 @@ class RestoreKeepsFlags(registry.load("trap-and-emulate")):
     name = "restore-keeps-flags"
 
     def restore(self, snap):
-        flags = self.vcpu.S[FLAGS]
+        flags = self.vcpu.S[FLAGS] if self.vcpu is not None else 0  # (a fresh instance has none)
         super().restore(snap)
         self.vcpu.S[FLAGS] = flags
 
@@ -38,5 +38,5 @@ def test_capability_bugs_are_found(cls, profile):
         max_examples=300, stateful_step_count=12, deadline=None, database=None, derandomize=True,
         phases=[Phase.generate],
     )  # fmt: skip
-    with pytest.raises(AssertionError, match="differs from its bare twin"):
+    with pytest.raises(AssertionError, match="differs from (its bare twin|the unmigrated guest)"):
         test.runTest()

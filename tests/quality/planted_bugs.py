@@ -596,3 +596,61 @@ BUGS = [
     Bug(NewPswReadAtLoad, "pg", "fidelity"),
     Bug(ShadowChecksFrameOnly, "pg", "fidelity"),
 ]
+
+
+# -- lifecycle bugs: found by `popek check`'s capability checks (issue 12) --------
+# A fidelity campaign never suspends, restores or migrates a guest, so these
+# are listed apart (`LIFECYCLE_BUGS`) and caught by the state machine that
+# `popek check` runs for each declared capability (`popek.fuzz.stateful`).
+class RestoreKeepsTimer(TrapAndEmulate):
+    """restore() puts back registers, PC, mode, R and storage, but leaves the
+    virtual timer running as it stood (its author thought of the timer as
+    the host's, not the guest's)."""
+
+    name = "planted-restore-keeps-timer"
+    supports = PLANTED_TE
+
+    def restore(self, snap) -> None:
+        timer = self.vcpu.S[st.TIMER] if self.vcpu is not None else 0
+        super().restore(snap)
+        self.vcpu.S[st.TIMER] = timer
+
+
+class FinalCopySkipsLastRound(TrapAndEmulate):
+    """Stop-and-copy sends the pages written since the last round's log was
+    read, and forgets the pages that last round found dirty (they were
+    'already in the log')."""
+
+    name = "planted-final-copy-skips-last-round"
+    supports = PLANTED_TE
+
+    def final_copy(self, last_round, since):
+        return set(since)
+
+
+class LogMissesEmulatedWrites(TrapAndEmulate):
+    """The dirty log is the host's write faults only: storage the VMM writes
+    while it emulates an instruction or delivers a trap (the old PSW) is
+    never logged, so a page only the VMM wrote is not sent again."""
+
+    name = "planted-log-misses-emulated-writes"
+    supports = PLANTED_TE
+
+    def collected_pages(self):
+        return set(self.faulted)
+
+
+class MigrateDoesNothing(TrapAndEmulate):
+    """Declares migration; migrate_to() reports a stop-and-copy of nothing
+    and moves nothing (the guest goes on running on the source)."""
+
+    name = "planted-migrate-does-nothing"
+    supports = PLANTED_TE
+
+    def migrate_to(self, target, link):
+        from popek.model.migration import MigrationReport
+
+        return MigrationReport(0, [0], 0, self.guest_memsize(), self.host.arch.page_size, 0, 0, 0, "stop-and-copy")
+
+
+LIFECYCLE_BUGS = [RestoreKeepsTimer, FinalCopySkipsLastRound, LogMissesEmulatedWrites, MigrateDoesNothing]
