@@ -47,13 +47,13 @@ from popek.model.machine import Machine
 from popek.session import Session, SessionError
 from popek.spec import profiles
 from popek.spec import state as st
-from popek.spec.asm import assemble
+from popek.spec.asm import assemble, disassemble
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
 from popek.vmm import GUEST_FIELDS, VMM, GuestRefused, GuestState
 
 from . import guest as g
-from .execute import checkpoints, run_bare
+from .execute import Run, checkpoints, run_bare
 from .report import assembly, diff_table
 from .strategies import from_profile
 
@@ -66,6 +66,9 @@ DEFAULT_MONITOR = Path(__file__).resolve().parents[1] / "examples" / "monitor" /
 # before a run is called stuck: a trap costs the monitor about 60 steps.
 MONITOR_STEPS_PER_INNER = 200
 MONITOR_START = 2000
+# A fresh machine per case: compiling a block (about 1 ms) pays only for
+# code that runs this often, which a case's monitor rarely does.
+HOT = 256
 
 
 class NestingError(ValueError):
@@ -166,24 +169,54 @@ class MonitoredRun:
 
 def _enter_monitor(machine: Machine, cause: int, info: int) -> bool:
     machine.trap(cause, info)  # the bare machine's own trap mechanism
-    return True  # ... and stop: the monitor runs step by step
+    return True  # ... and stop: the monitor runs next
 
 
 def run_under_monitor(
     monitor: Monitor, inner: Image, inner_memsize: int, chunks: Sequence[int]
 ) -> MonitoredRun:
     """Run ``inner`` under ``monitor`` on a bare machine, pausing after each
-    chunk of inner steps to take the inner view."""
+    chunk of inner steps to take the inner view.
+
+    The monitor returns to its guest only by the ``rti`` at its ``resume``
+    label.  So that its own steps run at full speed (compiled, not stepped
+    one by one), that word is an undecodable one in this machine (a
+    breakpoint, planted before anything is decoded): its trap says the
+    monitor is done, and the ``rti`` runs from a copy in one extra page of
+    storage that nothing else touches.  The breakpoint's trap is not a step
+    and is not counted; the inner view never looks at either word."""
     image, memsize = nest(monitor, inner, inner_memsize)
+    resume = monitor.image.symbols.get("resume")
+    spare = memsize  # the extra page
+    if resume is not None:
+        words = dict(image.words)
+        words[spare], words[resume] = words[resume], 0  # opcode 0: never an instruction
+        image = replace(image, words=words)
+        memsize += monitor.profile.arch.page_size
     machine = Machine(monitor.profile, memsize)
+    machine.hot = HOT
     machine.load(image)
     S = machine.S
     run = MonitoredRun([], [], False)
     cap = MONITOR_START + MONITOR_STEPS_PER_INNER * sum(chunks)
 
+    def at_resume(m: Machine, cause: int, info: int) -> bool:
+        if cause == st.Cause.ILLEGAL and info == resume and S[st.MODE] == st.SUPERVISOR:
+            return True
+        m.trap(cause, info)  # the monitor's own trap: as the machine takes it
+        return False
+
     def settle() -> None:  # the monitor's own steps, until the guest runs again
         while S[st.MODE] == st.SUPERVISOR and not S[st.HALTED]:
-            run.host_steps += machine.step().steps
+            if resume is None:
+                run.host_steps += machine.step().steps
+            else:
+                r = machine.run(cap + 1 - run.host_steps, at_resume)
+                run.host_steps += r.steps
+                if r.stopped:  # at the breakpoint: not a step; then the rti
+                    run.host_steps -= 1
+                    S[st.PC] = spare
+                    run.host_steps += machine.step().steps
             if run.host_steps > cap:
                 raise _Stuck(f"the monitor ran {run.host_steps} host steps without returning to its guest")
 
@@ -220,13 +253,17 @@ class Finding:
     message: str
     case: g.GuestCase | None = None
     diffs: list = field(default_factory=list)
+    image: Image | None = None  # a program that is no generated case
+    profile: Profile | None = None
 
-    def report(self, profile: Profile | None = None) -> str:
+    def report(self) -> str:
         lines = [f"{self.kind.upper()}: {self.message}"]
         if self.diffs:
             lines += ["", diff_table(self.diffs, "bare", "nested")]
         if self.case is not None:
             lines += ["", "inner guest (assembly):", assembly(self.case).rstrip("\n")]
+        elif self.image is not None and self.profile is not None:
+            lines += ["", "inner guest (assembly):", disassemble(self.image, self.profile).rstrip("\n")]
         return "\n".join(lines)
 
 
@@ -234,9 +271,29 @@ def compare_inner(case: g.GuestCase, monitor: Monitor) -> Finding | None:
     """(a) for one case: None when the inner guest under the monitor ran as
     it does alone; a `Finding` otherwise (kind ``refused`` when the monitor
     declined it)."""
-    prof = monitor.profile
-    reference = run_bare(case)
-    nested = run_under_monitor(monitor, case.image(prof), case.memsize, checkpoints(case))
+    return _compare(run_bare(case), case.image(monitor.profile), case.memsize, checkpoints(case), monitor, case)
+
+
+def compare_program(image: Image, memsize: int, monitor: Monitor, chunks: Sequence[int]) -> Finding | None:
+    """(a) for a program of one's own (``popek nest``): the bare run and
+    the run under the monitor compared after each chunk of steps."""
+    machine = Machine(monitor.profile, memsize)
+    machine.load(image)
+    states, steps = [], []
+    for chunk in chunks:
+        steps.append(machine.run(chunk).steps)
+        states.append(GuestState.from_machine(machine))
+    reference = Run(states, steps, bool(machine.S[st.HALTED]))
+    found = _compare(reference, image, memsize, chunks, monitor, None)
+    if found is not None:
+        found.image, found.profile = image, monitor.profile
+    return found
+
+
+def _compare(
+    reference: Run, image: Image, memsize: int, chunks: Sequence[int], monitor: Monitor, case: g.GuestCase | None
+) -> Finding | None:
+    nested = run_under_monitor(monitor, image, memsize, chunks)
     if nested.refused:
         return Finding("refused", "the monitor refused the guest (timer or paging)", case)
     if nested.stuck:
@@ -332,15 +389,29 @@ def check_two_deep(case: g.GuestCase, monitor: Monitor, vmm_cls: type[VMM], dept
     """(b): the inner guest nested ``depth`` monitors deep, run under
     ``vmm_cls``, against the same image on the bare machine, compared at
     the same monitor steps (three checkpoints and the end)."""
+    return check_under_vmm(case.image(monitor.profile), case.memsize, case.steps, monitor, vmm_cls, depth, case)
+
+
+def check_under_vmm(
+    inner: Image,
+    inner_memsize: int,
+    inner_steps: int,
+    monitor: Monitor,
+    vmm_cls: type[VMM],
+    depth: int = 1,
+    case: g.GuestCase | None = None,
+) -> Finding | None:
+    """`check_two_deep` for any inner program: run for as many monitor
+    steps as ``inner_steps`` of the inner guest take on the bare machine."""
     prof = monitor.profile
-    image, memsize = case.image(prof), case.memsize
+    image, memsize = inner, inner_memsize
     for _ in range(depth):
         image, memsize = nest(monitor, image, memsize)
     if depth == 1:  # as far as the inner guest's own budget takes the monitor
-        alone = run_under_monitor(monitor, case.image(prof), case.memsize, [case.steps])
-        budget = alone.host_steps if not alone.stuck else MONITOR_START + MONITOR_STEPS_PER_INNER * case.steps
+        alone = run_under_monitor(monitor, inner, inner_memsize, [inner_steps])
+        budget = alone.host_steps if not alone.stuck else MONITOR_START + MONITOR_STEPS_PER_INNER * inner_steps
     else:
-        budget = MONITOR_START + (MONITOR_STEPS_PER_INNER**depth) * case.steps
+        budget = MONITOR_START + (MONITOR_STEPS_PER_INNER**depth) * inner_steps
     bare = run_bare_image(image, memsize, prof, budget)
     if refused(bare.state, monitor):
         return Finding("refused", "the monitor refused the guest (timer or paging)", case)
@@ -350,7 +421,8 @@ def check_two_deep(case: g.GuestCase, monitor: Monitor, vmm_cls: type[VMM], dept
     states, run = run_vmm_image(vmm_cls, image, memsize, prof, chunks)
     if run.problems:
         kind = run.problems[0].partition(":")[0]
-        return Finding(kind if kind in ("safety", "crash", "refused") else "contract", run.problems[0], case)
+        kind = kind if kind in ("safety", "crash", "refused") else "contract"
+        return Finding(kind, run.problems[0], case, image=None if case else inner, profile=prof)
     machine = Machine(prof, memsize)
     machine.load(image)
     done = 0
@@ -360,7 +432,10 @@ def check_two_deep(case: g.GuestCase, monitor: Monitor, vmm_cls: type[VMM], dept
         diffs = GuestState.from_machine(machine).differences(got)
         if diffs:
             names = ", ".join(d[0] for d in diffs[:4])
-            return Finding("fidelity", f"monitor state differs after {done} monitor steps: {names}", case, diffs)
+            return Finding(
+                "fidelity", f"monitor state differs after {done} monitor steps: {names}", case, diffs,
+                image=None if case else inner, profile=prof,
+            )  # fmt: skip
     return None
 
 
@@ -388,9 +463,13 @@ def search(
     cases: int,
     seed_value: int = 0,
     max_instructions: int = 12,
+    steps: int = 120,
+    exclude: Sequence[str] = (),
 ) -> SearchResult:
-    """Draw up to ``cases`` inner guests and ``check`` each; the first
-    finding is shrunk by Hypothesis and returned.  Refusals are counted,
+    """Draw up to ``cases`` inner guests (of ``steps`` steps: every inner
+    trap costs the monitor some 60 steps, so cases are shorter than a
+    campaign's) and ``check`` each; the first finding is shrunk by
+    Hypothesis and returned.  Refusals are counted,
     never passed off as faithful."""
     result = SearchResult()
     shrinking = [False]
@@ -401,7 +480,7 @@ def search(
         max_examples=cases, database=None, deadline=None, derandomize=False,
         suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
     )  # fmt: skip
-    @given(inner_guests(profile, max_instructions=max_instructions, split_runs=True))
+    @given(inner_guests(profile, max_instructions=max_instructions, steps=steps, exclude=tuple(exclude)))
     def probe(case: g.GuestCase) -> None:
         finding = check(case)
         if not shrinking[0]:

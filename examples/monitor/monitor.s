@@ -342,7 +342,7 @@ setr:   st   r1, 2(r0)          ; the old PSW that rti will load
         ld   r6, vregs+6(r0)
         ld   sp, vregs+7(r0)
         ld   r0, vregs+0(r0)    ; last: r0 was the base
-        rti
+resume: rti                     ; the only way back to the guest
 
 ; ---- subroutines
 ; vtrap: the P&G trap mechanism on the virtual CPU (r1 = cause, r2 = info)
