@@ -26,6 +26,7 @@ COMMANDS = (
     "equiv",
     "verify",
     "prove",
+    "nest",
 )
 
 
