@@ -15,17 +15,19 @@ guest behaves, interrupts masked or not, so a guest that never yields still
 loses the CPU at the end of its slice.  More guests than CPUs (overcommit)
 just makes the queue longer.
 
-Time is counted in host steps.  CPUs run in parallel, so a round lasts as
-long as its longest slice; the report gives, per guest, its share of the
-host's CPU time, the elapsed time until it finished against its own steps
-(its slowdown against running alone on a CPU), and how often it was
-switched in; the scheduling overhead (the VMM's own work per switch) is
-what `bench/` measures in wall-clock time.
+Time is counted in host steps, read from each CPU's own performance
+counter (`Machine.census`), not from what the VMM reports: a VMM that
+lets a guest run past its slice and says nothing is seen.  CPUs run in
+parallel, so a round lasts as long as its longest slice; the report gives,
+per guest, its share of the host's CPU time, the elapsed time until it
+finished against the host time it used (its slowdown against running alone
+on a CPU), and how often it was switched in; the scheduling overhead (the
+VMM's own work per switch) is what `bench/` measures in wall-clock time.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -36,14 +38,15 @@ from popek.model.machine import Machine
 class GuestShare:
     gid: Any
     steps: int = 0  # guest steps run
+    host_steps: int = 0  # host steps its slices took
     halted: bool = False
     slices: int = 0
     migrations: int = 0  # slices on another CPU than the one before
     finished_at: int | None = None  # elapsed host steps when it halted or met its budget
 
     def slowdown(self) -> float:
-        """Elapsed time to finish over the time alone (its own steps)."""
-        return (self.finished_at or 0) / self.steps if self.steps else 1.0
+        """Elapsed time to finish over the time alone (the host time it used)."""
+        return (self.finished_at or 0) / self.host_steps if self.host_steps else 1.0
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Schedule:
     busy: int = 0  # host steps summed over CPUs
 
     def share(self, gid: Any) -> float:
-        return self.guests[gid].steps / self.busy if self.busy else 0.0
+        return self.guests[gid].host_steps / self.busy if self.busy else 0.0
 
     def format(self) -> str:
         rows = [f"schedule: {len(self.guests)} guests on {self.cpus} CPU(s), slices of {self.slice_steps} steps, "
@@ -64,7 +67,8 @@ class Schedule:
         for g in self.guests.values():
             rows.append(
                 f"  guest {g.gid}: {g.steps} steps{' (halted)' if g.halted else ''}, {self.share(g.gid):.0%} of CPU time, "
-                f"{g.slices} slices, {g.migrations} moves, slowdown {g.slowdown():.2f}x against alone"
+                f"{g.slices} slices, {g.migrations} moves, finished at {g.finished_at}, "
+                f"slowdown {g.slowdown():.2f}x against alone"
             )
         return "\n".join(rows)
 
@@ -97,6 +101,9 @@ def run_guests(
         if not 0 <= c < len(cpus):
             raise ValueError(f"guest {gid} is pinned to CPU {c}, but the host has {len(cpus)}")
     sched = Schedule(len(cpus), slice_steps, {gid: GuestShare(gid) for gid in budgets})
+    for cpu in cpus:  # the host's own count of the steps it takes
+        if cpu.census is None:
+            cpu.census = Counter()
     queue = deque(budgets)
     last_cpu: dict[Any, int] = {}
     while queue:
@@ -114,14 +121,17 @@ def run_guests(
             if last_cpu.get(gid, c) != c:
                 share.migrations += 1
             last_cpu[gid] = c
+            before = sum(cpu.census.values())
             r = vmm.run(min(slice_steps, budgets[gid] - share.steps))
+            took = sum(cpu.census.values()) - before
             share.steps += r.steps
+            share.host_steps += took
             share.slices += 1
             share.halted = r.halted
-            longest = max(longest, r.steps)
-            sched.busy += r.steps
+            longest = max(longest, took)
+            sched.busy += took
             if r.halted or share.steps >= budgets[gid] or r.steps == 0:
-                share.finished_at = sched.elapsed + r.steps
+                share.finished_at = sched.elapsed + took
         sched.elapsed += longest
         for gid in taken:  # to the back of the queue, or out when done
             queue.remove(gid)
