@@ -287,3 +287,20 @@ def multi_guest_state_machine(vmm_cls: type[VMM], profile: str | Profile) -> typ
     MultiGuestMachine.__name__ = f"MultiGuest_{vmm_cls.__name__}_{prof.name}"
     MultiGuestMachine.TestCase.settings = settings(max_examples=10, stateful_step_count=10, deadline=None)
     return MultiGuestMachine
+
+
+def check_section(vmm_cls: type[VMM], profile_names: Sequence[str], *, cases: int = 20, seed_value: int = 0):
+    """`popek check`'s multi-guest lines: (passed, line) per profile the
+    design is faithful on (elsewhere one guest is already unfaithful)."""
+    out = []
+    for name in profile_names:
+        support = vmm_cls.supports.get(name)
+        if support is None or not support.faithful:
+            continue
+        ran, problem = search(vmm_cls, profiles.get(name), cases=cases, seed_value=seed_value)
+        if problem is None:
+            out.append((True, f"multi-guest on {name}: {ran} sets of 2-4 guests: each faithful, "
+                              "isolated, and not starved by a guest looping with interrupts masked"))  # fmt: skip
+        else:
+            out.append((False, f"multi-guest on {name}: {problem.report()}"))
+    return out

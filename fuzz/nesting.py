@@ -277,6 +277,7 @@ def compare_inner(case: g.GuestCase, monitor: Monitor) -> Finding | None:
 def compare_program(image: Image, memsize: int, monitor: Monitor, chunks: Sequence[int]) -> Finding | None:
     """(a) for a program of one's own (``popek nest``): the bare run and
     the run under the monitor compared after each chunk of steps."""
+    nest(monitor, image, memsize)  # a program that does not fit is a NestingError, first
     machine = Machine(monitor.profile, memsize)
     machine.load(image)
     states, steps = [], []

@@ -27,7 +27,7 @@ DEFAULT_MEMSIZE = 4096
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a program on the bare machine and print its final state")
-    p.add_argument("file", help="assembly source (.s) or image (.json)")
+    p.add_argument("file", nargs="?", help="assembly source (.s) or image (.json)")
     p.add_argument("--profile", required=True, help="instruction-set profile, e.g. pg, hybrid, x86")
     p.add_argument(
         "--steps", type=int, default=DEFAULT_STEPS,
@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"words of physical storage (default {DEFAULT_MEMSIZE})",
     )  # fmt: skip
     add_vmm_options(p)
+    from popek.commands.run_guests import add_options  # several guests: --guests, --cpus, --pin
+
+    add_options(p)
     p.set_defaults(func=run)
 
 
@@ -97,6 +100,12 @@ def format_state(
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "guests", None) or not args.file:
+        if args.file or not args.guests:
+            raise UserError("give one program FILE, or several with --guests A.s,B.s (not both)")
+        from popek.commands.run_guests import run_guests_command
+
+        return run_guests_command(args)
     profile = profile_named(args.profile)
     image = load_program(args.file, profile)
     if args.vmm:

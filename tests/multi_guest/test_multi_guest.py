@@ -108,3 +108,39 @@ def test_bad_schedules_are_refused_with_a_message():
         S.run_guests(vmm, {g: 10 for g in gids}, cpus=[vmm.host], slice_steps=0)
     with pytest.raises(ValueError, match="at least one CPU"):
         S.host_cpus(vmm, 0)
+
+
+def test_popek_check_runs_the_multi_guest_section():
+    from popek.fuzz.multi_guest import check_section
+
+    [(ok, line)] = check_section(TrapAndEmulate, ["pg"], cases=4)
+    assert ok and line.startswith("multi-guest on pg: 4 sets of 2-4 guests")
+    [(ok, line)] = check_section(OverlappingAllocations, ["pg"], cases=4)
+    assert not ok and "SAFETY: guests 1 and 2 share 1 host word(s)" in line
+    assert check_section(TrapAndEmulate, ["x86"], cases=4) == []  # unfaithful there: not judged again
+
+
+def test_popek_run_guests(capsys):
+    from popek.cli import main
+
+    files = ",".join(str(p) for p in PROGRAMS)
+    assert main(["run", "--guests", files, "--profile", "pg", "--cpus", "2", "--pin"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(halted)") >= 8 and "schedule: 4 guests on 2 CPU(s)" in out
+    assert "output  72 101 108 108 111  'Hello'" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--guests", "x.s", "--vmm", "emulator"], "does not declare multi-guest"),
+        ([str(PROGRAMS[0]), "--guests", str(PROGRAMS[1])], "not both"),
+        (["--guests", str(PROGRAMS[0]), "--cpus", "0"], "--cpus and --slice must be at least 1"),
+    ],
+)  # fmt: skip
+def test_popek_run_guests_mistakes_are_one_line(capsys, argv, message):
+    from popek.cli import main
+
+    assert main(["run", "--profile", "pg", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
