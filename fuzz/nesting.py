@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as hs
 
 from popek.model.machine import Machine
@@ -54,6 +54,7 @@ from popek.vmm import GUEST_FIELDS, VMM, GuestRefused, GuestState
 
 from . import guest as g
 from .execute import Run, checkpoints, run_bare
+from .minimize import minimize
 from .report import assembly, diff_table
 from .strategies import from_profile
 
@@ -466,6 +467,7 @@ def search(
     max_instructions: int = 12,
     steps: int = 120,
     exclude: Sequence[str] = (),
+    shrink_seconds: float = 10.0,
 ) -> SearchResult:
     """Draw up to ``cases`` inner guests (of ``steps`` steps: every inner
     trap costs the monitor some 60 steps, so cases are shorter than a
@@ -479,7 +481,7 @@ def search(
     @seed(seed_value)
     @settings(
         max_examples=cases, database=None, deadline=None, derandomize=False,
-        suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck), report_multiple_bugs=False, phases=[Phase.generate],
     )  # fmt: skip
     @given(inner_guests(profile, max_instructions=max_instructions, steps=steps, exclude=tuple(exclude)))
     def probe(case: g.GuestCase) -> None:
@@ -496,5 +498,14 @@ def search(
         probe()
     except _Found as e:
         result.finding = e.finding
+    if result.finding is not None and result.finding.case is not None:
+        kind = result.finding.kind
+
+        def still_fails(case: g.GuestCase) -> bool:
+            found = check(case)
+            return found is not None and found.kind == kind
+
+        small = minimize(result.finding.case, still_fails, seconds=shrink_seconds)
+        result.finding = check(small) or result.finding
     result.seconds = time.perf_counter() - t
     return result

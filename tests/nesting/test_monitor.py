@@ -66,6 +66,17 @@ def test_monitor_is_caught_on_x86_by_fuzzing():
     assert "inner guest (assembly):" in f.report() and f.case.instructions <= 4  # shrunk: short
 
 
+def test_monitor_is_caught_on_x86_through_pushf_by_fuzzing():
+    # the mode and R readers left out: what remains is the flags pair
+    result = N.search(
+        lambda c: N.compare_inner(c, monitor(X86)), X86, cases=40, seed_value=2,
+        exclude=("rdmode", "rdbase", "rdbound"),
+    )  # fmt: skip
+    f = result.finding
+    assert f is not None and f.kind == "fidelity" and f.case.instructions <= 4
+    assert "pushf" in f.report() or "popf" in f.report()
+
+
 @pytest.mark.parametrize("profile, caught", [(PG, False), (X86, True)])
 def test_popf_pushf_under_the_monitor(profile, caught):
     image = assemble(PUSHF_POPF, profile)
@@ -104,7 +115,7 @@ def test_inner_guests_never_use_what_the_monitor_does_not_virtualize():
 
     seen = []
 
-    @settings(max_examples=25, database=None, deadline=None)
+    @settings(max_examples=12, database=None, deadline=None)
     @given(N.inner_guests(PG))
     def probe(case):
         names = {op.name for ops in (case.kernel, case.handler or (), case.user or ()) for op in ops}
