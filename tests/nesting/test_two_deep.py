@@ -74,3 +74,13 @@ def test_three_deep_under_trap_and_emulate():
     te = registry.load("trap-and-emulate")
     f = N.check_under_vmm(assemble(SYSCALL, PG), 0x1000, 300, MONITOR, te, depth=2)
     assert f is None, f.report()
+
+
+def test_two_deep_under_hardware_assistance_on_vtx():
+    vtx = profiles.get("vtx")
+    monitor = N.Monitor.load(profile=vtx)
+    for name in ("hardware-assisted", "hardware-assisted+shadow"):
+        vmm = registry.load(name)
+        result = N.search(lambda c: N.check_two_deep(c, monitor, vmm), vtx, cases=4, seed_value=5)
+        assert result.finding is None, result.finding.report()
+        assert result.cases == 4
