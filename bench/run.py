@@ -31,6 +31,8 @@ SECTIONS = [
     ("situation coverage of default guests (one core)", "situations_bench"),
     ("default popek check (2 cores)", "verdict_bench"),
     ("migration and snapshot files (issue 12's targets, one core)", "migration_bench"),
+    ("recursive virtualization: slowdown per level (one core)", "nesting_bench"),
+    ("several guests: four on two CPUs under trap-and-emulate (one core)", "guests_bench"),
     ("planted bugs: cases to detection over seeds 1-10 (two processes, about 12 minutes)", "quality_seeds"),
     ("cluster: 4 Dask workers vs --workers 2 locally, same case budget (about 5 minutes)", "cluster_bench"),
 ]

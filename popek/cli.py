@@ -27,6 +27,7 @@ COMMANDS = (
     "verify",
     "prove",
     "migrate",
+    "nest",
 )
 
 

@@ -70,6 +70,7 @@ from popek.vmm import VIRTUAL_MODES, GuestRun, Support, cause_name
 from ..analysis.may_be_sensitive import footprint
 from .base import SoftwareVMM
 from .dirty_log import LoggingWindow
+from .multi_guest import MultiGuest
 from .shadow import changed_entries
 
 
@@ -111,7 +112,7 @@ def exit_controls(profile) -> int:
     return ctrl
 
 
-class HardwareAssistedVMM(SoftwareVMM):
+class HardwareAssistedVMM(MultiGuest, SoftwareVMM):
     name: ClassVar[str] = "hardware-assisted"
     summary: ClassVar[str] = "guest runs in vtx guest mode; VM exits on halt/out; nested paging"
     supports: ClassVar[Mapping[str, Support]] = {
@@ -119,8 +120,9 @@ class HardwareAssistedVMM(SoftwareVMM):
                       direct_modes=VIRTUAL_MODES),
     }
 
+    # several guests (model/vmms/multi_guest.py): the nested table maps the selected one
+    capabilities: ClassVar[frozenset[str]] = SoftwareVMM.capabilities | {"multi-guest", "migration"}
     paging: ClassVar[str] = "nested"
-    capabilities: ClassVar[frozenset[str]] = SoftwareVMM.capabilities | {"migration"}
     dirty_logging = False  # a migration's dirty log runs (`start_dirty_log`)
     NPT: ClassVar[int] = 0x400  # nested page table (host-physical)
     VMCS_AT: ClassVar[int] = 0x800
@@ -139,16 +141,25 @@ class HardwareAssistedVMM(SoftwareVMM):
         pb = arch.page_bits
         for addr, word in zip((self.ENTRY, self.ENTRY + 1), encode(host.profile, host.profile["vmrun"], rs=1)):
             host.write(addr, word)
-        pages = 1 << (arch.word - pb)
-        mapped = memsize >> pb  # whole pages only
-        for g in range(pages):
-            entry = (self.layout.guest_offset + (g << pb)) | PTE_PRESENT | PTE_WRITE if g < mapped else 0
-            host.write(self.NPT + g, entry)
+        mapped = self.map_guest()
         self.dirty_logging = False
         self.ctrl = exit_controls(host.profile)
         host.write(self.VMCS_AT + V.CTRL, self.ctrl)
         host.write(self.VMCS_AT + V.NPT, self.NPT)
         self.counts.extra["nested_entries"] = mapped
+
+    def map_guest(self) -> int:
+        """Point the nested page table at the selected guest's allocation;
+        returns the pages mapped."""
+        host, pb = self.host, self.host.arch.page_bits
+        mapped = self.layout.memsize >> pb  # whole pages only
+        for g in range(1 << (host.arch.word - pb)):
+            entry = (self.layout.guest_offset + (g << pb)) | PTE_PRESENT | PTE_WRITE if g < mapped else 0
+            host.write(self.NPT + g, entry)
+        return mapped
+
+    def guest_switched(self) -> None:
+        self.map_guest()
 
     def reserved(self) -> list[range]:
         return [range(self.NPT, self.ENTRY + 2)] if self.layout else []
@@ -326,10 +337,11 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         "vtx": Support(True, True, "innocuous steps run in guest mode; page-table writes exit (no nested paging)",
                       direct_modes=VIRTUAL_MODES),
     }
+    # one guest (its shadow state is not per guest), and no nested table to log
+    # dirty pages with (a TrackingWindow of its own): no multi-guest, no migration
+    capabilities: ClassVar[frozenset[str]] = SoftwareVMM.capabilities
     paging: ClassVar[str] = "shadow"
     SHADOW: ClassVar[int] = 0x400  # the shadow table, where the nested one would be
-    # no nested table to log dirty pages with (and a TrackingWindow of its own): no migration
-    capabilities: ClassVar[frozenset[str]] = SoftwareVMM.capabilities
 
     def load(self, image: Image, *, memsize: int) -> None:
         from .shadow import TrackingWindow, compile_walk

@@ -36,9 +36,10 @@ from popek.vmm import VIRTUAL_MODES as _BOTH
 from popek.vmm import Support
 
 from .dirty_log import WriteProtectLog
+from .multi_guest import MultiGuest
 
 
-class TrapAndEmulate(WriteProtectLog):  # its dirty log: pre-copy migration
+class TrapAndEmulate(MultiGuest, WriteProtectLog):  # several guests; its dirty log: pre-copy migration
     name: ClassVar[str] = "trap-and-emulate"
     summary: ClassVar[str] = "guest runs in real user mode; privileged instructions trap and are emulated"
     # a paged guest is interpreted (see the module docstring): efficient with paging off
@@ -48,6 +49,8 @@ class TrapAndEmulate(WriteProtectLog):  # its dirty log: pre-copy migration
         "x86": Support(False, True, "popf/pushf/rdmode/rdbase/rdbound are sensitive but run directly", _BOTH, False),
         "vtx": Support(False, True, "as x86: the VT-x extension is not used by this design", _BOTH, False),
     }
+    # several guests, each in its own allocation (model/vmms/multi_guest.py)
+    capabilities: ClassVar[frozenset[str]] = WriteProtectLog.capabilities | {"multi-guest"}
 
     def direct_allowed(self) -> bool:
         return self.vcpu.S[PTBR] == 0  # a paged guest is interpreted (no shadow tables yet)

@@ -216,6 +216,12 @@ def run(args: argparse.Namespace) -> int:
     stateful_ok = True
     if cls.capabilities:
         stateful_ok = capabilities_section(cls, profiles)
+    if "multi-guest" in cls.capabilities:  # several guests: isolation and starvation (fuzz/multi_guest.py)
+        from popek.fuzz.multi_guest import check_section
+
+        for passed, line in check_section(cls, profiles, seed_value=args.seed):
+            print(line)
+            stateful_ok = stateful_ok and passed
     print_findings(cells)
     if args.json:
         Path(args.json).write_text(json.dumps([c.to_json() for c in cells], indent=1) + "\n")

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_vmm_options(p)
     add_snapshot_options(p)
+    from popek.commands.run_guests import add_options  # several guests: --guests, --cpus, --pin
+
+    add_options(p)
     p.set_defaults(func=run)
 
 
@@ -103,8 +106,14 @@ def format_state(
 def run(args: argparse.Namespace) -> int:
     if snapshot_run.wanted(args):
         return snapshot_run.run_lifecycle(args)
+    if getattr(args, "guests", None):
+        if args.file:
+            raise UserError("give one program FILE, or several with --guests A.s,B.s (not both)")
+        from popek.commands.run_guests import run_guests_command
+
+        return run_guests_command(args)
     if not args.file or not args.profile:
-        raise UserError("give the program FILE and --profile (or --restore F)")
+        raise UserError("give the program FILE and --profile (or --restore F, or --guests A.s,B.s)")
     profile = profile_named(args.profile, vmm=args.vmm)  # a plug-in's profile too
     image = load_program(args.file, profile)
     if args.vmm:

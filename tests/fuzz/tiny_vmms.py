@@ -114,6 +114,10 @@ class TwoGuests(Interpreter):
     def guests(self) -> list[int]:
         return list(self._guests)
 
+    def allocation(self) -> range:
+        guest, offset = self._guests[self._selected]
+        return range(offset, offset + guest.memsize)
+
 
 class SharedStorage(TwoGuests):
     """Every added guest gets the *first* guest's storage: they interfere."""
