@@ -327,6 +327,7 @@ def ordered_database(inner):
         def __repr__(self) -> str:
             return f"ordered({inner!r})"
 
+        wrapped = property(lambda self: inner)  # the database whose entries these are
         skipped = property(lambda self: getattr(inner, "skipped", 0))  # corrupt entries seen
         warnings = property(lambda self: getattr(inner, "warnings", []))
 
@@ -615,7 +616,9 @@ def _conclude(entry: dict, vmm_cls, config: CampaignConfig, reference, excluded:
         if culprit and entry["case"].instructions > FOCUS_ABOVE:
             _focus(entry, vmm_cls, config, culprit, excluded)
     earlier = Path(entry["path"])
-    path = _finding_path(earlier.parent, config, entry["problem"].kind, entry["tag"], entry["case"])
+    path = earlier  # shrunk: the same name, so that a path already printed or mirrored stays good
+    if entry.get("path_kind") != entry["problem"].kind:  # shrunk into another kind: that kind's name
+        path = _finding_path(earlier.parent, config, entry["problem"].kind, entry["tag"], entry["case"])
     doc = fnd.write(
         path, vmm=config.vmm, case=entry["case"], problem=entry["problem"],
         seconds=entry["seconds"], cases=entry["cases"], shrunk=shrunk,
@@ -857,7 +860,9 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     current["seconds"] = time.time() - status.started
                     current["cases"] = status.cases
                 if current["best"] is None or size <= current["best"]:
-                    path = _finding_path(findings_dir, config, problem.kind, tag, case)
+                    path = current["path"]  # a smaller case keeps the name first given (one file per finding)
+                    if path is None or current.get("path_kind") != problem.kind:
+                        path = _finding_path(findings_dir, config, problem.kind, tag, case)
                     doc = fnd.write(
                         path, vmm=config.vmm, case=case, problem=problem,
                         seconds=current["seconds"], cases=current["cases"], shrunk=False,
@@ -867,6 +872,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                         Path(current["path"]).unlink(missing_ok=True)  # the smaller case replaces it
                     if doc.get("saved", True) or current["path"] is None:
                         current["path"] = path  # (unsaved: the last file saved stays the one to replace)
+                        current["path_kind"] = problem.kind
                     current["best"] = size
                     current["case"], current["problem"] = case, problem
                 status.write()
@@ -904,6 +910,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 entry["tag"] = tag + "p"  # "p": seen while another finding was shrunk
                 entry["path"] = _finding_path(findings_dir, config, entry["problem"].kind, entry["tag"],
                                               entry["case"])  # fmt: skip
+                entry["path_kind"] = entry["problem"].kind
                 concluded.append(_conclude(
                     entry, vmm_cls, config, reference, excluded, shrunk=False, status=status,
                 ))  # fmt: skip

@@ -237,7 +237,7 @@ def vmm_state_machine(
             except BaseException:
                 fresh.close()
                 raise
-            fresh.memsize = self.session.memsize
+            fresh.take_sizes(self.session.sizes())
             self.session.close()
             self.session, self.vmm = fresh, fresh.vmm
             self.saved = None  # a snapshot is restored where it was taken, or on a fresh instance
@@ -266,7 +266,7 @@ def vmm_state_machine(
             except BaseException:
                 target.close()
                 raise
-            target.memsize = memsize
+            target.take_sizes(self.session.sizes())
             source, self.session, self.vmm = self.session, target, target.vmm
             self.saved = None
             try:

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
 from popek.model.machine import Machine
+from popek.isolation import is_isolated, run_remote
 from popek.registry import PluginError, validate_class
 from popek.session import Session, SessionError
 from popek.spec import profiles as profile_table
@@ -252,7 +253,7 @@ class _Checker:
         fresh = Session(self.cls, profile, label=self.label, timeout=self.timeout, watch=False)
         self._open.append(fresh)
         fresh.call("restore", fresh.vmm.restore, snap)  # a fresh instance, no guest loaded
-        fresh.memsize = MEMSIZE
+        fresh.take_sizes((MEMSIZE, MEMSIZE, {}))
         self.run(fresh, 100)
         diffs = later.differences(self.state(fresh), limit=3)
         if diffs:
@@ -291,7 +292,7 @@ class _Checker:
         left = vmm.call("allocation", vmm.vmm.allocation, returns=range)
         if len(left) or vmm.run(10).steps:
             raise self.fail("after migrate_to() the guest still runs on the source")
-        target.memsize = MEMSIZE
+        target.take_sizes((MEMSIZE, MEMSIZE, {}))
         moved = self.state(target)
         diffs = self.straight(profile, image, 60 + report.guest_steps).differences(moved, limit=3)
         if diffs:
@@ -303,6 +304,17 @@ class _Checker:
             if (list(sent) if sent is not None else [0] * len(held[a : a + size])) != held[a : a + size]:
                 raise self.fail(f"after migrate_to() the target host's storage does not hold guest page "
                                 f"{a // size} as it crossed the link (or it never crossed)")  # fmt: skip
+
+
+def check_vmm_outcome(
+    cls: type[VMM], profiles: list[str] | None, *, call_timeout: float
+) -> tuple[list[str] | None, str | None]:
+    """`check_vmm` as plain data (the checks run, or the failure's message),
+    for an isolated plug-in's process to send back whole."""
+    try:
+        return check_vmm(cls, profiles, timeout=call_timeout), None
+    except ConformanceError as e:
+        return None, str(e)
 
 
 def check_vmm(
@@ -322,6 +334,17 @@ def check_vmm(
         validate_class(cls, str(label))
     except PluginError as e:
         raise ConformanceError(str(e)) from None
+    if is_isolated(cls):  # every check where the plug-in lives: a migration's target is its neighbour there
+        try:
+            checks, problem = run_remote(
+                cls, "popek.conformance:check_vmm_outcome", None if profiles is None else list(profiles),
+                timeout=timeout, call_timeout=timeout,
+            )  # fmt: skip
+        except SessionError as e:  # its process died, or a call never returned
+            raise ConformanceError(str(e)) from None
+        if problem is not None:
+            raise ConformanceError(problem)
+        return checks
     declared = list(cls.supports)
     if profiles is None:
         names = [p for p in declared if p in {q.name for q in profile_table.all_profiles()}]

@@ -91,12 +91,34 @@ def load(spec: str, *, timeout: float | None = guard.DEFAULT_TIMEOUT, isolate: b
     if isinstance(decl, str):
         raise registry.PluginError(decl)
     ch.label = decl.get("name") or spec  # errors name it as the session's do
+    _register_plugin_profiles(spec, decl.pop("__profiles__", ()))
     attrs = dict(decl)
     attrs.update(popek_plugin_spec=spec, __init__=_not_here, __module__=decl["__module__"])
     for cap in decl.get("capabilities", ()):  # the methods each declared capability promises
         attrs.update(dict.fromkeys(CAPABILITIES.get(cap, ()), _not_here))
     stand_in = type(decl["__name__"], (_StandIn,), attrs)
     return stand_in  # type: ignore[return-value]
+
+
+def _register_plugin_profiles(spec: str, pickled: Any) -> None:
+    """Profiles the plug-in's import registered (in its process) become known
+    here too, as they would be had it been imported here, so that
+    ``--profile`` may name them.  One built from parts outside popek cannot
+    be rebuilt here without running the plug-in's code: it is named on
+    stderr and stays unknown to this process."""
+    import sys
+
+    from popek.plugin_channel import loads_trusted
+
+    for name, data in pickled:
+        if name in {p.name for p in profile_table.all_profiles()}:
+            continue
+        try:
+            profile_table.register(loads_trusted(data))
+        except Exception as e:  # noqa: BLE001 - what the child sent is the plug-in's
+            why = "holds parts that cannot be pickled" if data is None else f"{type(e).__name__}: {e}"
+            print(f"popek: warning: plug-in {spec}: its profile {name!r} is known only in its own process ({why})",
+                  file=sys.stderr)  # fmt: skip
 
 
 def _not_here(self: Any, *args: Any, **kw: Any) -> None:
@@ -192,6 +214,12 @@ class RemoteSession:
 
     def guests(self) -> list:
         return self._op("guests")
+
+    def sizes(self) -> tuple:
+        return self._op("sizes")
+
+    def take_sizes(self, sizes: tuple) -> None:
+        self._op("take_sizes", sizes)
 
     def run(self, steps: int):
         return self._op("run", steps)

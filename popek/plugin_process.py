@@ -66,6 +66,7 @@ class _Server:
         self.refs: dict[int, Any] = {}
         self.finalizer = False
         self.unraisable: list[str] = []
+        self.own_profiles = {p.name for p in profile_table.all_profiles()}  # before any plug-in code ran
 
     def send(self, msg: tuple) -> None:
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
@@ -131,6 +132,7 @@ class _Server:
         cls = guard.call(spec, "import", find_class, spec, timeout=timeout)
         if isinstance(cls, registry.PluginError):
             return str(cls)
+        registered = [p for p in profile_table.all_profiles() if p.name not in self.own_profiles]
         self.cls = cls
         self.label = getattr(cls, "name", None) or spec
         self.finalizer = any("__del__" in vars(k) for k in cls.__mro__ if k not in (object, VMM))
@@ -139,6 +141,7 @@ class _Server:
                     __module__=cls.__module__)  # fmt: skip
         for k, v in decl.items():
             pickle.loads(pickle.dumps(v))  # what does not travel is reported as such, below
+        decl["__profiles__"] = [_pickled_profile(p) for p in registered]  # its import registered these
         return decl
 
     def resolve(self, args: tuple) -> tuple:
@@ -150,6 +153,15 @@ class _Server:
         ref = Ref(len(self.refs) + 1)
         self.refs[ref.id] = value
         return ref
+
+
+def _pickled_profile(profile: Any) -> tuple[str, bytes | None]:
+    """A profile the plug-in registered, for the parent to know it too
+    (None: it holds something that cannot travel, and stays known here only)."""
+    try:
+        return profile.name, pickle.dumps(profile, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - a profile's parts are the plug-in's to choose
+        return profile.name, None
 
 
 def serve() -> None:

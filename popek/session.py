@@ -372,6 +372,8 @@ class Session:
         self.observed = Observed()
         self.steps = 0  # guest steps run() reported, in all
         self.memsize: int | None = None
+        self._first_memsize: int | None = None
+        self._memsizes: dict[Any, int] = {}
         self._alloc: range | None = None
         self._watch = _HostWatch(self.host, self.observed, lambda: self._alloc) if watch else None
         self._canary = canary
@@ -403,7 +405,7 @@ class Session:
         self.call("load", self.vmm.load, image, memsize=memsize)
         self.storage_intact("load")
         self.memsize = self._first_memsize = memsize
-        self._memsizes: dict[Any, int] = {}
+        self._memsizes = {}
         if self._watch is not None:
             self._alloc = self.allocation()
 
@@ -419,6 +421,18 @@ class Session:
 
     def guests(self) -> list:
         return list(self.call("guests", self.vmm.guests, returns=(list, tuple)))
+
+    def sizes(self) -> tuple[int | None, int | None, dict[Any, int]]:
+        """What the session knows of its guests' sizes (the selected one's,
+        the first one's, each added one's).  A session that goes on from
+        another one (a fresh instance restored from its snapshot, or the
+        target of a migration) never saw the guests placed: it takes these
+        over with `take_sizes`."""
+        return self.memsize, self._first_memsize, dict(self._memsizes)
+
+    def take_sizes(self, sizes: tuple[int | None, int | None, dict[Any, int]]) -> None:
+        self.memsize, self._first_memsize, memsizes = sizes
+        self._memsizes = dict(memsizes)
 
     def storage_intact(self, method: str) -> None:
         """The host's storage is still the list popek lent it, of its size.

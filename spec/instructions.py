@@ -56,6 +56,15 @@ class Insn:
         """The encoding fields the syntax uses, in operand order."""
         return tuple(f for f in ("rd", "rs", "imm") if f in self.syntax)
 
+    def __reduce_ex__(self, protocol: int):  # type: ignore[override]
+        """A shipped profile's row pickles by name (its definition is often a
+        closure), so that a profile derived from shipped rows travels between
+        processes: a plug-in's registered profile reaches the parent."""
+        from .profiles import insn_reference, shipped_insn
+
+        ref = insn_reference(self)
+        return (shipped_insn, ref) if ref else super().__reduce_ex__(protocol)
+
 
 def insn(
     name: str, opcode: int, syntax: str = "", *, doc: str = ""

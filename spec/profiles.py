@@ -173,3 +173,17 @@ from .vtx import VTX  # noqa: E402  (x86 plus the virtualization extension)
 
 for _p in (PG, HYBRID, X86, VTX):
     register(_p)
+SHIPPED: tuple[Profile, ...] = (PG, HYBRID, X86, VTX)
+
+
+def insn_reference(insn: Insn) -> tuple[str, str] | None:
+    """(profile, name) of the shipped row that is ``insn`` itself, if any."""
+    for p in SHIPPED:
+        if p.by_name.get(insn.name) is insn:
+            return p.name, insn.name
+    return None
+
+
+def shipped_insn(profile: str, name: str) -> Insn:
+    """The row `insn_reference` named."""
+    return {p.name: p for p in SHIPPED}[profile].by_name[name]

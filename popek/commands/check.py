@@ -215,11 +215,22 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     stateful_ok = True
     if cls.capabilities:
-        stateful_ok = capabilities_section(cls, profiles)
+        stateful_ok = capabilities_section(cls, profiles, timeout=args.timeout)
     if "multi-guest" in cls.capabilities:  # several guests: isolation and starvation (fuzz/multi_guest.py)
         from popek.fuzz.multi_guest import check_section
+        from popek.isolation import is_isolated, run_remote
 
-        for passed, line in check_section(cls, profiles, seed_value=args.seed):
+        from popek.session import SessionError
+
+        if is_isolated(cls):  # the guests' host, and its storage, are in the plug-in's process
+            try:
+                section = run_remote(cls, "popek.fuzz.multi_guest:check_section", profiles,
+                                     timeout=args.timeout, seed_value=args.seed)  # fmt: skip
+            except SessionError as e:  # its process died, or a call never returned
+                section = [(False, f"multi-guest: FAILED: {e}")]
+        else:
+            section = check_section(cls, profiles, seed_value=args.seed)
+        for passed, line in section:
             print(line)
             stateful_ok = stateful_ok and passed
     print_findings(cells)
@@ -295,13 +306,41 @@ def capabilities_table(cls) -> list[str]:
     ]
 
 
-def capabilities_section(cls, profiles: list[str], examples: int = 40, *, shrink: bool = True) -> bool:
+def capabilities_section(cls, profiles: list[str], examples: int = 40, *, shrink: bool = True,
+                         timeout: float = GUEST_CHECK_TIMEOUT) -> bool:  # fmt: skip
     """The declared capabilities (snapshot/restore, several guests), each
     interleaved with guest execution by `popek.fuzz.stateful`, on every
     profile the design is faithful on (elsewhere fidelity already fails).
+    An isolated plug-in runs them in its own process, where a migration's
+    target host and a restored snapshot's fresh instance live beside it."""
+    from popek.isolation import is_isolated, run_remote
+    from popek.session import SessionError
 
-    Guests the design refuses (`GuestRefused`) are neither failures nor
-    findings: they are drawn again, counted and reported."""
+    ok = True
+    for line in capabilities_table(cls):
+        print(line)
+    for p in profiles:
+        if not cls.supports[p].faithful:
+            continue
+        if is_isolated(cls):
+            try:
+                passed, lines = run_remote(cls, "popek.commands.check:capabilities_on", p, examples, shrink,
+                                           timeout=timeout)  # fmt: skip
+            except SessionError as e:  # its process died, or a call never returned
+                caps = ", ".join(sorted(cls.capabilities))
+                passed, lines = False, [f"capabilities ({caps}) on {p}: FAILED: {e}"]
+        else:
+            passed, lines = capabilities_on(cls, p, examples, shrink)
+        ok = ok and passed
+        for line in lines:
+            print(line)
+    return ok
+
+
+def capabilities_on(cls, p: str, examples: int, shrink: bool) -> tuple[bool, list[str]]:
+    """One profile of `capabilities_section`: whether it passed, and its
+    lines.  Guests the design refuses (`GuestRefused`) are neither failures
+    nor findings: they are drawn again, counted and reported."""
     from hypothesis import HealthCheck, Phase, settings
     from hypothesis.reporting import with_reporter
 
@@ -310,48 +349,39 @@ def capabilities_section(cls, profiles: list[str], examples: int = 40, *, shrink
     from popek.spec import profiles as _profiles
     from popek.vmm import GuestRefused
 
-    ok = True
     caps = ", ".join(sorted(cls.capabilities))
-    for line in capabilities_table(cls):
-        print(line)
-    for p in profiles:
-        if not cls.supports[p].faithful:
-            continue
-        refusals: list[str] = []
-        guests = accepting(cls, p, strategies.from_profile(_profiles.get(p), split_runs=False), refusals)
-        test = vmm_state_machine(cls, p, guests=guests).TestCase("runTest")
-        # a failing interleaving is shrunk to the shortest sequence of guest
-        # runs and lifecycle operations, and printed
-        phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
-        # derandomized: the same VMM gets the same interleavings, run after run
-        test.settings = settings(
-            max_examples=examples, stateful_step_count=12, deadline=None, database=None,
-            suppress_health_check=list(HealthCheck), phases=phases, derandomize=True,
-        )  # fmt: skip
-        passed = f"{examples} interleavings with guest runs passed"
-        steps: list[str] = []
-        try:
-            with with_reporter(steps.append):
-                test.runTest()
-        except GuestRefused as e:  # refused after all (a second guest, say): an answer, not a failure
-            refusals.append(str(e) or type(e).__name__)
-            passed = "interleavings with guest runs passed until a refusal ended the run"
-        except Exception as e:  # a failed property, or the plug-in failing (PluginFailure)
-            ok = False
-            print(f"capabilities ({caps}) on {p}: FAILED: {(str(e).splitlines() or [type(e).__name__])[0]}")
-            notes = [*steps, *getattr(e, "__notes__", ())]
-            shortest = [
-                "load(guest)" if n.startswith("state.load(") else n.removeprefix("state.")
-                for n in map(str, notes)
-                if n.startswith("state.") and not n.startswith(("state.faithful()", "state.teardown()"))
-            ]  # fmt: skip
-            if shortest:
-                what = "shortest sequence" if shrink else "failing sequence"
-                print(f"  {what} ({len(shortest)} operations): " + "; ".join(
-                    shortest))  # fmt: skip
-            continue
-        note = ""
-        if refusals:
-            note = f"; {len(refusals)} generated guests refused (GuestRefused, not failures): {refusals[0][:80]}"
-        print(f"capabilities ({caps}) on {p}: {passed}{note}")
-    return ok
+    refusals: list[str] = []
+    guests = accepting(cls, p, strategies.from_profile(_profiles.get(p), split_runs=False), refusals)
+    test = vmm_state_machine(cls, p, guests=guests).TestCase("runTest")
+    # a failing interleaving is shrunk to the shortest sequence of guest
+    # runs and lifecycle operations, and printed
+    phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+    # derandomized: the same VMM gets the same interleavings, run after run
+    test.settings = settings(
+        max_examples=examples, stateful_step_count=12, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck), phases=phases, derandomize=True,
+    )  # fmt: skip
+    passed = f"{examples} interleavings with guest runs passed"
+    steps: list[str] = []
+    try:
+        with with_reporter(steps.append):
+            test.runTest()
+    except GuestRefused as e:  # refused after all (a second guest, say): an answer, not a failure
+        refusals.append(str(e) or type(e).__name__)
+        passed = "interleavings with guest runs passed until a refusal ended the run"
+    except Exception as e:  # a failed property, or the plug-in failing (PluginFailure)
+        lines = [f"capabilities ({caps}) on {p}: FAILED: {(str(e).splitlines() or [type(e).__name__])[0]}"]
+        notes = [*steps, *getattr(e, "__notes__", ())]
+        shortest = [
+            "load(guest)" if n.startswith("state.load(") else n.removeprefix("state.")
+            for n in map(str, notes)
+            if n.startswith("state.") and not n.startswith(("state.faithful()", "state.teardown()"))
+        ]  # fmt: skip
+        if shortest:
+            what = "shortest sequence" if shrink else "failing sequence"
+            lines.append(f"  {what} ({len(shortest)} operations): " + "; ".join(shortest))
+        return False, lines
+    note = ""
+    if refusals:
+        note = f"; {len(refusals)} generated guests refused (GuestRefused, not failures): {refusals[0][:80]}"
+    return True, [f"capabilities ({caps}) on {p}: {passed}{note}"]

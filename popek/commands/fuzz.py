@@ -173,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, args.vmm, args.profile)
     from popek.writable import check_campaign_outputs
 
+    address = cluster.check_options(args)  # first: its errors name the cluster's needs
     check_campaign_outputs(config.findings_dir, config.db, args.json)  # before the first case
     innocuous, rule = direct_rule(cls, args.profile)
     if rule is not None:
         config.direct = rule.to_json()
-    address = cluster.check_options(args)
     if address:
         report = cluster.run_campaign(config, address, progress=None if args.quiet else sys.stderr)
     else:

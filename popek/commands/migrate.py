@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             source.load(image, memsize=args.memsize)
             source.run(args.at)
             report = source.call("migrate_to", source.vmm.migrate_to, target.vmm, link, returns=MigrationReport)
-            target.memsize = args.memsize
+            target.take_sizes((args.memsize, args.memsize, {}))
             target.run(args.then)
             moved = target.state()
     except (SessionError, LinkError, ValueError) as e:

@@ -44,7 +44,7 @@ def run_lifecycle(args: argparse.Namespace) -> int:
                 raise UserError(f"VMM {cls.name!r} does not declare the snapshot capability")
             with Session(cls, profile, label=cls.name, watch=False) as s:
                 s.call("restore", s.vmm.restore, snap)
-                s.memsize = header.memsize
+                s.take_sizes((header.memsize, header.memsize, {}))
                 r = s.run(args.steps)
                 state, counters = s.state(), s.counters(totals=False)
             print(f"{args.restore}: restored on a fresh host ({cls.name}, profile {profile.name}"

@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [p for p in wanted if p not in registered]
     if unknown:
         raise UserError(f"unknown profiles: {', '.join(unknown)}")
+    address = cluster.check_options(args)  # first: its errors name the cluster's needs
     opts = table_options(args)
-    address = cluster.check_options(args)
     cells = []
     for d in designs:
         cls = load_vmm(d)

@@ -28,11 +28,13 @@ def _table_lines(stdout: str) -> list[str]:
 
 def _comparable(cell: dict) -> dict:
     """A cell's JSON without what differs between any two runs (its wall
-    time) or between machines (where its findings directory is)."""
+    time, its campaign id) or between machines (where its findings
+    directory is)."""
     out = {k: v for k, v in cell.items() if k not in ("seconds", "requirements")}
     for key in ("finding", "safety_finding", "efficiency_finding"):
-        if out.get(key):
-            out[key] = Path(out[key]).name
+        if out.get(key):  # its name without the campaign's random id (docs/file-formats.md)
+            *front, _campaign, digest = Path(out[key]).name.split("-")
+            out[key] = "-".join([*front, digest])
     return out
 
 
@@ -68,7 +70,8 @@ def test_verify_on_the_cluster_gives_the_local_table(tmp_path, dask_cluster, red
     assert [_comparable(c) for c in cells] == [_comparable(c) for c in json.loads((here / "table.json").read_text())["table"]]
     assert cells[0]["finding"] and not cells[1]["finding"]  # trap-and-emulate's jru was found; hybrid is faithful
     # the counterexample is on the client's disk, the same case as the local run's, naming its own path
-    ours, theirs = Path(cells[0]["finding"]), here / ".popek" / "findings" / Path(cells[0]["finding"]).name
+    local_cells = json.loads((here / "table.json").read_text())["table"]
+    ours, theirs = Path(cells[0]["finding"]), Path(local_cells[0]["finding"])
     assert ours.parent == there / ".popek" / "findings"
     doc = json.loads(ours.read_text())
     assert doc["case"] == json.loads(theirs.read_text())["case"]

@@ -176,7 +176,7 @@ def test_rediss_is_not_taken_for_a_directory(tmp_path, monkeypatch):
 def test_corrupt_database_entries_are_skipped_counted_and_named(tmp_path):
     db = campaign.make_database(str(tmp_path / "db"))
     db.save(b"key", b"\x00")  # a valid entry
-    key_dir = db._key_path(b"key")
+    key_dir = db.wrapped._key_path(b"key")
     (key_dir / "junk").write_bytes(b"\xff\xff\xff\xff")  # does not decode
     (key_dir / "big").write_bytes(b"\x00" * (campaign.MAX_DB_ENTRY + 1))
     if hasattr(os, "mkfifo"):
@@ -199,7 +199,7 @@ def test_mutated_database_entries_are_replayed_or_skipped(tmp_path_factory, entr
     good = choices_to_bytes((True, 5, b"ab", "x", 1.5))
     for raw in [good[: len(good) - cut], *entries]:
         db.save(b"k", raw)
-    on_disk = [p.read_bytes() for p in db._key_path(b"k").iterdir()]
+    on_disk = [p.read_bytes() for p in db.wrapped._key_path(b"k").iterdir()]
     fetched = list(db.fetch(b"k"))
     assert sorted(fetched) == sorted(b for b in on_disk if choices_from_bytes(b) is not None)
     assert db.skipped == len(on_disk) - len(fetched)
