@@ -26,10 +26,10 @@ from functools import lru_cache
 from typing import Iterator
 
 from popek.spec import state as st
-from popek.spec.bits import Expr
+from popek.spec.bits import Expr, Slot, inputs, walk
+from popek.spec.footprint import always_traps, falls_through
 from popek.spec.instructions import Insn
 from popek.spec.profiles import Profile
-from popek.spec.sem import ILEN
 from popek.spec.trace import trace
 
 FAMILIES = ("alu", "memory", "control", "trap", "system")
@@ -48,50 +48,22 @@ class Shape:
 
 
 def _walk(e: Expr) -> Iterator[Expr]:
-    stack, seen = [e], set()
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        yield x
-        if x.op not in ("const", "var"):
-            stack.extend(a for a in x.args if isinstance(a, Expr))
+    """`popek.spec.bits.walk` from one root (fuzz/strategies.py imports this name)."""
+    return walk([e])
 
 
 def _vars(e: Expr) -> set[str]:
-    return {x.args[0] for x in _walk(e) if x.op == "var"}
+    return inputs([e])
 
 
 def _vars_outside_addresses(e: Expr) -> set[str]:
     """Free inputs of ``e`` that reach its value other than by choosing a
     storage address (translation reads R and PTBR; that is not revealing them)."""
-    found: set[str] = set()
-    stack, seen = [e], set()
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        if x.op == "var":
-            found.add(x.args[0])
-        elif x.op not in ("const", "mem"):
-            stack.extend(a for a in x.args if isinstance(a, Expr))
-    return found
+    return inputs([e], into=lambda x: x.op != "mem")
 
 
 def _mem_addrs(e: Expr) -> list[Expr]:
-    return [x.args[0] for x in _walk(e) if x.op == "mem"]
-
-
-def _is_fallthrough(pc: Expr) -> bool:
-    return (
-        pc.op == "add"
-        and pc.args[0].op == "var"
-        and pc.args[0].args[0] == f"S{st.PC}"
-        and pc.args[1].op == "const"
-        and pc.args[1].args[0] == ILEN
-    )
+    return [x.args[0] for x in walk([e]) if x.op == "mem"]
 
 
 def exprs_use_imm(fx) -> bool:
@@ -106,20 +78,19 @@ def shape(insn: Insn, arch: st.Arch = st.ARCH) -> Shape:
     exprs: list[Expr] = list(fx.field_writes.values()) + list(fx.outputs)
     exprs += [x for pair in fx.reg_writes for x in pair]
     exprs += [x for pair in fx.mem_writes for x in pair]
-    resources = {f"S{slot}" for slot in st.RESOURCES}
+    resources = {Slot(slot) for slot in st.RESOURCES}
     # mode is read by every definition that checks privilege or translates an
     # address; what counts is a resource reaching a written value.
     values = list(fx.field_writes.values()) + list(fx.outputs)
     values += [v for _r, v in fx.reg_writes] + [v for _a, v in fx.mem_writes]
     value_reads = set().union(*(_vars_outside_addresses(e) for e in values)) if values else set()
     writes_resource = any(slot in fx.field_writes for slot in st.RESOURCES)
-    always_traps = any(c.op == "const" and c.args[0] == 1 for c, _, _ in fx.traps)
     pc = fx.field_writes.get(st.PC)
-    jumps = pc is not None and not _is_fallthrough(pc)
+    jumps = not falls_through(fx)
     touches_memory = bool(fx.mem_writes) or any(_mem_addrs(e) for e in exprs)
     if writes_resource or fx.outputs or (value_reads & resources):
         family = "system"
-    elif always_traps:
+    elif always_traps(fx):
         family = "trap"
     elif jumps:
         family = "control"

@@ -42,6 +42,7 @@ from typing import Callable, Iterable
 
 from popek.model import codegen
 from popek.spec import state as st
+from popek.spec.bits import slot_of
 from popek.spec.profiles import Profile
 from popek.spec.sem import Sem
 from popek.spec.trace import run_definition, trace
@@ -197,8 +198,9 @@ def _bind(name: str) -> str:
         return name
     if name == "MEMSIZE":
         return "MS"
-    if name.startswith("S"):
-        return f"S[{name[1:]}]"
+    slot = slot_of(name)
+    if slot is not None:
+        return f"S[{slot}]"
     raise ValueError(name)
 
 

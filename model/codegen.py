@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from popek.spec.bits import Expr
+from popek.spec.bits import Expr, slot_of
 from popek.spec.sem import Effects
 from popek.spec.state import FLAGS, PC, Arch
 
@@ -166,10 +166,11 @@ def emit_steps(
                 return st.fields[name]
             if name == "MEMSIZE":
                 return memsize
-            if name == f"S{PC}":
+            slot = slot_of(name)
+            if slot == PC:
                 return st.pc
-            if name.startswith("S"):
-                return f"S[{name[1:]}]"
+            if slot is not None:
+                return f"S[{slot}]"
             raise ValueError(f"codegen: unbound input {name!r}")
 
         em = _Emitter(arch, bind, f"t{k}_")

@@ -28,7 +28,9 @@ from operator import itemgetter
 from typing import Callable, Protocol
 
 from popek.spec import state as st
+from popek.spec.bits import slot_of
 from popek.spec.encoding import Decoded, decode
+from popek.spec.footprint import always_traps, falls_through, footprint
 from popek.spec.image import Image
 from popek.spec.instructions import Insn
 from popek.spec.memory import fetch_addresses
@@ -245,8 +247,9 @@ def _table_reads_maker(arch: st.Arch) -> Callable:
 def _bind_state(name: str) -> str:
     if name == "MEMSIZE":
         return "MS"
-    if name.startswith("S"):
-        return f"S[{name[1:]}]"
+    slot = slot_of(name)
+    if slot is not None:
+        return f"S[{slot}]"
     raise ValueError(name)
 
 
@@ -256,29 +259,19 @@ def _writes_resources(fx: Effects) -> bool:
 
 def _ends_block(fx: Effects) -> bool:
     """Control leaves the straight line, or the translation context may change."""
-    pc_write = fx.field_writes[PC]
-    falls_through = (
-        pc_write.op == "add"
-        and pc_write.args[0].op == "var"
-        and pc_write.args[0].args[0] == f"S{PC}"
-        and pc_write.args[1].op == "const"
-        and pc_write.args[1].args[0] == ILEN
-    )
-    always_traps = any(c.op == "const" and c.args[0] == 1 for c, _, _ in fx.traps)
-    return not falls_through or _writes_resources(fx) or always_traps
+    return not falls_through(fx) or _writes_resources(fx) or always_traps(fx)
 
 
 def _dead_flags(steps: list[Step]) -> set[int]:
     """Steps whose FLAGS write no one can see: a later step overwrites it, and
     no step up to that one reads FLAGS, may trap, or may leave the block."""
     dead = set()
-    flags_input = f"S{FLAGS}"
     for k, s in enumerate(steps):
         if FLAGS not in s.fx.field_writes:
             continue
         for j in range(k + 1, len(steps)):
             fx = steps[j].fx
-            if fx.traps or fx.mem_writes or flags_input in fx.inputs():
+            if fx.traps or fx.mem_writes or FLAGS in footprint(fx).reads:
                 break
             if FLAGS in fx.field_writes:
                 dead.add(k)
@@ -286,14 +279,11 @@ def _dead_flags(steps: list[Step]) -> set[int]:
     return dead
 
 
-_TIMER_INPUTS = frozenset({f"S{TIMER}", f"S{PEND}"})
-
-
 def _runs_alone(fx: Effects) -> bool:
     """run() counts a block's ticks after the block, so an instruction that
     reads or writes the timer must not sit inside one."""
     return bool(
-        TIMER in fx.field_writes or PEND in fx.field_writes or _TIMER_INPUTS & fx.inputs()
+        TIMER in fx.field_writes or PEND in fx.field_writes or {TIMER, PEND} & footprint(fx).reads
     )
 
 

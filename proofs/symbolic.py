@@ -28,7 +28,7 @@ from typing import Callable
 
 import z3
 
-from popek.spec.bits import Expr
+from popek.spec.bits import Expr, slot_of
 from popek.spec.instructions import Insn
 from popek.spec.memory import fetch_addresses
 from popek.spec.sem import Effects, Sem
@@ -180,8 +180,9 @@ class Translator:
             return self.inputs[name]
         if name == "MEMSIZE":
             return self.state.memsize
-        if name.startswith("S") and name[1:].isdigit():
-            return self.state.get(int(name[1:]))
+        slot = slot_of(name)
+        if slot is not None:
+            return self.state.get(slot)
         raise ValueError(f"symbolic: unbound input {name!r} ({width} bits)")
 
 

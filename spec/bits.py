@@ -17,7 +17,7 @@ Rules that keep the two back ends in agreement:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Callable, Iterable, Iterator, Union
 
 # Operation names and their arity.  Both back ends must implement each one.
 BINARY = ("add", "sub", "and", "or", "xor", "shl", "lshr", "eq", "ult", "slt")
@@ -75,6 +75,67 @@ def const(value: int, width: int) -> Expr:
 def var(name: str, width: int) -> Expr:
     """A free input: a state field, an instruction field, a register read."""
     return Expr("var", width, (name,))
+
+
+class Slot(str):
+    """The name of a free input that is state slot ``index`` of the machine.
+
+    A state slot is read as ``var(Slot(n), width)``.  The name is still the
+    string ``"S<n>"`` (so effects compare, hash and print as they always
+    have, and a set of input names mixes slots with ``rd`` or ``MEMSIZE``),
+    but a back end asks `slot_of` for the index instead of parsing the
+    name again."""
+
+    index: int
+
+    def __new__(cls, index: int) -> "Slot":
+        self = super().__new__(cls, f"S{index}")
+        self.index = index
+        return self
+
+    def __reduce__(self) -> tuple:
+        return (Slot, (self.index,))  # str's own pickling would pass the text, not the index
+
+
+def slot_of(name: str) -> int | None:
+    """The state slot an input name stands for, or None (an operand, MEMSIZE, ...)."""
+    return name.index if type(name) is Slot else None
+
+
+def reads_slot(e: Expr, slot: int) -> bool:
+    """``e`` is exactly the read of state slot ``slot``."""
+    return e.op == "var" and slot_of(e.args[0]) == slot
+
+
+def children(e: Expr) -> tuple:
+    """The operand expressions of ``e`` (an extract's bounds are numbers,
+    a constant's value and an input's name are not expressions)."""
+    if e.op in ("const", "var"):
+        return ()
+    return e.args[:1] if e.op == "extract" else e.args
+
+
+def walk(roots: Iterable[Expr], *, into: Callable[[Expr], bool] | None = None) -> Iterator[Expr]:
+    """Every node reachable from ``roots``, each once (the DAG shares
+    subterms: a tree walk would visit them again and again).
+
+    ``into(e)`` decides whether to look inside ``e`` (``e`` itself is
+    still yielded): how a caller skips, say, the addresses of storage reads."""
+    stack = list(roots)
+    seen: set[int] = set()
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        if into is None or into(e):
+            stack.extend(children(e))
+
+
+def inputs(roots: Iterable[Expr], *, into: Callable[[Expr], bool] | None = None) -> set[str]:
+    """The names of the free inputs ``roots`` read (state slots are `Slot`)."""
+    return {e.args[0] for e in walk(roots, into=into) if e.op == "var"}
 
 
 def _coerce(o: Operand, width: int) -> Expr:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .bits import Expr, const, eq, ite, ult, var, zext
+from .bits import Expr, Slot, const, eq, ite, inputs, ult, var, zext
 from .state import (
     ARCH,
     HALTED,
@@ -65,20 +65,8 @@ class Effects:
         return out + self.outputs
 
     def inputs(self) -> frozenset[str]:
-        """Names of the free inputs the effects read (state slots are ``S<n>``)."""
-        seen: set[int] = set()
-        names: set[str] = set()
-        todo = self.roots()
-        while todo:
-            e = todo.pop()
-            if id(e) in seen:
-                continue
-            seen.add(id(e))
-            if e.op == "var":
-                names.add(e.args[0])
-            elif e.op != "const":
-                todo.extend(a for a in e.args if isinstance(a, Expr))
-        return frozenset(names)
+        """Names of the free inputs the effects read (state slots are `Slot`)."""
+        return frozenset(inputs(self.roots()))
 
 
 class Sem:
@@ -90,7 +78,7 @@ class Sem:
 
     # -- reading the pre-state ------------------------------------------
     def get(self, slot: int) -> Expr:
-        return var(f"S{slot}", field_width(slot, self.arch))
+        return var(Slot(slot), field_width(slot, self.arch))
 
     def reg(self, index: Expr) -> Expr:
         return Expr("reg", self.arch.word, (index,))

@@ -82,6 +82,12 @@ VTX_ARCH = replace(ARCH, vtx=True)
 CTRL, NPT, REASON, QUAL = 0, 1, 2, 3
 # The state saved and loaded on entry and exit, in storage order.
 SAVED = (*(f"r{k}" for k in range(ARCH.nregs)), "pc", "psw", "base", "bound", "ptbr", "timer", "pend")
+# Where each saved word comes from in the state vector (the PSW word packs
+# several slots: `PSW_LAYOUT`).
+SAVED_SLOT: dict[str, int] = {
+    **{f"r{k}": k for k in range(ARCH.nregs)},
+    "pc": PC, "base": BASE, "bound": BOUND, "ptbr": PTBR, "timer": TIMER, "pend": PEND,
+}
 GUEST_AREA = 4
 HOST_AREA = GUEST_AREA + len(SAVED)
 SIZE = HOST_AREA + len(SAVED)
@@ -175,16 +181,13 @@ def saved_state(M, at: int, arch=ARCH) -> dict[int, int]:
     from .state import PSW_LAYOUT, field_width
 
     out: dict[int, int] = {}
-    slots = {"pc": PC, "base": BASE, "bound": BOUND, "ptbr": PTBR, "timer": TIMER, "pend": PEND}
     for k, name in enumerate(SAVED):
         value = M[at + k]
         if name == "psw":
             for slot, low in PSW_LAYOUT.items():
                 out[slot] = (value >> low) & ((1 << field_width(slot, arch)) - 1)
-        elif name in slots:
-            out[slots[name]] = value
         else:
-            out[int(name[1:])] = value
+            out[SAVED_SLOT[name]] = value
     return out
 
 

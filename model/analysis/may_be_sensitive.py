@@ -32,7 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from popek.spec.bits import Expr
+from popek.spec.bits import Expr, inputs
+from popek.spec.footprint import falls_through
+from popek.spec.footprint import footprint as spec_footprint
 from popek.spec.instructions import Insn
 from popek.spec.sem import Sem, operands
 from popek.spec.state import PC, RESOURCES, Arch
@@ -67,50 +69,22 @@ class Footprint:
         return bool(self.output or self.physical or (self.reads | self.writes) & resources)
 
 
-def _vars(roots: list[Expr]) -> set[str]:
-    seen: set[int] = set()
-    names: set[str] = set()
-    stack = list(roots)
-    while stack:
-        e = stack.pop()
-        if not isinstance(e, Expr) or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if e.op == "var":
-            names.add(e.args[0])
-        elif e.op in ("mem",):
-            names.add("<mem>")
-        stack.extend(a for a in e.args if isinstance(a, Expr))
-    return names
-
-
 @lru_cache(maxsize=None)
 def footprint(insn: Insn, arch: Arch) -> Footprint:
     s = _Transparent(arch)
     insn.run(s, operands(arch))
     fx = s.fx
-    roots: list[Expr] = []
-    for cond, _cause, info in fx.traps:
-        roots += [cond, info]
-    for idx, val in fx.reg_writes:
-        roots += [idx, val]
-    roots += list(fx.field_writes.values())
-    for addr, val in fx.mem_writes:
-        roots += [addr, val]
-    roots += fx.outputs
-    names = _vars(roots)
-    reads = frozenset(int(n[1:]) for n in names if n.startswith("S") and n[1:].isdigit())
+    seen = spec_footprint(fx)
     pc_write = fx.field_writes.get(PC)
-    pc_names = _vars([pc_write]) if pc_write is not None else set()
     return Footprint(
-        reads=reads - {PC},
-        writes=frozenset(fx.field_writes) - {PC},
-        physical="MEMSIZE" in names,
-        output=bool(fx.outputs),
-        memory="<mem>" in names or bool(fx.mem_writes),
-        loads="<mem>" in names,
-        jump_to_imm="imm" in pc_names,
-        falls_through=pc_write is None,
+        reads=seen.reads - {PC},
+        writes=seen.writes - {PC},
+        physical="MEMSIZE" in seen.inputs,
+        output=seen.outputs,
+        memory=seen.loads or seen.stores,
+        loads=seen.loads,
+        jump_to_imm=pc_write is not None and "imm" in inputs([pc_write]),
+        falls_through=falls_through(fx),
     )
 
 

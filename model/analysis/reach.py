@@ -31,7 +31,7 @@ import bisect
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from popek.spec.bits import Expr
+from popek.spec.bits import Expr, slot_of
 from popek.spec.encoding import decode
 from popek.spec.image import Image
 from popek.spec.instructions import Insn
@@ -227,8 +227,9 @@ class _Eval:
             return iv.const(a[0])
         if op == "var":
             name = a[0]
-            if name[0] == "S" and name[1:].isdigit():
-                return self.state[int(name[1:])]
+            slot = slot_of(name)
+            if slot is not None:
+                return self.state[slot]
             if name == "MEMSIZE":
                 return iv.const(self.an.memsize)
             return self.inputs[name]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from popek.model import codegen
-from popek.spec.bits import Expr
+from popek.spec.bits import Expr, slot_of
 from popek.spec.encoding import decode
 from popek.spec.instructions import Insn
 from popek.spec.memory import fetch_addresses
@@ -108,8 +108,9 @@ def _compile(
             return var
         if var == "MEMSIZE":
             return "MS"
-        if var[0] == "S" and var[1:].isdigit():
-            return f"S[{var[1:]}]"
+        slot = slot_of(var)
+        if slot is not None:
+            return f"S[{slot}]"
         raise ValueError(f"reach_exact: unbound input {var!r}")
 
     em = _LazyEmitter(arch, bind)

@@ -41,7 +41,7 @@ from popek.model import codegen
 from popek.model.machine import Machine
 from popek.model.window import Window
 from popek.spec import state as st
-from popek.spec.bits import Expr, var
+from popek.spec.bits import Expr, slot_of, var, walk
 from popek.spec.image import Image
 from popek.spec.memory import translate
 from popek.spec.sem import Sem
@@ -101,16 +101,7 @@ Walk = Callable[[int], tuple]
 
 
 def _mem_reads(roots: list[Expr]) -> list[Expr]:
-    out, seen, stack = [], set(), list(roots)
-    while stack:
-        e = stack.pop()
-        if not isinstance(e, Expr) or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if e.op == "mem":
-            out.append(e.args[0])
-        stack.extend(a for a in e.args if isinstance(a, Expr))
-    return out
+    return [e.args[0] for e in walk(roots) if e.op == "mem"]
 
 
 def compile_walk(arch: st.Arch, *, write: bool) -> Callable:
@@ -126,7 +117,7 @@ def compile_walk(arch: st.Arch, *, write: bool) -> Callable:
             return "va"
         if name == "MEMSIZE":
             return "MS"
-        return f"S[{name[1:]}]"
+        return f"S[{slot_of(name)}]"
 
     em = codegen._Emitter(arch, bind, "w")
     reads = _mem_reads([phys] + [c for c, _, _ in s.fx.traps])
