@@ -42,7 +42,6 @@ from typing import Callable, Iterable
 
 from popek.model import codegen
 from popek.spec import state as st
-from popek.spec.bits import slot_of
 from popek.spec.profiles import Profile
 from popek.spec.sem import Sem
 from popek.spec.trace import run_definition, trace
@@ -193,17 +192,6 @@ class _AccessSem(Sem):
         return super().store(vaddr, value)
 
 
-def _bind(name: str) -> str:
-    if name in ("rd", "rs", "imm"):
-        return name
-    if name == "MEMSIZE":
-        return "MS"
-    slot = slot_of(name)
-    if slot is not None:
-        return f"S[{slot}]"
-    raise ValueError(name)
-
-
 @lru_cache(maxsize=None)
 def _access_maker(insn, arch: st.Arch) -> Callable | None:
     """``make(S, M, MS) -> accesses(rd, rs, imm) -> tuple of virtual
@@ -213,7 +201,7 @@ def _access_maker(insn, arch: st.Arch) -> Callable | None:
     run_definition(insn, s)
     if not s.accesses:
         return None
-    em = codegen._Emitter(arch, _bind, "a")
+    em = codegen.Emitter(arch, codegen.state_binder({"rd": "rd", "rs": "rs", "imm": "imm"}), "a")
     for e in s.accesses:
         em.count(e)
     parts = [em.expr(e) for e in s.accesses]

@@ -23,17 +23,53 @@ exists), output log ``O``, the set ``CP`` of watched storage pages and the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar, Mapping
 
-from popek.spec.bits import Expr, slot_of
+from popek.spec.bits import Expr, children, slot_of
 from popek.spec.sem import Effects
-from popek.spec.state import FLAGS, PC, Arch
+from popek.spec.state import FLAGS, PC, Arch, Cause
 
 
-class _Emitter:
-    """Turns expressions into Python, sharing structurally equal subterms."""
+Bind = Callable[[str], str]  # a free input's name -> the Python text that reads it
 
-    def __init__(self, arch: Arch, bind: Callable[[str], str], prefix: str):
+
+def state_binder(
+    inputs: Mapping[str, str] | None = None, *, memsize: str = "MS", pc: str | None = None
+) -> Bind:
+    """How generated code reads free inputs: each name in ``inputs`` as the
+    text given there (operands, a routine's parameters), MEMSIZE as
+    ``memsize``, a state slot as ``S[n]`` (PC as ``pc`` when that is known,
+    a block's constant).  Every compiled routine binds its inputs this one
+    way, so a new kind of input is added here once."""
+    given = dict(inputs or {})
+
+    def bind(name: str) -> str:
+        text = given.get(name)
+        if text is not None:
+            return text
+        if name == "MEMSIZE":
+            return memsize
+        slot = slot_of(name)
+        if slot is not None:
+            return pc if slot == PC and pc is not None else f"S[{slot}]"
+        raise ValueError(f"codegen: unbound input {name!r}")
+
+    return bind
+
+
+class Emitter:
+    """Turns expressions into Python, sharing structurally equal subterms.
+
+    Use: `count` every root first (a subterm used twice is computed once,
+    into a local), then `expr` or `value` each; the locals they need pile up
+    in ``lines``, which the caller takes (`take`) and places before the
+    statement that uses them.  How each operation is written is the table
+    ``handlers`` (operation -> ``handler(emitter, e) -> text``): a subclass
+    that writes some operations differently replaces entries of it."""
+
+    handlers: ClassVar[Mapping[str, Callable[["Emitter", Expr], str]]]
+
+    def __init__(self, arch: Arch, bind: Bind, prefix: str):
         self.arch = arch
         self.bind = bind
         self.prefix = prefix
@@ -60,9 +96,22 @@ class _Emitter:
         k = self.key(e)
         seen = self._uses.get(k, 0)
         self._uses[k] = seen + 1
-        if seen == 0 and e.op not in ("const", "var"):
-            for a in e.args[:1] if e.op == "extract" else e.args:
+        if seen == 0:
+            for a in children(e):
                 self.count(a)
+
+    def shared(self, e: Expr) -> bool:
+        """``e`` (a structural subterm) is used more than once."""
+        return self._uses.get(self.key(e), 0) > 1
+
+    def named(self, e: Expr) -> bool:
+        """``e`` already has a local of its own."""
+        return self.key(e) in self._name
+
+    def fresh(self) -> str:
+        """A new local's name."""
+        self._n += 1
+        return f"{self.prefix}{self._n}"
 
     # -- pass 2: emit ------------------------------------------------------
     def expr(self, e: Expr) -> str:
@@ -70,10 +119,9 @@ class _Emitter:
         name = self._name.get(k)
         if name is not None:
             return name
-        text = self._render(e)
+        text = self.render(e)
         if self._uses.get(k, 0) > 1 and e.op not in ("const", "var"):
-            self._n += 1
-            name = f"{self.prefix}{self._n}"
+            name = self.fresh()
             self.lines.append(f"{name} = {text}")
             self._name[k] = name
             return name
@@ -84,56 +132,92 @@ class _Emitter:
         text = self.expr(e)
         if text.isidentifier() or _is_int(text):
             return text
-        self._n += 1
-        name = f"{self.prefix}{self._n}"
+        name = self.fresh()
         self.lines.append(f"{name} = {text}")
         self._name[self.key(e)] = name
         return name
 
-    def _render(self, e: Expr) -> str:
-        op, w = e.op, e.width
-        mask = (1 << w) - 1
-        a = e.args
-        if op == "const":
-            return str(a[0])
-        if op == "var":
-            return self.bind(a[0])
-        if op == "reg":
-            return f"S[{self.expr(a[0])}]"
-        if op == "mem":
-            return f"M[{self.expr(a[0])}]"
-        if op == "extract":
-            inner, hi, lo = self.expr(a[0]), a[1], a[2]
-            return f"(({inner} >> {lo}) & {(1 << (hi - lo + 1)) - 1})"
-        if op == "zext":
-            return self.expr(a[0])
-        if op == "not":
-            return f"({self.expr(a[0])} ^ {mask})"
-        if op == "ite":
-            return f"({self.expr(a[1])} if {self.expr(a[0])} else {self.expr(a[2])})"
-        x, y = self.expr(a[0]), self.expr(a[1])
-        if op == "add":
-            return f"(({x} + {y}) & {mask})"
-        if op == "sub":
-            return f"(({x} - {y}) & {mask})"
-        if op == "and":
-            return f"({x} & {y})"
-        if op == "or":
-            return f"({x} | {y})"
-        if op == "xor":
-            return f"({x} ^ {y})"
-        if op == "shl":
-            return f"(({x} << {y}) & {mask})"
-        if op == "lshr":
-            return f"({x} >> {y})"
-        if op == "eq":
-            return f"({x} == {y})"
-        if op == "ult":
-            return f"({x} < {y})"
-        if op == "slt":
-            sign = 1 << (a[0].width - 1)
-            return f"(({x} ^ {sign}) < ({y} ^ {sign}))"
-        raise ValueError(f"codegen: unknown operation {op!r}")
+    def take(self) -> list[str]:
+        """The locals emitted so far, handed to the caller (and forgotten here)."""
+        lines, self.lines = self.lines, []
+        return lines
+
+    def render(self, e: Expr) -> str:
+        """``e``'s own text, its operands emitted by `expr`."""
+        handler = self.handlers.get(e.op)
+        if handler is None:
+            raise ValueError(f"codegen: unknown operation {e.op!r}")
+        return handler(self, e)
+
+
+def _mask(e: Expr) -> int:
+    return (1 << e.width) - 1
+
+
+def _binary(template: str) -> Callable[[Emitter, Expr], str]:
+    """A handler writing ``template`` with the operands as x and y and the
+    result's mask as m."""
+
+    def handler(em: Emitter, e: Expr) -> str:
+        return template.format(x=em.expr(e.args[0]), y=em.expr(e.args[1]), m=_mask(e))
+
+    return handler
+
+
+def _slt(em: Emitter, e: Expr) -> str:
+    x, y = em.expr(e.args[0]), em.expr(e.args[1])
+    sign = 1 << (e.args[0].width - 1)
+    return f"(({x} ^ {sign}) < ({y} ^ {sign}))"
+
+
+def _extract(em: Emitter, e: Expr) -> str:
+    inner, hi, lo = em.expr(e.args[0]), e.args[1], e.args[2]
+    return f"(({inner} >> {lo}) & {(1 << (hi - lo + 1)) - 1})"
+
+
+# The concrete back end: every operation of `popek.spec.bits.OPERATIONS` as Python.
+RENDER: dict[str, Callable[[Emitter, Expr], str]] = {
+    "const": lambda em, e: str(e.args[0]),
+    "var": lambda em, e: em.bind(e.args[0]),
+    "reg": lambda em, e: f"S[{em.expr(e.args[0])}]",
+    "mem": lambda em, e: f"M[{em.expr(e.args[0])}]",
+    "extract": _extract,
+    "zext": lambda em, e: em.expr(e.args[0]),
+    "not": lambda em, e: f"({em.expr(e.args[0])} ^ {_mask(e)})",
+    "ite": lambda em, e: f"({em.expr(e.args[1])} if {em.expr(e.args[0])} else {em.expr(e.args[2])})",
+    "add": _binary("(({x} + {y}) & {m})"),
+    "sub": _binary("(({x} - {y}) & {m})"),
+    "and": _binary("({x} & {y})"),
+    "or": _binary("({x} | {y})"),
+    "xor": _binary("({x} ^ {y})"),
+    "shl": _binary("(({x} << {y}) & {m})"),
+    "lshr": _binary("({x} >> {y})"),
+    "eq": _binary("({x} == {y})"),
+    "ult": _binary("({x} < {y})"),
+    "slt": _slt,
+}
+Emitter.handlers = RENDER
+
+
+def emit_guards(
+    em: Emitter, traps: list[tuple[Expr, Cause, Expr]], on_trap: Callable[[int, str], list[str]]
+) -> tuple[list[str], bool]:
+    """Statements that check ``traps`` in order and, at the first whose
+    condition holds, run ``on_trap(cause, info text)`` (which must leave:
+    the spec's first trap wins and nothing else happens).  Returns the
+    statements and whether a condition is the constant 1: then the
+    statements end in that trap, and nothing after it can run."""
+    out: list[str] = []
+    for cond, cause, info in traps:
+        c = em.expr(cond)
+        out += em.take()
+        i = em.expr(info)
+        out += em.take()
+        if c == "1":
+            return out + on_trap(int(cause), i), True
+        out.append(f"if {c}:")
+        out += ["    " + line for line in on_trap(int(cause), i)]
+    return out, False
 
 
 def _is_int(text: str) -> bool:
@@ -160,40 +244,20 @@ def emit_steps(
     """
     out: list[str] = []
     for k, st in enumerate(steps):
-
-        def bind(name: str, st: Step = st) -> str:
-            if name in st.fields:
-                return st.fields[name]
-            if name == "MEMSIZE":
-                return memsize
-            slot = slot_of(name)
-            if slot == PC:
-                return st.pc
-            if slot is not None:
-                return f"S[{slot}]"
-            raise ValueError(f"codegen: unbound input {name!r}")
-
-        em = _Emitter(arch, bind, f"t{k}_")
+        em = Emitter(arch, state_binder(st.fields, memsize=memsize, pc=st.pc), f"t{k}_")
         fx = st.fx
         skipped = fx.field_writes.get(FLAGS) if k in dead_flags else None
         for r in fx.roots():
             if r is not skipped:
                 em.count(r)
 
-        for cond, cause, info in fx.traps:
-            c = em.expr(cond)
-            out += em.lines
-            em.lines = []
-            if c == "1":
-                out.append(f"S[{PC}] = {st.pc}")
-                out.append(f"return ({k}, {int(cause)}, {em.expr(info)})")
-                return out + em.lines
-            info_text = em.expr(info)
-            out += em.lines
-            em.lines = []
-            out.append(f"if {c}:")
-            out.append(f"    S[{PC}] = {st.pc}")
-            out.append(f"    return ({k}, {int(cause)}, {info_text})")
+        def trap(cause: int, info: str, k: int = k, pc: str = st.pc) -> list[str]:
+            return [f"S[{PC}] = {pc}", f"return ({k}, {cause}, {info})"]
+
+        guards, certain = emit_guards(em, fx.traps, trap)
+        out += guards
+        if certain:
+            return out
 
         writes: list[str] = []
         for idx, val in fx.reg_writes:
@@ -217,7 +281,6 @@ def emit_steps(
     return out
 
 
-
 def compile_function(name: str, params: str, body: list[str], closure: str) -> Callable:
     """Build ``make(<closure>)`` returning ``def name(<params>)``."""
     src = [f"def make({closure}):", f"    def {name}({params}):"]
@@ -229,3 +292,14 @@ def compile_function(name: str, params: str, body: list[str], closure: str) -> C
     make = env["make"]
     make.source = text  # type: ignore[attr-defined]
     return make
+
+
+def compile_effects(
+    name: str, fx: Effects, arch: Arch, params: str, closure: str, inputs: Mapping[str, str]
+) -> Callable:
+    """``make(<closure>)`` returning ``def name(<params>)`` that runs ``fx``
+    once on the machine's state, the inputs bound as ``inputs`` says (an
+    opcode's operation, the trap mechanism, a routine of a VMM)."""
+    step = Step(fx, dict(inputs), f"S[{PC}]")
+    body = emit_steps(arch, [step], dead_flags=set(), pb=arch.page_bits)
+    return compile_function(name, params, body, closure)

@@ -28,18 +28,12 @@ from operator import itemgetter
 from typing import Callable, Protocol
 
 from popek.spec import state as st
-from popek.spec.bits import slot_of
-from popek.spec.encoding import Decoded, decode
-from popek.spec.footprint import always_traps, falls_through, footprint
 from popek.spec.image import Image
-from popek.spec.instructions import Insn
-from popek.spec.memory import fetch_addresses
 from popek.spec.profiles import Profile
-from popek.spec.sem import ILEN, Effects, Sem
+from popek.spec.sem import ILEN
 from popek.spec.state import (
     BASE,
     BOUND,
-    FLAGS,
     HALTED,
     IE,
     MODE,
@@ -47,22 +41,18 @@ from popek.spec.state import (
     PC,
     PEND,
     PTBR,
-    RESOURCES,
     TIMER,
     Cause,
 )
-from popek.spec.trace import trace, trace_tick, trace_trap, trace_undecodable
 from popek.spec.trap import INTERRUPT_INFO
 
-from . import codegen
-from .codegen import Step
+from .codebook import Codebook
+
 
 HOT = 2  # by default a line is compiled into a block on its second run
 # What `Machine.census` counts a step as when no instruction ran.
 INTERRUPT, FETCH_FAULT, ILLEGAL = "<interrupt>", "<fetch-fault>", "<illegal>"
 MAX_BLOCK = 32  # instructions
-MAX_CACHED_BLOCKS = 4096  # compiled blocks kept per profile
-MAX_CACHED_DECODES = 1 << 16  # word pairs whose decode is kept per profile
 MAX_CONTEXTS = 8  # translation contexts whose decodes a machine keeps at once
 
 
@@ -83,208 +73,6 @@ class RunResult:
     steps: int  # machine cycles run
     halted: bool
     stopped: bool = False  # a hook asked to stop
-
-
-# --------------------------------------------------------------------------
-# Compiled code shared by every machine of one profile
-# --------------------------------------------------------------------------
-CLOSURE = "S, M, O, CP, INV, MS"
-
-
-def _routine_maker(name: str, fx: Effects, arch: st.Arch, params: str) -> Callable:
-    binds = {"cause": "cause", "info": "info"}
-    step = Step(fx, binds, f"S[{PC}]")
-    body = codegen.emit_steps(arch, [step], dead_flags=set(), pb=arch.page_bits)
-    return codegen.compile_function(name, params, body, CLOSURE)
-
-
-class Codebook:
-    """Generated Python for one profile: operations, blocks and routines."""
-
-    _cache: dict[int, "Codebook"] = {}
-
-    @classmethod
-    def of(cls, profile: Profile) -> "Codebook":
-        book = cls._cache.get(id(profile))
-        if book is None or book.profile is not profile:
-            book = cls._cache[id(profile)] = cls(profile)
-        return book
-
-    def __init__(self, profile: Profile):
-        self.profile = profile
-        arch = profile.arch
-        self.arch = arch
-        self.ops: dict[int, Callable] = {}
-        self.blocks: dict[tuple, tuple[Callable, int, bool]] = {}
-        self._decodes: dict[tuple[int, int], Decoded | None] = {}
-        self._kinds: dict[int, tuple[bool, bool, bool]] = {}
-        self.trap = _routine_maker("trap", trace_trap(arch), arch, "cause, info")
-        self.tick = _routine_maker("tick", trace_tick(arch), arch, "")
-        self.undecodable = _routine_maker("undecodable", trace_undecodable(arch), arch, "")
-        self.fetch = self._fetch_maker()
-        self.table_reads = _table_reads_maker(self.arch) if self.arch.vtx else None
-
-    def _fetch_maker(self) -> Callable:
-        s = Sem(self.arch)
-        p0, p1 = fetch_addresses(s)
-        em = codegen._Emitter(self.arch, _bind_state, "f")
-        for cond, _c, info in s.fx.traps:
-            em.count(cond)
-            em.count(info)
-        em.count(p0)
-        em.count(p1)
-        body: list[str] = []
-        for cond, cause, info in s.fx.traps:
-            c = em.expr(cond)
-            i = em.expr(info)
-            body += em.lines
-            em.lines = []
-            body += [f"if {c}:", f"    return (None, {int(cause)}, {i})"]
-        a, b = em.expr(p0), em.expr(p1)
-        body += em.lines + [f"return ({a}, {b}, 0)"]
-        return codegen.compile_function("fetch", "", body, CLOSURE)
-
-    def decode(self, w0: int, w1: int) -> Decoded | None:
-        """``encoding.decode``, remembered: guests keep running the same words."""
-        key = (w0, w1)
-        try:
-            return self._decodes[key]
-        except KeyError:
-            pass
-        if len(self._decodes) >= MAX_CACHED_DECODES:
-            self._decodes.clear()
-        d = self._decodes[key] = decode(self.profile, w0, w1)
-        return d
-
-    def kind(self, insn: Insn) -> tuple[bool, bool, bool]:
-        """What the machine loop needs to know of an instruction, read off
-        its traced effects once: (may change the translation context, must
-        run alone, ends a block)."""
-        k = self._kinds.get(insn.opcode)
-        if k is None:
-            fx = trace(insn, self.arch)
-            k = self._kinds[insn.opcode] = (_writes_resources(fx), _runs_alone(fx), _ends_block(fx))
-        return k
-
-    def op(self, insn: Insn) -> Callable:
-        maker = self.ops.get(insn.opcode)
-        if maker is None:
-            step = Step(trace(insn, self.arch), {"rd": "rd", "rs": "rs", "imm": "imm"}, f"S[{PC}]")
-            body = codegen.emit_steps(self.arch, [step], dead_flags=set(), pb=self.arch.page_bits)
-            maker = self.ops[insn.opcode] = codegen.compile_function(
-                f"op_{insn.name}", "rd, rs, imm", body, CLOSURE
-            )
-        return maker
-
-    def block(self, pc: int, decoded: list) -> tuple[Callable, int, bool]:
-        """A block maker for decoded instructions starting at virtual ``pc``."""
-        key = (pc, tuple((d.insn.opcode, d.rd, d.rs, d.imm) for d in decoded))
-        hit = self.blocks.get(key)
-        if hit is not None:
-            return hit
-        mask = self.arch.mask
-        steps = [
-            Step(
-                trace(d.insn, self.arch),
-                {"rd": str(d.rd), "rs": str(d.rs), "imm": str(d.imm)},
-                str((pc + ILEN * k) & mask),
-            )
-            for k, d in enumerate(decoded)
-        ]
-        body = codegen.emit_steps(
-            self.arch, steps, dead_flags=_dead_flags(steps), pb=self.arch.page_bits
-        )
-        maker = codegen.compile_function("block", "", body, CLOSURE)
-        if len(self.blocks) >= MAX_CACHED_BLOCKS:  # long campaigns: forget, do not grow
-            self.blocks.clear()
-        changes_context = _writes_resources(steps[-1].fx)
-        hit = self.blocks[key] = (maker, len(decoded), changes_context)
-        return hit
-
-
-def _table_reads_maker(arch: st.Arch) -> Callable:
-    """``reads()``: the storage words that translating the fetch at PC reads
-    (page-table and nested-table entries), found in the spec's fetch
-    expressions: each ``mem`` read, kept when the ``ite`` conditions that
-    lead to it hold.  A cached decode depends on exactly these words."""
-    s = Sem(arch)
-    roots = fetch_addresses(s)
-    found: list[tuple[tuple, object]] = []
-    seen: set = set()
-
-    def visit(e, guards: tuple) -> None:
-        if not hasattr(e, "op") or (id(e), guards) in seen:
-            return
-        seen.add((id(e), guards))
-        if e.op == "mem":
-            found.append((guards, e.args[0]))
-        if e.op == "ite":
-            c, a, b = e.args
-            visit(c, guards)
-            visit(a, guards + (c,))
-            visit(b, guards + (~c,))
-            return
-        for arg in e.args[:1] if e.op == "extract" else e.args:
-            visit(arg, guards)
-
-    for r in roots:
-        visit(r, ())
-    em = codegen._Emitter(arch, _bind_state, "w")
-    for guards, addr in found:
-        for x in (*guards, addr):
-            em.count(x)
-    body = ["out = []"]
-    for guards, addr in found:
-        conds = [em.expr(g) for g in guards]
-        a = em.expr(addr)
-        body += em.lines
-        em.lines = []
-        body.append(f"if {' and '.join(conds) or 'True'}: out.append({a})")
-    body.append("return out")
-    return codegen.compile_function("table_reads", "", body, CLOSURE)
-
-
-def _bind_state(name: str) -> str:
-    if name == "MEMSIZE":
-        return "MS"
-    slot = slot_of(name)
-    if slot is not None:
-        return f"S[{slot}]"
-    raise ValueError(name)
-
-
-def _writes_resources(fx: Effects) -> bool:
-    return any(slot in fx.field_writes for slot in RESOURCES)
-
-
-def _ends_block(fx: Effects) -> bool:
-    """Control leaves the straight line, or the translation context may change."""
-    return not falls_through(fx) or _writes_resources(fx) or always_traps(fx)
-
-
-def _dead_flags(steps: list[Step]) -> set[int]:
-    """Steps whose FLAGS write no one can see: a later step overwrites it, and
-    no step up to that one reads FLAGS, may trap, or may leave the block."""
-    dead = set()
-    for k, s in enumerate(steps):
-        if FLAGS not in s.fx.field_writes:
-            continue
-        for j in range(k + 1, len(steps)):
-            fx = steps[j].fx
-            if fx.traps or fx.mem_writes or FLAGS in footprint(fx).reads:
-                break
-            if FLAGS in fx.field_writes:
-                dead.add(k)
-                break
-    return dead
-
-
-def _runs_alone(fx: Effects) -> bool:
-    """run() counts a block's ticks after the block, so an instruction that
-    reads or writes the timer must not sit inside one."""
-    return bool(
-        TIMER in fx.field_writes or PEND in fx.field_writes or {TIMER, PEND} & footprint(fx).reads
-    )
 
 
 # --------------------------------------------------------------------------

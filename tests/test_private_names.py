@@ -49,13 +49,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fuzz/situations.py", "_env"): "the situation watch binds handlers to the machine's state",
     ("model/vmms/hardware_assisted.py", "_env"): "the VMCS state area binds to host storage",
     # -- to fix: an owner API is due from another part of issue 17 --------
-    # item 2 (one compiler) exports the emitter from one module
-    ("model/machine.py", "_Emitter"): "issue 17 item 2: the emitter's public home",
-    ("model/vmms/shadow.py", "_Emitter"): "issue 17 item 2: the emitter's public home",
-    ("model/analysis/reach_exact.py", "_Emitter"): "issue 17 item 2: subclasses the emitter",
-    ("model/analysis/reach_exact.py", "_name"): "issue 17 item 2: the emitter's state",
-    ("model/analysis/reach_exact.py", "_uses"): "issue 17 item 2: the emitter's state",
-    ("fuzz/situations.py", "_Emitter"): "issue 17 item 2: the emitter's public home",
     # item 3 (expression facts in spec/): Sem's storage read for subclasses
     ("model/analysis/may_be_sensitive.py", "_mem"): "issue 17 item 3: Sem's protected API",
     ("proofs/opaque.py", "_mem"): "issue 17 item 3: Sem's protected API",

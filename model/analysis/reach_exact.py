@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from popek.model import codegen
-from popek.spec.bits import Expr, slot_of
+from popek.model.codebook import PerProfile
+from popek.spec.bits import Expr, children
 from popek.spec.encoding import decode
 from popek.spec.instructions import Insn
 from popek.spec.memory import fetch_addresses
@@ -49,10 +50,10 @@ from .intervals import Values
 PARAMS = "S, M, R, W, MS"  # state, storage, read logger, stored-address set, memsize
 
 
-class _LazyEmitter(codegen._Emitter):
+class LazyEmitter(codegen.Emitter):
     """The machine's expression emitter, made exactly as lazy as `reach._Eval._int`."""
 
-    def __init__(self, arch: Arch, bind: Callable[[str], str]):
+    def __init__(self, arch: Arch, bind: codegen.Bind):
         super().__init__(arch, bind, "x")
         self.memos: list[str] = []  # locals assigned at their first use (None until then)
         self._lazy: dict[tuple, str] = {}
@@ -63,35 +64,38 @@ class _LazyEmitter(codegen._Emitter):
         k = self.key(e)
         r = self._reads.get(k)
         if r is None:
-            if e.op == "mem":
-                r = True
-            elif e.op in ("const", "var"):
-                r = False
-            else:
-                r = any(self.reads(a) for a in (e.args[:1] if e.op == "extract" else e.args))
+            r = e.op == "mem" or any(self.reads(a) for a in children(e))
             self._reads[k] = r
         return r
 
     def expr(self, e: Expr) -> str:
-        k = self.key(e)
-        if k not in self._name and self._uses.get(k, 0) > 1 and self.reads(e):
+        if not self.named(e) and self.shared(e) and self.reads(e):
+            k = self.key(e)
             text = self._lazy.get(k)
             if text is None:  # every use carries the text: whichever runs first evaluates it
-                self._n += 1
-                memo = f"{self.prefix}{self._n}"
+                memo = self.fresh()
                 self.memos.append(memo)
-                text = f"({memo} if {memo} is not None else ({memo} := {self._render(e)}))"
+                text = f"({memo} if {memo} is not None else ({memo} := {self.render(e)}))"
                 self._lazy[k] = text
             return text
         return super().expr(e)  # shared and reading nothing: computed ahead (it cannot fail)
 
-    def _render(self, e: Expr) -> str:
-        op, a = e.op, e.args
-        if op == "mem":
-            return f"R({self.expr(a[0])})"
-        if op in ("and", "or") and e.width == 1:  # the first operand may decide
-            return f"({self.expr(a[0])} {op} {self.expr(a[1])})"
-        return super()._render(e)
+
+def _short_circuit(em: codegen.Emitter, e: Expr) -> str:
+    """A 1-bit ``and``/``or`` whose first operand may decide: the second is
+    then not evaluated (and reads nothing)."""
+    if e.width != 1:
+        return codegen.RENDER[e.op](em, e)
+    return f"({em.expr(e.args[0])} {e.op} {em.expr(e.args[1])})"
+
+
+# Every storage read goes through the logger R; 1-bit and/or short-circuit.
+LazyEmitter.handlers = {
+    **codegen.RENDER,
+    "mem": lambda em, e: f"R({em.expr(e.args[0])})",
+    "and": _short_circuit,
+    "or": _short_circuit,
+}
 
 
 def _compile(
@@ -102,57 +106,33 @@ def _compile(
     written), else writes every effect (values all taken from the
     pre-state) and returns None, or, given ``tail`` expressions (a fetch's
     two addresses), ``(None, *their values)``."""
-
-    def bind(var: str) -> str:
-        if var in inputs:
-            return var
-        if var == "MEMSIZE":
-            return "MS"
-        slot = slot_of(var)
-        if slot is not None:
-            return f"S[{slot}]"
-        raise ValueError(f"reach_exact: unbound input {var!r}")
-
-    em = _LazyEmitter(arch, bind)
+    em = LazyEmitter(arch, codegen.state_binder({i: i for i in inputs}))
     for r in (*fx.roots(), *tail):
         em.count(r)
-    body: list[str] = []
-    for cond, cause, info in fx.traps:
-        c, i = em.expr(cond), em.expr(info)
-        body += em.lines
-        em.lines = []
-        body += [f"if {c}:", f"    return ({int(cause)}, {i})"]
-    writes = [(f"S[{em.value(idx)}]", em.value(val)) for idx, val in fx.reg_writes]
-    writes += [(f"S[{slot}]", em.value(val)) for slot, val in fx.field_writes.items()]
-    stores = [(em.value(addr), em.value(val)) for addr, val in fx.mem_writes]
-    for out in fx.outputs:  # what an output shows is read too
-        em.value(out)
-    ends = [em.value(t) for t in tail]
-    body += em.lines
-    body += [f"{where} = {v}" for where, v in writes]
-    for addr, v in stores:
-        body += [f"M[{addr}] = {v}", f"W.add({addr})"]
-    body.append(f"return (None, {', '.join(ends)})" if ends else "return None")
+    body, certain = codegen.emit_guards(em, fx.traps, lambda cause, info: [f"return ({cause}, {info})"])
+    if not certain:
+        writes = [(f"S[{em.value(idx)}]", em.value(val)) for idx, val in fx.reg_writes]
+        writes += [(f"S[{slot}]", em.value(val)) for slot, val in fx.field_writes.items()]
+        stores = [(em.value(addr), em.value(val)) for addr, val in fx.mem_writes]
+        for out in fx.outputs:  # what an output shows is read too
+            em.value(out)
+        ends = [em.value(t) for t in tail]
+        body += em.take()
+        body += [f"{where} = {v}" for where, v in writes]
+        for addr, v in stores:
+            body += [f"M[{addr}] = {v}", f"W.add({addr})"]
+        body.append(f"return (None, {', '.join(ends)})" if ends else "return None")
     body = [f"{m} = None" for m in em.memos] + body
     params = ", ".join((PARAMS, *inputs))
     return codegen.compile_function(name, params, body, "")()
 
 
-class _Routines:
+class _Routines(PerProfile):
     """The compiled routines of one profile (built once, kept)."""
 
-    _cache: dict[int, "_Routines"] = {}
-
-    @classmethod
-    def of(cls, profile: Profile) -> "_Routines":
-        r = cls._cache.get(id(profile))
-        if r is None or r.profile is not profile:
-            r = cls._cache[id(profile)] = cls(profile)
-        return r
-
     def __init__(self, profile: Profile):
-        self.profile, arch = profile, profile.arch
-        self.arch = arch
+        super().__init__(profile)
+        arch = self.arch = profile.arch
         for what, fx in (("trap mechanism", trace_trap(arch)), ("timer tick", trace_tick(arch))):
             if fx.traps:  # `reach` takes these routines as never trapping
                 raise ValueError(f"reach_exact: the {what} may trap")

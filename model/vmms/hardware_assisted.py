@@ -39,7 +39,8 @@ from functools import lru_cache
 from typing import Callable, ClassVar, Mapping
 
 from popek.model import codegen
-from popek.model.machine import CLOSURE, Machine
+from popek.model.codebook import CLOSURE
+from popek.model.machine import Machine
 from popek.model.window import Window
 from popek.spec import vtx as V
 from popek.spec.bits import var
@@ -89,9 +90,7 @@ def state_area_code(arch) -> tuple[Callable, Callable]:
     load_psw(load, g["psw"], g["pc"], g["base"], g["bound"])
 
     def compiled(name: str, s: Sem) -> Callable:
-        step = codegen.Step(s.fx, {"at": "at"}, f"S[{PC}]")
-        body = codegen.emit_steps(arch, [step], dead_flags=set(), pb=arch.page_bits)
-        return codegen.compile_function(name, "at", body, CLOSURE)
+        return codegen.compile_effects(name, s.fx, arch, "at", CLOSURE, {"at": "at"})
 
     return compiled("save", save), compiled("load", load)
 

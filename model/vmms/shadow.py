@@ -41,7 +41,7 @@ from popek.model import codegen
 from popek.model.machine import Machine
 from popek.model.window import Window
 from popek.spec import state as st
-from popek.spec.bits import Expr, slot_of, var, walk
+from popek.spec.bits import Expr, var, walk
 from popek.spec.image import Image
 from popek.spec.memory import translate
 from popek.spec.sem import Sem
@@ -112,31 +112,20 @@ def compile_walk(arch: st.Arch, *, write: bool) -> Callable:
     s = Sem(arch)
     phys = translate(s, var("VA", arch.word), write=write)
 
-    def bind(name: str) -> str:
-        if name == "VA":
-            return "va"
-        if name == "MEMSIZE":
-            return "MS"
-        return f"S[{slot_of(name)}]"
-
-    em = codegen._Emitter(arch, bind, "w")
+    em = codegen.Emitter(arch, codegen.state_binder({"VA": "va"}), "w")
     reads = _mem_reads([phys] + [c for c, _, _ in s.fx.traps])
     for cond, _cause, info in s.fx.traps:
         em.count(cond)
         em.count(info)
     for x in [phys, *reads]:
         em.count(x)
-    body: list[str] = []
     read_list = "(" + "".join(f"{em.expr(r)}, " for r in reads) + ")"
-    body += em.lines
-    em.lines = []
-    for cond, cause, info in s.fx.traps:
-        c, i = em.expr(cond), em.expr(info)
-        body += em.lines
-        em.lines = []
-        body += [f"if {c}:", f"    return (None, {int(cause)}, {i}, {read_list})"]
+    body = em.take()
+    guards, _certain = codegen.emit_guards(
+        em, s.fx.traps, lambda cause, info: [f"return (None, {cause}, {info}, {read_list})"]
+    )
     p = em.expr(phys)
-    body += em.lines + [f"return ({p}, 0, 0, {read_list})"]
+    body += guards + em.take() + [f"return ({p}, 0, 0, {read_list})"]
     return codegen.compile_function("walk", "va", body, "S, M, MS")
 
 
