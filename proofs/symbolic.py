@@ -139,7 +139,9 @@ _BINARY: dict[str, Callable[[z3.BitVecRef, z3.BitVecRef], z3.ExprRef]] = {
 
 
 class Translator:
-    """Translates expressions over one pre-state, sharing common subterms."""
+    """Translates expressions over one pre-state, sharing common subterms.
+
+    How each operation becomes a term is the table `TRANSLATE`."""
 
     def __init__(self, state: SymState, inputs: dict[str, z3.BitVecRef]):
         self.state = state
@@ -149,33 +151,14 @@ class Translator:
     def __call__(self, e: Expr) -> z3.BitVecRef:
         done = self._memo.get(id(e))
         if done is None:
-            done = self._memo[id(e)] = self._translate(e)
+            handler = TRANSLATE.get(e.op)
+            if handler is None:
+                raise ValueError(f"symbolic: unknown operation {e.op!r}")
+            done = self._memo[id(e)] = handler(self, e)
         return done
 
-    def _translate(self, e: Expr) -> z3.BitVecRef:
-        op, a = e.op, e.args
-        if op == "const":
-            return z3.BitVecVal(a[0], e.width)
-        if op == "var":
-            return self._input(a[0], e.width)
-        if op == "reg":
-            return z3.Select(self.state.regs, self(a[0]))
-        if op == "mem":
-            return z3.Select(self.state.mem, self(a[0]))
-        if op == "not":
-            return ~self(a[0])
-        if op == "zext":
-            return z3.ZeroExt(e.width - a[0].width, self(a[0]))
-        if op == "extract":
-            return z3.Extract(a[1], a[2], self(a[0]))
-        if op == "ite":
-            return z3.If(self(a[0]) == _ONE, self(a[1]), self(a[2]))
-        fn = _BINARY.get(op)
-        if fn is None:
-            raise ValueError(f"symbolic: unknown operation {op!r}")
-        return fn(self(a[0]), self(a[1]))
-
-    def _input(self, name: str, width: int) -> z3.BitVecRef:
+    def input(self, name: str, width: int) -> z3.BitVecRef:
+        """The term a free input stands for: an operand, MEMSIZE or a state slot."""
         if name in self.inputs:
             return self.inputs[name]
         if name == "MEMSIZE":
@@ -184,6 +167,24 @@ class Translator:
         if slot is not None:
             return self.state.get(slot)
         raise ValueError(f"symbolic: unbound input {name!r} ({width} bits)")
+
+
+def _binary(fn: Callable[[z3.BitVecRef, z3.BitVecRef], z3.ExprRef]) -> Callable[[Translator, Expr], z3.ExprRef]:
+    return lambda tr, e: fn(tr(e.args[0]), tr(e.args[1]))
+
+
+# The symbolic back end: every operation of `popek.spec.bits.OPERATIONS` as a Z3 term.
+TRANSLATE: dict[str, Callable[[Translator, Expr], z3.ExprRef]] = {
+    "const": lambda tr, e: z3.BitVecVal(e.args[0], e.width),
+    "var": lambda tr, e: tr.input(e.args[0], e.width),
+    "reg": lambda tr, e: z3.Select(tr.state.regs, tr(e.args[0])),
+    "mem": lambda tr, e: z3.Select(tr.state.mem, tr(e.args[0])),
+    "not": lambda tr, e: ~tr(e.args[0]),
+    "zext": lambda tr, e: z3.ZeroExt(e.width - e.args[0].width, tr(e.args[0])),
+    "extract": lambda tr, e: z3.Extract(e.args[1], e.args[2], tr(e.args[0])),
+    "ite": lambda tr, e: z3.If(tr(e.args[0]) == _ONE, tr(e.args[1]), tr(e.args[2])),
+    **{op: _binary(fn) for op, fn in _BINARY.items()},
+}
 
 
 # --------------------------------------------------------------------------

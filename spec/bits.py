@@ -17,11 +17,19 @@ Rules that keep the two back ends in agreement:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Mapping, Union
 
-# Operation names and their arity.  Both back ends must implement each one.
+# Operation names, by arity.  Every back end (the compiler in
+# ``popek.model.codegen``, the Z3 translation in ``popek.proofs.symbolic``,
+# the abstract interpreter in ``popek.model.analysis.reach``) has a table of
+# handlers keyed by these names; adding an operation is one entry in each,
+# and `missing_handlers` (held by tests/spec/test_backends.py) names the
+# back ends that lack one.
 BINARY = ("add", "sub", "and", "or", "xor", "shl", "lshr", "eq", "ult", "slt")
 UNARY = ("not", "zext", "extract")
+LEAVES = ("const", "var")  # a constant; a free input (a state slot, an operand, MEMSIZE)
+READS = ("reg", "mem")  # a general register or a storage word, by index (built by `Sem`)
+OPERATIONS = (*LEAVES, *READS, *UNARY, *BINARY, "ite")
 
 Operand = Union["Expr", int]
 
@@ -105,6 +113,11 @@ def slot_of(name: str) -> int | None:
 def reads_slot(e: Expr, slot: int) -> bool:
     """``e`` is exactly the read of state slot ``slot``."""
     return e.op == "var" and slot_of(e.args[0]) == slot
+
+
+def missing_handlers(table: Mapping[str, object], ops: Iterable[str] = OPERATIONS) -> list[str]:
+    """The operations of ``ops`` a back end's handler table has no entry for."""
+    return [op for op in ops if op not in table]
 
 
 def children(e: Expr) -> tuple:

@@ -89,31 +89,33 @@ def show(a: Values) -> str:
 
 
 # -- the operations of spec.bits, over-approximated ---------------------------
+def _slt(x: int, y: int, mask: int, in_width: int) -> int:
+    sign = 1 << (in_width - 1)
+    return int((x ^ sign) < (y ^ sign))
+
+
+# The machine's own arithmetic on members, per binary operation of
+# `popek.spec.bits.BINARY`: (x, y, result mask, operand width) -> member.
+CONCRETE: dict[str, Callable[[int, int, int, int], int]] = {
+    "add": lambda x, y, m, w: (x + y) & m,
+    "sub": lambda x, y, m, w: (x - y) & m,
+    "and": lambda x, y, m, w: x & y,
+    "or": lambda x, y, m, w: x | y,
+    "xor": lambda x, y, m, w: x ^ y,
+    "shl": lambda x, y, m, w: (x << y) & m,
+    "lshr": lambda x, y, m, w: x >> y,
+    "eq": lambda x, y, m, w: int(x == y),
+    "ult": lambda x, y, m, w: int(x < y),
+    "slt": _slt,
+}
+
+
 def concrete(op: str, x: int, y: int, width: int, in_width: int) -> int:
     """One member of ``op``'s result: the machine's own arithmetic."""
-    mask = (1 << width) - 1
-    if op == "add":
-        return (x + y) & mask
-    if op == "sub":
-        return (x - y) & mask
-    if op == "and":
-        return x & y
-    if op == "or":
-        return x | y
-    if op == "xor":
-        return x ^ y
-    if op == "shl":
-        return (x << y) & mask
-    if op == "lshr":
-        return x >> y
-    if op == "eq":
-        return int(x == y)
-    if op == "ult":
-        return int(x < y)
-    if op == "slt":
-        sign = 1 << (in_width - 1)
-        return int((x ^ sign) < (y ^ sign))
-    raise ValueError(f"unknown operation {op!r}")
+    fn = CONCRETE.get(op)
+    if fn is None:
+        raise ValueError(f"unknown operation {op!r}")
+    return fn(x, y, (1 << width) - 1, in_width)
 
 
 def hull(a: Values) -> Values:

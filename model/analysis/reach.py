@@ -30,8 +30,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Callable
 
-from popek.spec.bits import Expr, slot_of
+from popek.spec.bits import BINARY, Expr, slot_of
 from popek.spec.encoding import decode
 from popek.spec.image import Image
 from popek.spec.instructions import Insn
@@ -189,77 +190,45 @@ class _Eval:
         return v
 
     def _int(self, e: Expr) -> int:
-        """The value of ``e`` when every input is known."""
+        """The value of ``e`` when every input is known (the table `EXACT`)."""
         k = id(e)
         n = self.ints.get(k)
         if n is not None:
             return n
-        op, a = e.op, e.args
-        if op == "const":
-            n = a[0]
-        elif op == "var":
-            n = self._compute(e)[0][0]
-        elif op == "reg":
-            n = self.state[self._int(a[0])][0][0]
-        elif op == "mem":
-            addr = self._int(a[0])
-            self.an.note_read(self.pc, ((addr, addr),), data=True)
-            n = self.state[NSLOTS + addr][0][0] if addr < LOCAL else self.an.storage.word(addr)
-        elif op == "ite":
-            n = self._int(a[1]) if self._int(a[0]) else self._int(a[2])
-        elif op in ("and", "or") and e.width == 1:
-            first = self._int(a[0])
-            n = first if first == (op == "or") else self._int(a[1])
-        elif op == "not":
-            n = self._int(a[0]) ^ ((1 << e.width) - 1)
-        elif op == "zext":
-            n = self._int(a[0])
-        elif op == "extract":
-            n = (self._int(a[0]) >> a[2]) & ((1 << (a[1] - a[2] + 1)) - 1)
-        else:
-            n = iv.concrete(op, self._int(a[0]), self._int(a[1]), e.width, a[0].width)
-        self.ints[k] = n
+        handler = EXACT.get(e.op)
+        if handler is None:
+            raise ValueError(f"unknown operation {e.op!r}")
+        n = self.ints[k] = handler(self, e)
         return n
 
     def _compute(self, e: Expr) -> Values:
-        op, a, w = e.op, e.args, e.width
-        if op == "const":
-            return iv.const(a[0])
-        if op == "var":
-            name = a[0]
-            slot = slot_of(name)
-            if slot is not None:
-                return self.state[slot]
-            if name == "MEMSIZE":
-                return iv.const(self.an.memsize)
-            return self.inputs[name]
-        if op == "reg":
-            out: Values = ()
-            for r in iv.members(self.value(a[0])):
-                out = iv.union(out, self.state[r])
-            return out
-        if op == "mem":
-            addrs = self.value(a[0])
-            self.an.note_read(self.pc, addrs, data=True)
-            return self.an.read(self.state, addrs)
-        if op in ("and", "or") and w == 1:  # the first operand may decide: the other is not read
-            first = self.value(a[0])
-            if first == (iv.FALSE if op == "and" else iv.TRUE):
-                return first
-        if op == "ite":
-            c = self.value(a[0])
-            if c == iv.TRUE:
-                return self.value(a[1])
-            if c == iv.FALSE:
-                return self.value(a[2])
-            return iv.union(self.value(a[1]), self.value(a[2]))
-        if op == "not":
-            return iv.not_(self.value(a[0]), w)
-        if op == "zext":
-            return self.value(a[0])
-        if op == "extract":
-            return iv.extract(self.value(a[0]), a[1], a[2])
-        return iv.binary(op, self.value(a[0]), self.value(a[1]), w, a[0].width)
+        """The values ``e`` may take (the table `ABSTRACT`)."""
+        handler = ABSTRACT.get(e.op)
+        if handler is None:
+            raise ValueError(f"unknown operation {e.op!r}")
+        return handler(self, e)
+
+    def _input(self, name: str) -> Values:
+        slot = slot_of(name)
+        if slot is not None:
+            return self.state[slot]
+        if name == "MEMSIZE":
+            return iv.const(self.an.memsize)
+        return self.inputs[name]
+
+    def _reg(self, index: Values) -> Values:
+        out: Values = ()
+        for r in iv.members(index):
+            out = iv.union(out, self.state[r])
+        return out
+
+    def _load(self, addrs: Values) -> Values:
+        self.an.note_read(self.pc, addrs, data=True)
+        return self.an.read(self.state, addrs)
+
+    def _load_int(self, addr: int) -> int:
+        self.an.note_read(self.pc, ((addr, addr),), data=True)
+        return self.state[NSLOTS + addr][0][0] if addr < LOCAL else self.an.storage.word(addr)
 
     # -- paths: a trap condition that did not hold narrows what it tested ----
     def assume(self, e: Expr, want: int) -> None:
@@ -308,6 +277,82 @@ class _Eval:
             if iv.contains(c, 1):
                 yield int(cause), self.value(info)
             self.assume(cond, 0)
+
+
+def _exact_binary(op: str) -> Callable[[_Eval, Expr], int]:
+    fn = iv.CONCRETE[op]
+
+    def handler(ev: _Eval, e: Expr) -> int:
+        a = e.args
+        return fn(ev._int(a[0]), ev._int(a[1]), (1 << e.width) - 1, a[0].width)
+
+    if op not in ("and", "or"):
+        return handler
+    decides = int(op == "or")
+
+    def short(ev: _Eval, e: Expr) -> int:  # 1 bit: the first operand may decide
+        if e.width != 1:
+            return handler(ev, e)
+        first = ev._int(e.args[0])
+        return first if first == decides else ev._int(e.args[1])
+
+    return short
+
+
+# The exact back end: every operation of `popek.spec.bits.OPERATIONS` on known integers.
+EXACT: dict[str, Callable[[_Eval, Expr], int]] = {
+    "const": lambda ev, e: e.args[0],
+    "var": lambda ev, e: ev._compute(e)[0][0],
+    "reg": lambda ev, e: ev.state[ev._int(e.args[0])][0][0],
+    "mem": lambda ev, e: ev._load_int(ev._int(e.args[0])),
+    "ite": lambda ev, e: ev._int(e.args[1]) if ev._int(e.args[0]) else ev._int(e.args[2]),
+    "not": lambda ev, e: ev._int(e.args[0]) ^ ((1 << e.width) - 1),
+    "zext": lambda ev, e: ev._int(e.args[0]),
+    "extract": lambda ev, e: (ev._int(e.args[0]) >> e.args[2]) & ((1 << (e.args[1] - e.args[2] + 1)) - 1),
+    **{op: _exact_binary(op) for op in BINARY},
+}
+
+
+def _ite(ev: _Eval, e: Expr) -> Values:
+    c = ev.value(e.args[0])
+    if c == iv.TRUE:
+        return ev.value(e.args[1])
+    if c == iv.FALSE:
+        return ev.value(e.args[2])
+    return iv.union(ev.value(e.args[1]), ev.value(e.args[2]))
+
+
+def _abstract_binary(op: str) -> Callable[[_Eval, Expr], Values]:
+    def handler(ev: _Eval, e: Expr) -> Values:
+        a = e.args
+        return iv.binary(op, ev.value(a[0]), ev.value(a[1]), e.width, a[0].width)
+
+    if op not in ("and", "or"):
+        return handler
+    decides = iv.FALSE if op == "and" else iv.TRUE
+
+    def short(ev: _Eval, e: Expr) -> Values:  # 1 bit: the first operand may decide, the other is not read
+        if e.width == 1:
+            first = ev.value(e.args[0])
+            if first == decides:
+                return first
+        return handler(ev, e)
+
+    return short
+
+
+# The abstract back end: every operation of `popek.spec.bits.OPERATIONS` on value sets.
+ABSTRACT: dict[str, Callable[[_Eval, Expr], Values]] = {
+    "const": lambda ev, e: iv.const(e.args[0]),
+    "var": lambda ev, e: ev._input(e.args[0]),
+    "reg": lambda ev, e: ev._reg(ev.value(e.args[0])),
+    "mem": lambda ev, e: ev._load(ev.value(e.args[0])),
+    "ite": _ite,
+    "not": lambda ev, e: iv.not_(ev.value(e.args[0]), e.width),
+    "zext": lambda ev, e: ev.value(e.args[0]),
+    "extract": lambda ev, e: iv.extract(ev.value(e.args[0]), e.args[1], e.args[2]),
+    **{op: _abstract_binary(op) for op in BINARY},
+}
 
 
 class _Analysis:
