@@ -58,7 +58,7 @@ class _OpaqueMemory(Sem):
         return var(f"{name}.phys", w)
 
     def load(self, vaddr: Expr) -> Expr:
-        return self._mem(self._access(vaddr, False))
+        return self.word_at(self._access(vaddr, False))
 
     def store(self, vaddr: Expr, value: Expr) -> None:
         self.store_host(self._access(vaddr, True), value)

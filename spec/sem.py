@@ -158,7 +158,7 @@ class Sem:
 
     def load_host(self, addr: Expr) -> Expr:
         """Read the machine's own storage, whatever mode it is in."""
-        return ite(ult(addr, self.memsize), self._mem(addr), 0)
+        return ite(ult(addr, self.memsize), self.word_at(addr), 0)
 
     def store_host(self, addr: Expr, value: Expr) -> None:
         self.fx.mem_writes.append((addr, value))
@@ -173,13 +173,15 @@ class Sem:
 
         return nested(self, addr, write=write, when=when)
 
-    def _mem(self, addr: Expr) -> Expr:
+    def word_at(self, addr: Expr) -> Expr:
+        """The storage word at ``addr``, an address translation has already
+        made physical (a subclass that translates otherwise reads here)."""
         return Expr("mem", self.arch.word, (addr,))
 
     def load(self, vaddr: Expr) -> Expr:
         from .memory import translate
 
-        return self._mem(translate(self, vaddr, write=False))
+        return self.word_at(translate(self, vaddr, write=False))
 
     def store(self, vaddr: Expr, value: Expr) -> None:
         from .memory import translate

@@ -49,9 +49,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fuzz/situations.py", "_env"): "the situation watch binds handlers to the machine's state",
     ("model/vmms/hardware_assisted.py", "_env"): "the VMCS state area binds to host storage",
     # -- to fix: an owner API is due from another part of issue 17 --------
-    # item 3 (expression facts in spec/): Sem's storage read for subclasses
-    ("model/analysis/may_be_sensitive.py", "_mem"): "issue 17 item 3: Sem's protected API",
-    ("proofs/opaque.py", "_mem"): "issue 17 item 3: Sem's protected API",
     # the VMCS layout's helpers in model/vmms/vmcs-like module
     ("model/vmms/hardware_assisted.py", "_state_words"): "the VMCS layout's helpers: to make public",
     ("model/vmms/hardware_assisted.py", "_read_state"): "the VMCS layout's helpers: to make public",

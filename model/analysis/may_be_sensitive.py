@@ -44,7 +44,7 @@ class _Transparent(Sem):
     """A recorder for which virtual addresses are physical addresses."""
 
     def load(self, vaddr: Expr) -> Expr:
-        return self._mem(vaddr)
+        return self.word_at(vaddr)
 
     def store(self, vaddr: Expr, value: Expr) -> None:
         self.store_host(vaddr, value)
