@@ -27,7 +27,7 @@ from typing import Iterator
 
 from popek.spec import state as st
 from popek.spec.bits import Expr, Slot, inputs, walk
-from popek.spec.footprint import always_traps, falls_through
+from popek.spec.footprint import always_traps, falls_through, footprint
 from popek.spec.instructions import Insn
 from popek.spec.profiles import Profile
 from popek.spec.trace import trace
@@ -84,7 +84,7 @@ def shape(insn: Insn, arch: st.Arch = st.ARCH) -> Shape:
     values = list(fx.field_writes.values()) + list(fx.outputs)
     values += [v for _r, v in fx.reg_writes] + [v for _a, v in fx.mem_writes]
     value_reads = set().union(*(_vars_outside_addresses(e) for e in values)) if values else set()
-    writes_resource = any(slot in fx.field_writes for slot in st.RESOURCES)
+    writes_resource = footprint(fx).resources
     pc = fx.field_writes.get(st.PC)
     jumps = not falls_through(fx)
     touches_memory = bool(fx.mem_writes) or any(_mem_addrs(e) for e in exprs)
