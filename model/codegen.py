@@ -18,6 +18,14 @@ The closure gives the code the machine's state vector ``S``, storage ``M``
 (always 2**word long, so a read is never out of range; the spec decides what
 exists), output log ``O``, the set ``CP`` of watched storage pages and the
 ``INV`` callback that drops cached decodes of a written page.
+
+Everything else in popek that compiles the spec's expressions (the
+machine's fetch and table reads in ``codebook``, shadow paging's walk, the
+reach analysis's exact prefix, the situation watch) builds on the pieces
+exported here, so that there is one compiler: `Emitter` (with `RENDER`, one
+handler per operation of ``popek.spec.bits.OPERATIONS``), `state_binder`
+(how free inputs are read), `emit_guards` (the spec's "first trap whose
+condition holds wins") and `compile_function` / `compile_effects`.
 """
 
 from __future__ import annotations
