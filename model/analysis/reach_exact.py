@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from popek.model import codegen
-from popek.model.codebook import PerProfile
+from popek.model.codebook import Codebook, PerProfile
 from popek.spec.bits import Expr, children
-from popek.spec.encoding import decode
 from popek.spec.instructions import Insn
 from popek.spec.memory import fetch_addresses
 from popek.spec.profiles import Profile
@@ -128,7 +127,8 @@ def _compile(
 
 
 class _Routines(PerProfile):
-    """The compiled routines of one profile (built once, kept)."""
+    """The compiled routines of one profile (built once, kept beside the
+    machine's `Codebook`, whose decodes they share)."""
 
     def __init__(self, profile: Profile):
         super().__init__(profile)
@@ -158,7 +158,7 @@ class _Routines(PerProfile):
         try:
             return self.decodes[word]
         except KeyError:
-            d = decode(self.profile, word, 0)
+            d = Codebook.of(self.profile).decode(word, 0)  # the machine's decodes, shared
             got = None if d is None else (d.insn, d.rd, d.rs, "imm" in d.insn.fields, self.op(d.insn))
             self.decodes[word] = got
             return got
