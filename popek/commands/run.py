@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from popek.commands.run_guests import add_options  # several guests: --guests, --cpus, --pin
 
     add_options(p)
+    from popek.commands.run_host_type import add_options as add_host_type  # --host-type 0|1|2
+
+    add_host_type(p)
     p.set_defaults(func=run)
 
 
@@ -112,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         from popek.commands.run_guests import run_guests_command
 
         return run_guests_command(args)
+    if getattr(args, "host_type", None) is not None:
+        from popek.commands.run_host_type import run_host_type_command
+
+        return run_host_type_command(args)
     if not args.file or not args.profile:
         raise UserError("give the program FILE and --profile (or --restore F, or --guests A.s,B.s)")
     profile = profile_named(args.profile, vmm=args.vmm)  # a plug-in's profile too
