@@ -139,7 +139,9 @@ class PartitionReport:
 
     @property
     def first(self) -> MultiProblem | None:
-        return self.problems[0] if self.problems else None
+        """The most serious problem: a safety finding before any other."""
+        ranked = sorted(self.problems, key=lambda p: p.kind != "safety")
+        return ranked[0] if ranked else None
 
 
 def _mode_counts(census: Counter) -> dict[str, int]:
@@ -158,7 +160,9 @@ def check_partitioned(
 ) -> PartitionReport:
     """Run ``guests`` (image, memsize, steps) side by side on a type 0 host
     whose storage starts as a canary, a slice at a time in turn, and check
-    fidelity, safety and that nothing was emulated (see the module doc)."""
+    fidelity, safety and that nothing was emulated (see the module doc).
+    A guest that differs from its twin stops there and the others run on;
+    a safety finding ends the run (host storage is no longer trustworthy)."""
     report = PartitionReport()
     size = 1 << profile.arch.word
     host = manager(profile, storage=list(canary(size, profile.arch.mask)))
@@ -198,7 +202,9 @@ def check_partitioned(
                 report.problems.append(MultiProblem(
                     "fidelity", f"guest {gid} differs from its bare run after {report.steps[gid]} steps: {names}"
                 ))  # fmt: skip
-                return report
+                left[gid] = 0  # this guest is done with; the others run on (one finding hides no other)
+    if report.problems:
+        return report
     for gid, twin in twins.items():
         ran, bare = host.mode_steps(gid), _mode_counts(twin.census)
         report.modes[gid] = ran
