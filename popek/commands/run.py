@@ -107,6 +107,10 @@ def format_state(
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "host_type", None) is not None:
+        from popek.commands.run_host_type import run_host_type_command
+
+        return run_host_type_command(args)
     if snapshot_run.wanted(args):
         return snapshot_run.run_lifecycle(args)
     if getattr(args, "guests", None):
@@ -115,10 +119,6 @@ def run(args: argparse.Namespace) -> int:
         from popek.commands.run_guests import run_guests_command
 
         return run_guests_command(args)
-    if getattr(args, "host_type", None) is not None:
-        from popek.commands.run_host_type import run_host_type_command
-
-        return run_host_type_command(args)
     if not args.file or not args.profile:
         raise UserError("give the program FILE and --profile (or --restore F, or --guests A.s,B.s)")
     profile = profile_named(args.profile, vmm=args.vmm)  # a plug-in's profile too

@@ -21,6 +21,7 @@ import argparse
 
 from popek import registry
 from popek.cli import UserError
+from popek.commands import snapshot_run
 from popek.model.hosts import HOST_TYPES
 from popek.model.machine import Machine
 from popek.program_files import load_program, profile_named
@@ -50,6 +51,8 @@ def run_host_type_command(args: argparse.Namespace) -> int:
     from popek.commands.run import format_state  # the one-guest printer
 
     kind = host_type(args.host_type)
+    if getattr(args, "guests", None) or snapshot_run.wanted(args):
+        raise UserError("--host-type runs one program FILE: not with --guests, --restore or snapshots")
     if not args.file or not args.profile:
         raise UserError("--host-type runs one program: give FILE and --profile")
     if args.steps < 0:

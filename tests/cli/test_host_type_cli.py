@@ -67,3 +67,8 @@ def test_type1_is_the_vmm_as_it_ships(capsys):
 
 def test_prove_host_type_other_than_0_is_one_line(capsys):
     assert_one_line_error(*popek(capsys, "prove", "--profile", "pg", "--host-type", "2"), "change no instruction")
+
+
+def test_host_type_with_several_guests_is_one_line(capsys):
+    assert_one_line_error(*popek(capsys, "run", "--guests", f"{SYSCALL},{SYSCALL}", "--profile", "pg",
+                                 "--host-type", "0"), "runs one program")  # fmt: skip
