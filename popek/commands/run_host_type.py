@@ -8,7 +8,8 @@
   under both, so the comparison is of one run each).
 * ``0``: no VMM: the guest gets a CPU and a partition of the hardware
   (`popek.model.hosts.partition`); its final state, the steps its CPU ran by
-  real mode, and whether it ended as on the bare machine.
+  real mode, and whether it ended as on the bare machine.  With
+  ``--guests A.s,B.s``, each program gets a CPU and partition of its own.
 
 The option is validated here, so a wrong value is one line, not argparse's
 usage text.  Type 1 and 2 take shipped designs only (a plug-in runs in its
@@ -51,17 +52,23 @@ def run_host_type_command(args: argparse.Namespace) -> int:
     from popek.commands.run import format_state  # the one-guest printer
 
     kind = host_type(args.host_type)
-    if getattr(args, "guests", None) or snapshot_run.wanted(args):
-        raise UserError("--host-type runs one program FILE: not with --guests, --restore or snapshots")
-    if not args.file or not args.profile:
-        raise UserError("--host-type runs one program: give FILE and --profile")
+    if snapshot_run.wanted(args):
+        raise UserError("--host-type does not take --restore or snapshot options")
+    guests = [f.strip() for f in (getattr(args, "guests", None) or "").split(",") if f.strip()]
+    if guests and (kind != 0 or args.file):
+        raise UserError("--guests with --host-type 0 only (a partition each; several guests under a VMM: "
+                        "leave out --host-type), and no FILE beside them")  # fmt: skip
+    if not (args.file or guests) or not args.profile:
+        raise UserError("--host-type needs FILE (or, with 0, --guests A.s,B.s) and --profile")
     if args.steps < 0:
         raise UserError(f"--steps must be at least 0, got {args.steps}")
     profile = profile_named(args.profile)
-    image = load_program(args.file, profile)
+    files = guests or [args.file]
+    images = [load_program(f, profile) for f in files]
     word = profile.arch.word
     if kind == 0:
-        return _type0(args, profile, image, format_state)
+        return _type0(args, profile, list(zip(files, images)), format_state)
+    image = images[0]
     from popek.fuzz.host_types import type2_cost
     from popek.model.hosts.hosted import hosted
 
@@ -101,29 +108,34 @@ def run_host_type_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _type0(args: argparse.Namespace, profile, image, format_state) -> int:
+def _type0(args: argparse.Namespace, profile, programs: list, format_state) -> int:
+    """Each program in a partition of its own, on a CPU of its own, run
+    to its end or ``--steps``; then each against its bare run."""
     from popek.model.hosts.partition import PartitionManager
 
     if args.vmm:
         raise UserError("--host-type 0 has no VMM (each guest owns a partition of the hardware): leave out --vmm")
     host = PartitionManager(profile)
     try:
-        gid = host.add_guest(image, memsize=args.memsize)
-        twin = Machine(profile, args.memsize)
-        twin.load(image)
+        gids = [host.add_guest(image, memsize=args.memsize) for _, image in programs]
     except ValueError as e:
         raise UserError(str(e)) from None
-    result = host.run(gid, args.steps)
-    twin.run(args.steps)
-    state = host.guest_state(gid)
-    part = host.partitions[gid]
-    modes = host.mode_steps(gid)
-    same = not GuestState.from_machine(twin).differences(state)
-    print(f"{args.file}: profile {profile.name}, host type 0 (partitioning), partition "
-          f"[{part.base:#x}, {part.base + part.size:#x}) on its own CPU")  # fmt: skip
-    print(format_state(state.regs, state.out, steps=result.steps, halted=result.halted, word=profile.arch.word))
-    emulated = result.steps - modes["supervisor"] - modes["user"]  # steps its CPU did not run itself
-    print(f"cpu     {modes['supervisor']} steps in real supervisor mode, {modes['user']} in user mode; "
-          f"{emulated} emulated")  # fmt: skip
-    print(f"bare    the guest ended {'exactly as' if same else 'DIFFERENTLY from'} the bare machine of {args.memsize} words")
+    for k, ((name, image), gid) in enumerate(zip(programs, gids)):
+        twin = Machine(profile, args.memsize)
+        twin.load(image)
+        result = host.run(gid, args.steps)
+        twin.run(args.steps)
+        state = host.guest_state(gid)
+        part = host.partitions[gid]
+        modes = host.mode_steps(gid)
+        same = not GuestState.from_machine(twin).differences(state)
+        if k:
+            print()
+        print(f"{name}: profile {profile.name}, host type 0 (partitioning), partition "
+              f"[{part.base:#x}, {part.base + part.size:#x}) on CPU {k}")  # fmt: skip
+        print(format_state(state.regs, state.out, steps=result.steps, halted=result.halted, word=profile.arch.word))
+        emulated = result.steps - modes["supervisor"] - modes["user"]  # steps its CPU did not run itself
+        print(f"cpu     {modes['supervisor']} steps in real supervisor mode, {modes['user']} in user mode; "
+              f"{emulated} emulated")  # fmt: skip
+        print(f"bare    the guest ended {'exactly as' if same else 'DIFFERENTLY from'} the bare machine of {args.memsize} words")
     return 0

@@ -69,6 +69,15 @@ def test_prove_host_type_other_than_0_is_one_line(capsys):
     assert_one_line_error(*popek(capsys, "prove", "--profile", "pg", "--host-type", "2"), "change no instruction")
 
 
-def test_host_type_with_several_guests_is_one_line(capsys):
+def test_several_guests_need_type_0(capsys):
     assert_one_line_error(*popek(capsys, "run", "--guests", f"{SYSCALL},{SYSCALL}", "--profile", "pg",
-                                 "--host-type", "0"), "runs one program")  # fmt: skip
+                                 "--host-type", "2"), "--host-type 0 only")  # fmt: skip
+
+
+def test_type0_gives_each_guest_its_own_partition(capsys):
+    hello = ROOT / "examples" / "guests" / "hello.s"
+    rc, out, _ = popek(capsys, "run", "--guests", f"{SYSCALL},{hello}", "--profile", "pg", "--host-type", "0")
+    assert rc == 0
+    parts = re.findall(r"partition \[(0x[0-9a-f]+), (0x[0-9a-f]+)\) on CPU (\d)", out)
+    assert [p[2] for p in parts] == ["0", "1"] and int(parts[0][1], 16) <= int(parts[1][0], 16)
+    assert out.count("exactly as the bare machine") == 2
