@@ -412,13 +412,15 @@ class Machine:
     def load(self, image: Image) -> None:
         """Clear storage, place the image, and reset to its entry point.
         Storage is written as one run of words (through a window, one host
-        write instead of one per word)."""
-        words = [0] * self.memsize
+        write instead of one per word).  A partitioned CPU's storage is its
+        partition: the image goes there, and nothing else is touched."""
+        start, size = self.partition if self.arch.partition else (0, self.memsize)
+        words = [0] * size
         for addr, word in image.words.items():
-            if not 0 <= addr < self.memsize:
-                raise ValueError(f"image word at {addr:#x} lies outside storage of {self.memsize}")
+            if not 0 <= addr < size:
+                raise ValueError(f"image word at {addr:#x} lies outside storage of {size}")
             words[addr] = word & self.arch.mask
-        self.M[: self.memsize] = words
+        self.M[start : start + size] = words
         self.reset(image.entry)
 
     def set_partition(self, base: int, size: int) -> None:

@@ -83,16 +83,11 @@ class PartitionManager:
         """Give a guest its CPU and partition, load it, and reset the CPU
         to the image's entry point (supervisor mode, R = the partition)."""
         base = self.free_base(memsize)
-        if any(not 0 <= a < memsize for a in image.words):
+        if any(not 0 <= a < memsize for a in image.words):  # checked against the guest's size, not the register
             raise ValueError(f"the image has words outside a partition of {memsize} words")
         cpu = Machine(self.profile, self.host_words, storage=self.storage)
         cpu.set_partition(*self.partition_register(base, memsize))
-        words = [0] * memsize
-        for a, w in image.words.items():
-            words[a] = w & self.profile.arch.mask
-        self.storage[base : base + memsize] = words
-        cpu.flush()
-        cpu.reset(image.entry)
+        cpu.load(image)  # into the partition: what the register says is the guest's storage
         cpu.census = Counter()
         gid, self.next_gid = self.next_gid, self.next_gid + 1
         self.partitions[gid] = Partition(gid, base, memsize, cpu)

@@ -67,3 +67,14 @@ def test_a_partitioned_cpu_runs_a_program_as_a_bare_machine_of_the_partition(pro
     seen = GuestState({k: cpu.registers()[k] for k in GuestState.from_machine(bare).regs},
                       tuple(cpu.M[0x3040:0x4040]), tuple(cpu.out))
     assert GuestState.from_machine(bare).differences(seen) == []
+
+
+def test_loading_a_partitioned_cpu_writes_only_its_partition():
+    cpu = Machine(partitioned(profiles.get("pg")), 0xFFC0)
+    cpu.M[:] = [7] * len(cpu.M)
+    cpu.set_partition(0x2000, 0x400)
+    cpu.load(assemble("start: halt", profiles.get("pg")))
+    assert set(cpu.M[:0x2000]) == set(cpu.M[0x2400:]) == {7}
+    assert cpu.M[0x2010] != 7 and cpu.M[0x2000] == 0
+    with pytest.raises(ValueError, match="outside storage of 1024"):
+        cpu.load(assemble(".org 0x400\nstart: halt", profiles.get("pg")))
