@@ -703,9 +703,9 @@ class Machine:
         arch, mask = self.arch, self.arch.mask
         decoded = []
         page = arch.page_size
-        room = (page - (line.phys % page)) // ILEN  # whole instructions left in this page
+        start, end = (self.partition[0], sum(self.partition)) if self.arch.partition else (0, self.memsize)
+        room = (page - ((line.phys - start) % page)) // ILEN  # whole instructions left in this (guest) page
         bound_room = (self.S[BOUND] - pc) // ILEN if self.S[BOUND] > pc else 0
-        end = self.partition[0] + self.partition[1] if self.arch.partition else self.memsize
         limit = min(MAX_BLOCK, room, bound_room, (end - line.phys) // ILEN)
         for k in range(limit):
             p = line.phys + ILEN * k
