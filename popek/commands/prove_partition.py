@@ -34,14 +34,14 @@ def run_partition(args: argparse.Namespace, profiles: list[Profile]) -> int:
         raise UserError("--host-type 1 and 2 change no instruction's semantics: prove without --host-type")
     if args.explain or args.vmm:
         raise UserError("--host-type 0 takes no --explain or --vmm")
-    reports = []
-    for profile in profiles:
-        try:
-            reports.append(partition_report(profile))
-        except ValueError as e:  # vtx: the feature is not combined with it
-            raise UserError(str(e)) from None
+    skipped = [p.name for p in profiles if p.arch.vtx]  # the feature is not combined with vtx
+    if skipped and len(skipped) == len(profiles):
+        raise UserError(f"profile {skipped[0]!r}: the partition feature is not combined with vtx")
+    reports = [partition_report(p) for p in profiles if not p.arch.vtx]
     if args.json:
         print(json.dumps([asdict(r) for r in reports], indent=2))
     else:
-        print("\n\n".join(format_report(r) for r in reports))
+        text = [format_report(r) for r in reports]
+        text += [f"{name}: not partitioned (the partition feature is not combined with vtx)" for name in skipped]
+        print("\n\n".join(text))
     return 0

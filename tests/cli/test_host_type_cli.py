@@ -81,3 +81,7 @@ def test_type0_gives_each_guest_its_own_partition(capsys):
     parts = re.findall(r"partition \[(0x[0-9a-f]+), (0x[0-9a-f]+)\) on CPU (\d)", out)
     assert [p[2] for p in parts] == ["0", "1"] and int(parts[0][1], 16) <= int(parts[1][0], 16)
     assert out.count("exactly as the bare machine") == 2
+
+
+def test_prove_host_type_0_on_vtx_is_one_line(capsys):
+    assert_one_line_error(*popek(capsys, "prove", "--profile", "vtx", "--host-type", "0"), "not combined with vtx")
