@@ -80,7 +80,8 @@ class HostOS:
         self._upcall = None
         result = cpu.run(MAX_KERNEL_STEPS, self._on_kernel_trap)
         if self._upcall is None:
-            raise HostOSError(f"the host kernel did not pass trap {cause} on within {MAX_KERNEL_STEPS} steps")
+            how = "halted" if result.halted else f"ran {MAX_KERNEL_STEPS} steps"
+            raise HostOSError(f"the host kernel did not pass trap {cause} on: it {how} without its upcall")
         kind, why = self._upcall
         if kind != Cause.SYSCALL or why != UPCALL:
             at = cpu.S[PC]

@@ -77,8 +77,13 @@ def test_a_kernel_that_never_passes_the_trap_on_is_an_error():
     looping = type("Looping", (hosted(TrapAndEmulate),),
                    {"host_os_source": "        .org 0x8\n        .word 0x20, spin, 0, 0x400\n"
                                       "        .org 0x10\nspin:   jmp spin\n"})  # fmt: skip
-    with pytest.raises(HostOSError, match="did not pass trap"):
+    with pytest.raises(HostOSError, match="did not pass trap .* ran 1000 steps"):
         run_design(looping, "pg", SYSCALL)
+    halting = type("Halting", (hosted(TrapAndEmulate),),
+                   {"host_os_source": "        .org 0x8\n        .word 0x20, stop, 0, 0x400\n"
+                                      "        .org 0x10\nstop:   halt\n"})  # fmt: skip
+    with pytest.raises(HostOSError, match="halted without its upcall"):
+        run_design(halting, "pg", SYSCALL)
 
 
 def test_designs_whose_exits_bypass_on_host_trap_cannot_be_hosted():
