@@ -17,7 +17,8 @@ state untouched by that instruction.
 The closure gives the code the machine's state vector ``S``, storage ``M``
 (always 2**word long, so a read is never out of range; the spec decides what
 exists), output log ``O``, the set ``CP`` of watched storage pages and the
-``INV`` callback that drops cached decodes of a written page.
+``INV`` callback that drops cached decodes of a written page, and, on a
+partitioned machine, its partition register ``PT`` (base, size).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from popek.spec.bits import Expr
+from popek.spec.partition import INPUT_INDEX as PARTITION_INPUTS
 from popek.spec.sem import Effects
 from popek.spec.state import FLAGS, PC, Arch
 
@@ -166,6 +168,8 @@ def emit_steps(
                 return st.fields[name]
             if name == "MEMSIZE":
                 return memsize
+            if name in PARTITION_INPUTS:  # the partition register (spec/partition.py)
+                return f"PT[{PARTITION_INPUTS[name]}]"
             if name == f"S{PC}":
                 return st.pc
             if name.startswith("S"):
