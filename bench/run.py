@@ -33,6 +33,7 @@ SECTIONS = [
     ("migration and snapshot files (issue 12's targets, one core)", "migration_bench"),
     ("recursive virtualization: slowdown per level (one core)", "nesting_bench"),
     ("several guests: four on two CPUs under trap-and-emulate (one core)", "guests_bench"),
+    ("hypervisor types: type 2 (host OS) vs type 1, type 0 (partitions) vs bare (one core)", "hosts_bench"),
     ("planted bugs: cases to detection over seeds 1-10 (two processes, about 12 minutes)", "quality_seeds"),
     ("cluster: 4 Dask workers vs --workers 2 locally, same case budget (about 5 minutes)", "cluster_bench"),
 ]

@@ -33,8 +33,9 @@ from . import codegen
 from .codegen import Emitter, Step, emit_guards, state_binder
 
 # The machine's compiled code closes over its state vector, storage, output
-# log, watched pages, the invalidation callback and memsize.
-CLOSURE = "S, M, O, CP, INV, MS"
+# log, watched pages, the invalidation callback, memsize and the partition
+# register.
+CLOSURE = "S, M, O, CP, INV, MS, PT"
 MAX_CACHED_BLOCKS = 4096  # compiled blocks kept per profile
 MAX_CACHED_DECODES = 1 << 16  # word pairs whose decode is kept per profile
 
@@ -150,7 +151,7 @@ def _fetch_maker(arch: st.Arch) -> Callable:
     traps, ``(None, cause, info)``."""
     s = Sem(arch)
     p0, p1 = fetch_addresses(s)
-    em = Emitter(arch, state_binder(), "f")
+    em = Emitter(arch, state_binder(codegen.MACHINE_INPUTS), "f")
     for cond, _c, info in s.fx.traps:
         em.count(cond)
         em.count(info)
@@ -190,7 +191,7 @@ def _table_reads_maker(arch: st.Arch) -> Callable:
 
     for r in roots:
         visit(r, ())
-    em = Emitter(arch, state_binder(), "w")
+    em = Emitter(arch, state_binder(codegen.MACHINE_INPUTS), "w")
     for guards, addr in found:
         for x in (*guards, addr):
             em.count(x)

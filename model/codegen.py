@@ -17,7 +17,8 @@ state untouched by that instruction.
 The closure gives the code the machine's state vector ``S``, storage ``M``
 (always 2**word long, so a read is never out of range; the spec decides what
 exists), output log ``O``, the set ``CP`` of watched storage pages and the
-``INV`` callback that drops cached decodes of a written page.
+``INV`` callback that drops cached decodes of a written page, and, on a
+partitioned machine, its partition register ``PT`` (base, size).
 
 Everything else in popek that compiles the spec's expressions (the
 machine's fetch and table reads in ``codebook``, shadow paging's walk, the
@@ -34,11 +35,16 @@ from dataclasses import dataclass
 from typing import Callable, ClassVar, Mapping
 
 from popek.spec.bits import Expr, children, slot_of
+from popek.spec.partition import INPUT_INDEX as PARTITION_INPUTS
 from popek.spec.sem import Effects
 from popek.spec.state import FLAGS, PC, Arch, Cause
 
 
 Bind = Callable[[str], str]  # a free input's name -> the Python text that reads it
+
+# Inputs the machine's closure holds besides its state, storage and memsize:
+# the partition register (spec/partition.py), as the list ``PT``.
+MACHINE_INPUTS: dict[str, str] = {name: f"PT[{i}]" for name, i in PARTITION_INPUTS.items()}
 
 
 def state_binder(
@@ -252,7 +258,8 @@ def emit_steps(
     """
     out: list[str] = []
     for k, st in enumerate(steps):
-        em = Emitter(arch, state_binder(st.fields, memsize=memsize, pc=st.pc), f"t{k}_")
+        bind = state_binder({**MACHINE_INPUTS, **st.fields}, memsize=memsize, pc=st.pc)
+        em = Emitter(arch, bind, f"t{k}_")
         fx = st.fx
         skipped = fx.field_writes.get(FLAGS) if k in dead_flags else None
         for r in fx.roots():

@@ -118,6 +118,8 @@ class Machine:
         arch = profile.arch
         if not st.FIRST_FREE * 2 <= memsize <= (1 << arch.word):
             raise ValueError(f"memsize must be between {st.FIRST_FREE * 2} and {1 << arch.word}")
+        if arch.partition and memsize == 1 << arch.word:  # the all-ones word must not exist
+            raise ValueError(f"a partitioned machine has fewer than {1 << arch.word} words")
         self.profile = profile
         self.arch = arch
         self.memsize = memsize
@@ -157,7 +159,11 @@ class Machine:
         # counted by the instructions it holds.
         self.census: Counter | None = None
         self.book = Codebook.of(profile)
-        env = (self.S, self.M, self.out, self._watched, self._invalidate, memsize)
+        # The partition register (base, size): read by compiled code only on
+        # a profile with the partition feature; the whole storage until
+        # `set_partition` says otherwise.
+        self.partition: list[int] = [0, memsize]
+        env = (self.S, self.M, self.out, self._watched, self._invalidate, memsize, self.partition)
         self._env = env
         self._ops: dict[int, Callable] = {}
         self._trap = self.book.trap(*env)
@@ -169,10 +175,11 @@ class Machine:
 
     # -- state access for loaders, VMMs and tests ---------------------------
     def reset(self, entry: int = st.FIRST_FREE) -> None:
-        """Power on: supervisor mode, R covering all storage, everything else 0."""
+        """Power on: supervisor mode, R covering all storage (the partition,
+        on a partitioned CPU), everything else 0."""
         self.S[:] = [0] * NSLOTS
         self.S[MODE] = st.SUPERVISOR
-        self.S[BOUND] = self.memsize
+        self.S[BOUND] = self.partition[1] if self.arch.partition else self.memsize
         self.S[PC] = entry & self.arch.mask
         self.out.clear()
         self.flush()
@@ -180,14 +187,31 @@ class Machine:
     def load(self, image: Image) -> None:
         """Clear storage, place the image, and reset to its entry point.
         Storage is written as one run of words (through a window, one host
-        write instead of one per word)."""
-        words = [0] * self.memsize
+        write instead of one per word).  A partitioned CPU's storage is its
+        partition: the image goes there, and nothing else is touched."""
+        start, size = self.partition if self.arch.partition else (0, self.memsize)
+        words = [0] * size
         for addr, word in image.words.items():
-            if not 0 <= addr < self.memsize:
-                raise ValueError(f"image word at {addr:#x} lies outside storage of {self.memsize}")
+            if not 0 <= addr < size:
+                raise ValueError(f"image word at {addr:#x} lies outside storage of {size}")
             words[addr] = word & self.arch.mask
-        self.M[: self.memsize] = words
+        self.M[start : start + size] = words
         self.reset(image.entry)
+
+    def set_partition(self, base: int, size: int) -> None:
+        """Load the partition register (profiles with the partition feature,
+        spec/partition.py): from now on physical address p < size is host
+        word base + p, and no other word exists for this CPU.  Only the
+        partition manager calls this; no instruction can."""
+        if not self.arch.partition:
+            raise ValueError(f"profile {self.profile.name!r} has no partition register")
+        if not st.FIRST_FREE * 2 <= size or base < 0 or base + size > self.memsize:
+            raise ValueError(
+                f"partition [{base:#x}, {base + size:#x}) does not fit storage of {self.memsize} words "
+                f"(at least {st.FIRST_FREE * 2} words)"
+            )
+        self.partition[:] = [base, size]
+        self.flush()
 
     def read(self, addr: int) -> int:
         return self.M[addr]
@@ -444,18 +468,20 @@ class Machine:
     def _watch_table(self, vaddr: int) -> None:
         """With paging on, a cached decode also depends on its page-table entries."""
         S, pb = self.S, self.arch.page_bits
+        moved = self.partition[0] if self.arch.partition else 0  # the entry's host word
         for v in (vaddr, vaddr + 1):
             linear = (S[BASE] + (v & self.arch.mask)) & self.arch.mask
-            self._watch((S[PTBR] + (linear >> pb)) & self.arch.mask)
+            self._watch(moved + ((S[PTBR] + (linear >> pb)) & self.arch.mask))
 
     def _compile(self, line: _Line, pc: int) -> None:
         """Gather the straight run from ``pc`` and build its block."""
         arch, mask = self.arch, self.arch.mask
         decoded = []
         page = arch.page_size
-        room = (page - (line.phys % page)) // ILEN  # whole instructions left in this page
+        start, end = (self.partition[0], sum(self.partition)) if self.arch.partition else (0, self.memsize)
+        room = (page - ((line.phys - start) % page)) // ILEN  # whole instructions left in this (guest) page
         bound_room = (self.S[BOUND] - pc) // ILEN if self.S[BOUND] > pc else 0
-        limit = min(MAX_BLOCK, room, bound_room, (self.memsize - line.phys) // ILEN)
+        limit = min(MAX_BLOCK, room, bound_room, (end - line.phys) // ILEN)
         for k in range(limit):
             p = line.phys + ILEN * k
             d = self.book.decode(self.M[p], self.M[p + 1])

@@ -166,7 +166,13 @@ class Sem:
     def host_physical(self, addr: Expr, *, write: bool, when: Expr | None = None) -> Expr:
         """Where a physical address really is: itself, except on a vtx
         machine in guest mode, where the nested page table maps it (a miss
-        traps NPF, counted only ``when`` that condition holds)."""
+        traps NPF, counted only ``when`` that condition holds), and on a
+        partitioned machine, where the partition register relocates and
+        bounds it (spec/partition.py)."""
+        if self.arch.partition:
+            from .partition import relocate
+
+            return relocate(self, addr)
         if not self.arch.vtx:
             return addr
         from .vtx import nested

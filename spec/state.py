@@ -24,6 +24,9 @@ class Arch:
     # the vtx extension (spec/vtx.py): guest mode, VM exits, nested paging.
     # Off, the vtx slots below exist but nothing reads or writes them.
     vtx: bool = False
+    # the partition feature (spec/partition.py): every physical address is
+    # relocated and bounded by the partition register.  Off, nothing reads it.
+    partition: bool = False
 
     @property
     def mask(self) -> int:

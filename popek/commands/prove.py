@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --explain: print, and check, an assembly program per witness "
                    "state that brings a fresh machine into it")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    from popek.commands.prove_partition import add_options as add_host_type  # --host-type 0
+
+    add_host_type(p)
     p.set_defaults(func=run)
 
 
@@ -71,6 +74,10 @@ def _profiles(args: argparse.Namespace) -> list[Profile]:
 
 def run(args: argparse.Namespace) -> int:
     profiles = _profiles(args)
+    if getattr(args, "host_type", None) is not None:
+        from popek.commands.prove_partition import run_partition
+
+        return run_partition(args, profiles)
     if args.explain:
         if args.all or args.vmm:
             raise UserError("--explain takes one --profile and no --vmm")

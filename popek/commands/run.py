@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from popek.commands.run_guests import add_options  # several guests: --guests, --cpus, --pin
 
     add_options(p)
+    from popek.commands.run_host_type import add_options as add_host_type  # --host-type 0|1|2
+
+    add_host_type(p)
     p.set_defaults(func=run)
 
 
@@ -104,6 +107,10 @@ def format_state(
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "host_type", None) is not None:
+        from popek.commands.run_host_type import run_host_type_command
+
+        return run_host_type_command(args)
     if snapshot_run.wanted(args):
         return snapshot_run.run_lifecycle(args)
     if getattr(args, "guests", None):
