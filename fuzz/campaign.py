@@ -215,7 +215,8 @@ def _redis_client(spec: str):
     try:
         import redis
     except ImportError:
-        raise DatabaseError(f"--db {spec}: the redis client library is not installed (pip install redis)") from None
+        raise DatabaseError(f"--db {spec}: a Redis database needs the redis client library, "
+                            f"which is not installed: pip install 'popek[redis]'") from None
     try:
         client = redis.Redis.from_url(
             spec, socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_CONNECT_TIMEOUT,

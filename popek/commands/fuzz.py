@@ -96,6 +96,12 @@ def config_from_args(args: argparse.Namespace, vmm: str, profile: str):
         from .check import fraction
 
         share = fraction(share, option, 0.0)
+    if args.code_coverage:
+        import importlib.util
+
+        if importlib.util.find_spec("coverage") is None:
+            raise UserError("--code-coverage needs coverage.py, which is not installed: "
+                            "pip install 'popek[coverage]'")  # fmt: skip
     if not 1 <= args.steps <= 100_000:
         raise UserError(f"--steps must be between 1 and 100000, got {args.steps}")
     return CampaignConfig(
