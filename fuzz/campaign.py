@@ -95,6 +95,10 @@ class CampaignConfig:
     # in every finding's file name: unique across processes and machines, so
     # campaigns with the same seed never overwrite each other (`new_campaign_id`)
     campaign_id: str = ""
+    # the wall-clock time (time.time()) at which the whole campaign ends, set
+    # by `run_campaign` when it starts: the workers' own clocks start after
+    # pytest has, and a budget counted from there ran seconds past --time
+    deadline: float | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -367,6 +371,11 @@ class _Status:
         self.config = config
         self.index = index
         self.started = time.time()
+        # when this worker stops starting work: its time budget from its own
+        # start, or the campaign's end if that comes first
+        self.deadline = self.started + config.seconds
+        if config.deadline is not None:
+            self.deadline = min(self.deadline, config.deadline)
         self.cases = 0
         self.coverage = IsaCoverage()
         self.findings: list[dict] = []
@@ -493,7 +502,8 @@ def _without_source_constants():
     return restore
 
 
-def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) -> None:
+def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None,
+              seconds: float = MINIMIZE_CAP) -> None:
     """After Hypothesis's shrinking, `popek.fuzz.minimize`'s pass."""
     from . import properties
     from .minimize import minimize
@@ -512,7 +522,7 @@ def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) ->
         tries[0] += 1
         return tries[0] <= MINIMIZE_TRIES and outcome(case).first((kind,)) is not None
 
-    small = minimize(current["case"], still_fails, seconds=MINIMIZE_CAP)
+    small = minimize(current["case"], still_fails, seconds=seconds)
     if small != current["case"]:
         problem = outcome(small).first((kind,))
         if problem is not None:
@@ -609,11 +619,14 @@ def _conclude(entry: dict, vmm_cls, config: CampaignConfig, reference, excluded:
     """A batch's finding made final: our own shrinking pass, the culprit
     (fidelity), a focused search for a short one, the file rewritten, and
     the entry in the worker's status.  Returns (requirement, culprit)."""
-    _minimize(entry, vmm_cls, config, reference)
+    # past the campaign's deadline, the finding is kept as shrunk so far:
+    # --time is a promise about when the command ends
+    left = status.deadline - time.time()
+    _minimize(entry, vmm_cls, config, reference, seconds=min(MINIMIZE_CAP, max(left, 0.5)))
     culprit = None
     if reference is None:
         culprit = _culprit(vmm_cls, entry["case"], entry["problem"])
-        if culprit and entry["case"].instructions > FOCUS_ABOVE:
+        if culprit and entry["case"].instructions > FOCUS_ABOVE and time.time() < status.deadline:
             _focus(entry, vmm_cls, config, culprit, excluded)
     earlier = Path(entry["path"])
     path = _finding_path(earlier.parent, config, entry["problem"].kind, entry["tag"], entry["case"])
@@ -706,6 +719,13 @@ def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, find
     status.write(force=True)
 
 
+class _OutOfTime(BaseException):
+    """Raised from a case when the campaign's deadline has passed.  A
+    `BaseException`, like KeyboardInterrupt, so that Hypothesis stops at
+    once instead of treating it as a failure to shrink (its shrinker, run
+    past the deadline, cost a --time 20s campaign another 7 s)."""
+
+
 def _database_warnings(status: "_Status", database) -> None:
     """The example database's skipped entries, counted and named in the status."""
     status.db_skipped = getattr(database, "skipped", 0)
@@ -771,7 +791,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         if not config.campaign_id:  # run in-process (a verdict cell): an id of its own
             config.campaign_id = new_campaign_id()
         database = make_database(config.db)
-        deadline = status.started + config.seconds
+        deadline = status.deadline
         budget = config.max_cases
         if config.cases is not None:
             budget = split_cases(config.cases, max(1, config.workers))[index % max(1, config.workers)]
@@ -807,6 +827,12 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             pending: dict[str, dict] = {}
 
             def inner(case: GuestCase) -> None:
+                if time.time() >= deadline:
+                    # out of time mid-batch: stop generating, or shrinking
+                    # (the finding so far stands, its file already written)
+                    if current["req"] is None:
+                        status.time_capped = budget is not None
+                    raise _OutOfTime
                 # this case's coverage, merged below only for a generated case
                 # (the runs that shrink a finding are not cases)
                 case_coverage = IsaCoverage() if reference is None else None
@@ -887,10 +913,13 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             test = settings(s)(given(strategy)(inner))
             found = False
             cases_before = status.cases
+            out_of_time = False
             try:
                 test()
             except properties.PropertyFailed:
                 found = True
+            except _OutOfTime:
+                out_of_time = True
             except Exception as e:  # a harness bug: record it, do not spin
                 status.errors.append(f"{type(e).__name__}: {e}")
                 break
@@ -915,6 +944,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     strategy = make_strategy()
                 else:
                     done.add(req)
+            if out_of_time:
+                break
             seen_culprits = {f["culprit"]["insn"] for f in status.findings if f.get("culprit")}
             if concluded and config.stop_culprits and seen_culprits >= set(config.stop_culprits):
                 break
@@ -1095,7 +1126,8 @@ class CampaignReport:
         cov = self.coverage
         lines = [
             f"campaign: VMM {self.config.vmm} on profile {self.config.profile}, "
-            f"{self.config.workers} worker(s), shard {self.config.shard[0] + 1}/{self.config.shard[1]}",
+            f"{self.config.workers} worker(s), shard {self.config.shard[0] + 1}/{self.config.shard[1]}, "
+            f"seed {self.config.seed}",
             f"  {self.cases} cases in {self.seconds:.1f} s ({self.cases_per_second:.0f} cases/s)"
             + (f", budget {self.budget} cases" if self.budget is not None else "")
             + (", interrupted" if self.interrupted else ""),
@@ -1225,6 +1257,8 @@ def run_campaign(
         config.db = str(Path(config.db).resolve())
     if not config.campaign_id:
         config.campaign_id = new_campaign_id()
+    if config.deadline is None:  # the command may have started the clock earlier
+        config.deadline = time.time() + config.seconds
     # before the first case: where findings and examples go must take them
     check_database(config.db)
     _check_findings_dir(Path(config.findings_dir))

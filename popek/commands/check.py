@@ -65,6 +65,7 @@ def add_table_arguments(p: argparse.ArgumentParser, *, default_cases: int, per: 
     p.add_argument("--db", default=None, metavar="DIR|redis://HOST:PORT", help="example database")
     p.add_argument("--seed", type=int, default=1, help="campaign seed (default 1: reproducible)")
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (stderr); the results as ever")
     p.add_argument(
         "--innocuous-share", default=None, metavar="FRACTION",
         help="share of the innocuous guest steps that must be able to have run directly for a design "
@@ -206,9 +207,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"contract: FAILED: {e}")
         return 1
     print(f"contract: {len(checks)} checks passed")
+    print(f"fuzzing: {len(profiles)} campaign(s) of {budget_text(opts['cases'], opts['seconds'])} each, "
+          f"seed {opts['seed']}", flush=True)  # fmt: skip
     innocuous = innocuous_instructions(profiles)
+    progress = None if args.quiet else progress_printer(len(profiles))
     cells = run_table(
-        [(args.vmm, p) for p in profiles], progress=progress_printer(len(profiles)), innocuous=innocuous, **opts
+        [(args.vmm, p) for p in profiles], progress=progress, innocuous=innocuous, **opts
     )  # fmt: skip
     print(format_table(cells))
     for line in notes(cells):

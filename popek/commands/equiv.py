@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--findings", default=None, metavar="DIR", help="counterexamples (default .popek/findings)")
     p.add_argument("--seed", type=int, default=1, help="campaign seed")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="accepted for symmetry: equiv prints no progress lines")
     p.set_defaults(func=run)
 
 
@@ -69,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from popek.writable import check_campaign_outputs
 
     check_campaign_outputs(args.findings or findings.DEFAULT_DIR, None, args.json)  # before the first case
+    print(f"equiv: {args.b} against {args.a} on {', '.join(profiles)}, "
+          f"{cases if cases is not None else seconds} {'cases' if cases is not None else 's'} per profile, "
+          f"seed {args.seed}", flush=True)  # fmt: skip
     results = []
     rows = [("profile", "fidelity (B vs A)", "efficiency", "safety (B)", "expected", "verdict")]
     status = 0

@@ -25,20 +25,20 @@ CASES_CAP = "1h"  # the time cap of a case budget when --time is not given
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fuzz", help="fuzz a VMM against the bare machine (fidelity, efficiency, safety)")
-    add_campaign_arguments(p)
-    p.add_argument("--profile", required=True, help="instruction-set profile, e.g. pg, hybrid, x86")
+    add_campaign_arguments(p, vmm_required=False)  # a finding file names its VMM and profile
+    p.add_argument("--profile", help="instruction-set profile, e.g. pg, hybrid, x86 (required but with --replay FILE)")
     p.add_argument("--replay", metavar="FINDING",
-                   help="re-run one saved finding (.popek/findings/*.json, or the 'blob' "
-                        "word it holds) instead of a campaign")  # fmt: skip
+                   help="re-run one saved finding (the path your campaign printed: the file names its "
+                        "VMM and profile), or the 'blob' word it holds (with --vmm and --profile)")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="write the campaign report as JSON to FILE")
-    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
     cluster.add_arguments(p)
     p.set_defaults(func=run)
 
 
-def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True) -> None:
+def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True, vmm_required: bool = True) -> None:
     if vmm:
-        p.add_argument("--vmm", required=True, help="registered VMM name or package.module:Class")
+        p.add_argument("--vmm", required=vmm_required, help="registered VMM name or package.module:Class")
     p.add_argument("--workers", type=int, default=1, help="worker processes (pytest-xdist), default 1")
     p.add_argument("--cases", default=None, metavar="N",
                    help="case budget of the campaign, shared among its workers: with --seed, the same "
@@ -137,22 +137,32 @@ def direct_rule(cls, profile: str):
     return innocuous, rule_for(support, innocuous)
 
 
-def replay(vmm_spec: str, profile: str, target: str) -> int:
+def replay(vmm_spec: str | None, profile: str | None, target: str) -> int:
+    """Re-run one finding.  A file holds its VMM and profile, so ``--vmm``
+    and ``--profile`` are needed only for a blob (or to replay the case
+    under another VMM)."""
     from popek.fuzz import findings, properties
     from popek.fuzz.report import format_problem
     from popek.spec.stored import StoredError
 
-    cls = check_target(vmm_spec, profile)
     kind = None
     try:
         if target.startswith(findings.BLOB_PREFIX):
+            if not vmm_spec:
+                raise UserError("--replay with a case blob needs --vmm (a blob holds the guest, not the VMM)")
             case = findings.case_from_blob(target)
         else:
+            if not Path(target).exists():
+                raise UserError(f"{target}: no such finding file: replay the path your campaign printed "
+                                f"after 'finding: ... ->' (they differ from run to run)")  # fmt: skip
             doc = findings.read(target)
             case, kind = findings.case_of(doc), doc.get("kind")
+            vmm_spec = vmm_spec or doc["vmm"]
     except StoredError as e:  # names the file and the field
         field = f"{e.field}: " if e.field else ""
         raise UserError(f"{e.file}: not a popek finding or case blob: {field}{e.message}") from None
+    profile = profile or case.profile
+    cls = check_target(vmm_spec, profile)
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
     # an efficiency witness shows an instruction run emulated: judge per instruction
@@ -175,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.replay:
         return replay(args.vmm, args.profile, args.replay)
+    missing = [o for o, v in (("--vmm", args.vmm), ("--profile", args.profile)) if not v]
+    if missing:
+        raise UserError(f"a campaign needs {' and '.join(missing)} (only --replay FILE does without)")
+    import time
+
+    started = time.time()  # --time counts from here: loading and the proofs' classification too
     cls = check_target(args.vmm, args.profile)
     config = config_from_args(args, args.vmm, args.profile)
     from popek.writable import check_campaign_outputs
@@ -184,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
     if rule is not None:
         config.direct = rule.to_json()
     address = cluster.check_options(args)
+    if not address:  # a cluster's machines keep their own clocks: each worker times itself there
+        config.deadline = started + config.seconds
     if address:
         report = cluster.run_campaign(config, address, progress=None if args.quiet else sys.stderr)
     else:
