@@ -22,10 +22,12 @@ def close_names(word: str, known: Iterable[str], n: int = 3) -> list[str]:
 
 
 def did_you_mean(word: str, known: Iterable[str], what: str = "names") -> str:
-    """``"did you mean 'x86'?"`` (or two or three names); else the known
-    names, so that the message always says what would have worked."""
+    """``"did you mean 'x86'? known profiles: ..."``: the close names first
+    (when there are any), then all of them, so that the message always says
+    what would have worked."""
     names = sorted(set(known))
     close = close_names(word, names)
+    known_text = f"known {what}: " + (", ".join(names) or "none")
     if close:
-        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return f"known {what}: " + (", ".join(names) or "none")
+        return "did you mean " + " or ".join(repr(c) for c in close) + "? " + known_text
+    return known_text

@@ -145,7 +145,11 @@ def replay(vmm_spec: str | None, profile: str | None, target: str) -> int:
     from popek.fuzz.report import format_problem
     from popek.spec.stored import StoredError
 
+    from popek.program_files import profile_named
+    from popek.vmm_runner import load_vmm
+
     kind = None
+    cls = load_vmm(vmm_spec) if vmm_spec else None  # first: its import may register the profile
     try:
         if target.startswith(findings.BLOB_PREFIX):
             if not vmm_spec:
@@ -162,7 +166,9 @@ def replay(vmm_spec: str | None, profile: str | None, target: str) -> int:
         field = f"{e.field}: " if e.field else ""
         raise UserError(f"{e.file}: not a popek finding or case blob: {field}{e.message}") from None
     profile = profile or case.profile
-    cls = check_target(vmm_spec, profile)
+    if cls is None:
+        cls = load_vmm(vmm_spec)
+    profile_named(profile)
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
     # an efficiency witness shows an instruction run emulated: judge per instruction
