@@ -1035,6 +1035,18 @@ class CampaignReport:
                 ledger.merge(DirectLedger.from_json(ledger.rule, w["direct_ledger"]))
         return ledger
 
+    def efficiency_figures(self):
+        """`popek.fuzz.efficiency.Figures`: the verdict and figures, named
+        as the verdict table and the reports name them."""
+        from .efficiency import figures
+
+        return figures(
+            ledger=self.direct_ledger(), threshold=self.config.innocuous_share,
+            steps=sum(w.get("guest_steps", 0) for w in self.workers),
+            direct=sum(w.get("direct", 0) for w in self.workers), bound=self.judged_efficiency(),
+            inefficient_finding=any(f["kind"] == "efficiency" for f in self.findings),
+        )  # fmt: skip
+
     def judged_efficiency(self):
         """`popek.fuzz.efficiency.Efficiency` over the campaign, or None."""
         from .efficiency import judge
@@ -1095,6 +1107,7 @@ class CampaignReport:
             "cases_per_second": round(self.cases_per_second, 1),
             "efficiency": None if self.efficiency is None else round(self.efficiency, 4),
             "innocuous_efficiency": _efficiency_json(self.judged_efficiency()),
+            "efficiency_figures": self.efficiency_figures().to_json(),
             "direct_ledger": None if (ledger := self.direct_ledger()) is None else ledger.to_json(),
             "interrupted": self.interrupted,
             "budget": self.budget,
@@ -1138,8 +1151,9 @@ class CampaignReport:
             lines.append("  NOT reached: " + ", ".join(f"{n} ({m})" for n, m in unreached))
         if cov.observed:
             lines.append("  " + situations.summary_line(dict(cov.situations), cov.observed, prof))
-        if self.efficiency is not None:
-            lines.append(f"  efficiency: {self.efficiency:.1%} of guest steps ran directly")
+        if self.efficiency is not None:  # worded as the verdict table words it
+            fig = self.efficiency_figures()
+            lines.append(f"  efficiency: {fig.verdict_text()}; {fig.detail_text()}")
         judged = self.judged_efficiency()
         if judged is not None:
             lines.append(f"  innocuous steps: {judged.describe()}")
