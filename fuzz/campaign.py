@@ -395,6 +395,18 @@ class _Status:
         self.done = False
         self._last_write = 0.0
         self.ledger = None  # `DirectLedger`, when efficiency is judged per instruction
+        # [seconds, cases, ISA coverage, situation coverage] after each batch:
+        # the report's coverage-over-time plot (popek.report)
+        self.timeline: list[list[float]] = []
+
+    def mark(self, profile) -> None:
+        """One point of the timeline, after a batch."""
+        from . import situations
+
+        self.coverage.settle()
+        reached = situations.to_json(dict(self.coverage.situations), self.coverage.observed, profile)
+        self.timeline.append([round(time.time() - self.started, 2), self.cases,
+                              round(self.coverage.fraction(profile), 4), reached.get("fraction", 0.0)])  # fmt: skip
 
     def write(self, force: bool = False) -> None:
         now = time.time()
@@ -421,6 +433,7 @@ class _Status:
             "errors": self.errors,
             "warnings": self.warnings,
             "db_skipped": self.db_skipped,
+            "timeline": self.timeline,
             "done": self.done,
         }
         tmp = self.path.with_suffix(".tmp")
@@ -961,8 +974,11 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 )  # fmt: skip
                 break
             _database_warnings(status, database)
+            status.mark(prof)
             status.write(force=True)
         _database_warnings(status, database)
+        if not status.timeline or status.timeline[-1][1] != status.cases:
+            status.mark(prof)  # the last point: a batch cut short, or the loop left early
         # a witness where the verdict contradicts an efficient declaration
         declared = getattr(vmm_cls, "supports", {}).get(config.profile)
         if status.ledger is not None and getattr(declared, "efficient", False) \
@@ -980,7 +996,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         "cases": status.cases, "findings": status.findings, "budget": status.budget, "errors": status.errors,
         "time_capped": status.time_capped, "problem_cases": status.problem_cases,
         "refused": status.refused, "shrink_runs": status.shrink_runs,
-        "warnings": status.warnings, "db_skipped": status.db_skipped,
+        "warnings": status.warnings, "db_skipped": status.db_skipped, "timeline": status.timeline,
     }  # fmt: skip
 
 

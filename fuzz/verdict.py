@@ -101,6 +101,10 @@ class Cell:
     errors: list | None = None  # the campaign could not run as asked (a harness failure)
     # the efficiency figures under the names every output uses (`popek.fuzz.efficiency.Figures`)
     efficiency_figures: dict | None = None
+    # what the report plots: [seconds, cases, ISA coverage, situation coverage]
+    # after each batch, and each innocuous instruction's direct share
+    timeline: list | None = None
+    direct_shares: dict | None = None
 
     def agrees(self) -> dict[str, bool]:
         """Per requirement: does what was observed agree with the declaration?"""
@@ -237,6 +241,9 @@ def run_cell(args: tuple) -> Cell:
     if fig.lowest_insn is not None:
         judged.update(innocuous_direct=round(fig.lowest_share, 4), lowest_direct=fig.lowest_insn)
     judged["efficiency_figures"] = fig.to_json()
+    if ledger is not None:
+        judged["direct_shares"] = {n: round(ledger.share(n) or 0.0, 4)
+                                   for n in sorted(ledger.executions) if ledger.executions[n]}  # fmt: skip
     return Cell(
         design=design, profile=profile,
         expected_faithful=support.faithful, expected_efficient=support.efficient, reason=support.reason,
@@ -255,6 +262,7 @@ def run_cell(args: tuple) -> Cell:
         efficiency_finding=inefficient[0]["path"] if inefficient else None,
         budget=cases, time_capped=bool(result.get("time_capped")), refused=result.get("refused", 0),
         problem_cases=result.get("problem_cases") or {}, errors=list(result.get("errors") or []),
+        timeline=result.get("timeline"),
     )  # fmt: skip
 
 

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "VMM and profile), or the 'blob' word it holds (with --vmm and --profile)")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="write the campaign report as JSON to FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
+    p.add_argument("--report", metavar="DIR",
+                   help="write report.json and a self-contained index.html into DIR (made if missing)")
     cluster.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -202,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
     from popek.writable import check_campaign_outputs
 
     check_campaign_outputs(config.findings_dir, config.db, args.json)  # before the first case
+    from popek.report import files as report_files
+
+    report_files.check(args.report)
     innocuous, rule = direct_rule(cls, args.profile)
     if rule is not None:
         config.direct = rule.to_json()
@@ -221,6 +226,11 @@ def run(args: argparse.Namespace) -> int:
             write_atomic(args.json, (json.dumps(report.to_json(), indent=1) + "\n").encode("utf-8"))
         except OSError as e:
             raise UserError(f"--json {args.json}: cannot write: {e.strerror or e} (the summary above is the report)")
+    if args.report:
+        from popek.report import document
+
+        doc = document.from_campaign(args.argv, report, cls.supports.get(args.profile))
+        report_files.print_paths(report_files.write(args.report, doc))
     if report.errors and not report.findings:
         raise UserError("the campaign could not run: " + report.errors[0].splitlines()[0])
     return 1 if report.findings else 0

@@ -195,4 +195,9 @@ def run(args: argparse.Namespace) -> int:
     record["table"] = [c.to_json() for c in table]
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    if args.report:  # its paths are the last lines: make verify's user looks there
+        from popek.report import document, files
+
+        doc = document.from_cells("verify", args.argv, table, seed=opts["seed"], proofs=record.get("proofs"))
+        files.print_paths(files.write(args.report, doc))
     return 0 if not mismatches else 1
