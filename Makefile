@@ -19,10 +19,13 @@ test: $(STAMP)
 # capped at 10 minutes), or VERIFY_CASES capped at VERIFY_CAP (make verify
 # VERIFY_CASES=3000 VERIFY_CAP=20m).  The same cases and verdict however
 # loaded the machine is, unless the cap cuts a cell short (then it says so).
+# The report (report.json and a self-contained index.html) goes to
+# VERIFY_REPORT, always the same place, and its paths are the last lines.
 VERIFY_CASES ?=
 VERIFY_CAP ?= 10m
+VERIFY_REPORT ?= .popek/report
 verify: $(STAMP)
-	$(VENV)/bin/popek verify $(if $(VERIFY_CASES),--cases $(VERIFY_CASES) --time $(VERIFY_CAP))
+	$(VENV)/bin/popek verify $(if $(VERIFY_CASES),--cases $(VERIFY_CASES) --time $(VERIFY_CAP)) --report $(VERIFY_REPORT)
 
 bench: $(STAMP)
 	$(PY) bench/run.py

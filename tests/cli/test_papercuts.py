@@ -258,22 +258,13 @@ def test_efficiency_figures_are_worded_alike_in_summary_table_and_json():
 
 
 # -- verify: an expected refutation reads as one ------------------------------------------
-def test_verify_reads_trap_and_emulate_refutation_on_x86_as_expected():
-    from popek.commands.verify import proofs_section
-
-    lines, record = proofs_section(["x86"])
-    assert "simulation refuted, as expected (witness: " in lines[1]
-    assert "FAILED" not in lines[1]
-    x86 = record["profiles"]["x86"]
-    assert x86["simulation_expected"] == "failed" and x86["simulation_witness"]
-    assert {o["insn"] for o in x86["offenders"]} >= {"popf", "pushf"}
-
-
 def test_an_unexpected_refutation_still_says_so():
     from popek.commands.verify import simulation_text
 
     assert simulation_text("failed", True, "ld with rd=1").startswith("REFUTED (witness: ld with rd=1) (UNEXPECTED")
     assert simulation_text("proved", True, None) == "proved, as expected"
+    assert simulation_text("failed", False, "popf with rd=0") == "refuted, as expected (witness: popf with rd=0)"
+    # the x86 proofs themselves: tests/report/test_report.py (they are costly, so run once)
 
 
 # -- popek run --show-storage ------------------------------------------------------------
@@ -286,7 +277,7 @@ def test_run_shows_a_storage_range(capsys):
 def test_run_under_a_vmm_shows_nonzero_storage(capsys):
     rc, out, _ = popek(capsys, "run", HELLO, "--profile", "pg", "--vmm", "trap-and-emulate", "--show-storage")
     assert rc == 0 and re.search(r"^storage: \d+ nonzero words of \d+", out, re.M)
-    assert "  0x0010: 0210 0000 1021 0020" in out
+    assert "  0x0010: 0210 .... 1021 0020 0c20 .... 2100 001e" in out  # zeros are not shown
 
 
 @pytest.mark.parametrize("spec, message", [("0x10-zz", "expected A-B"), ("0x20-0x10", "empty"),
