@@ -286,3 +286,30 @@ def test_bad_storage_range_is_one_line_before_the_run(capsys, spec, message):
     rc, out, err = popek(capsys, "run", HELLO, "--profile", "pg", "--show-storage", spec)
     one_line_error(rc, err, message)
     assert out == ""
+
+
+# -- the README's Redis form, unreachable: one line --------------------------------------
+def test_readme_redis_form_with_an_unreachable_host_is_one_line(tmp_path):
+    """The README's command (a shipped VMM for its plug-in), with nothing
+    called fuzzhub to answer: one line and exit 2 before the first case, no
+    fallback to a local database (README: a decision)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "popek", "fuzz", "--vmm", "trap-and-emulate", "--profile", "pg", "--time", "10m",
+         "--workers", "2", "--db", "redis://fuzzhub:6379", "--shard", "1/2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "redis://fuzzhub:6379" in done.stderr, done.stderr
+    assert not (tmp_path / ".popek" / "examples").exists()  # no local database instead
+
+
+# -- equiv after verify: no finding overwritten ---------------------------------------------
+def test_equiv_twice_with_one_seed_keeps_both_findings(capsys, tmp_path):
+    """Issue 14: ``popek equiv`` overwrote the findings ``make verify`` had
+    written, as names were seed-based; now each campaign's id is in them."""
+    argv = ["equiv", "emulator", "trap-and-emulate", "--profile", "x86", "--cases", "60", "--seed", "4",
+            "--findings", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1 and main(argv) == 1
+    capsys.readouterr()
+    names = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert len(names) >= 2 and len(set(n.rsplit("-", 2)[0] for n in names)) == 1, names

@@ -134,3 +134,24 @@ def test_document_keeps_an_unreadable_finding_by_path(tmp_path):
     missing = tmp_path / "gone.json"
     cx = document.counterexample("d", "pg", str(missing))
     assert cx["path"] == str(missing) and "could not be read" in cx["message"]
+
+
+def test_verify_report_paths_are_its_last_lines_and_make_verify_asks_for_them(capsys, tmp_path, monkeypatch):
+    """What ``make verify`` relies on: ``popek verify --report DIR`` ends by
+    printing the two paths.  (The innocuous set is given rather than
+    classified: that is the proofs' job, tested in tests/proofs.)"""
+    from popek.commands import verify
+
+    from report_helpers import INNOCUOUS_X86
+
+    monkeypatch.setattr(verify, "innocuous_instructions", lambda profiles: {"x86": INNOCUOUS_X86})
+    rc = main(["verify", "--designs", "emulator", "--profiles", "x86", "--cases", "10", "--no-proofs", "-q",
+               "--findings", str(tmp_path / "f"), "--report", str(tmp_path / "r")])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert out[-2:] == [f"report: {tmp_path / 'r' / files.JSON_NAME}", f"report: {tmp_path / 'r' / files.HTML_NAME}"]
+    doc = json.loads((tmp_path / "r" / files.JSON_NAME).read_text(encoding="utf-8"))
+    assert not list(validator().iter_errors(doc)) and doc["rows"][0]["verdict"] == "MATCH"
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^verify:.*\n\t.*popek verify .*--report \$\(VERIFY_REPORT\)$", makefile, re.M)
+    assert re.search(r"^VERIFY_REPORT \?= \.popek/report$", makefile, re.M)
