@@ -215,6 +215,10 @@ class DirectLedger:
         ]
         return sorted(out, key=lambda e: (e.direct / e.executions, e.insn))
 
+    def shares(self) -> dict[str, float]:
+        """Each executed instruction's direct share (the report's grid)."""
+        return {n: round(self.direct[n] / k, 4) for n, k in sorted(self.executions.items()) if k}
+
     def judged(self) -> int:
         """How many instructions had enough executions to be judged."""
         return sum(n >= ENOUGH_EXECUTIONS for n in self.executions.values())

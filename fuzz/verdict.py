@@ -242,8 +242,7 @@ def run_cell(args: tuple) -> Cell:
         judged.update(innocuous_direct=round(fig.lowest_share, 4), lowest_direct=fig.lowest_insn)
     judged["efficiency_figures"] = fig.to_json()
     if ledger is not None:
-        judged["direct_shares"] = {n: round(ledger.share(n) or 0.0, 4)
-                                   for n in sorted(ledger.executions) if ledger.executions[n]}  # fmt: skip
+        judged["direct_shares"] = ledger.shares()
     return Cell(
         design=design, profile=profile,
         expected_faithful=support.faithful, expected_efficient=support.efficient, reason=support.reason,

@@ -129,9 +129,10 @@ def from_campaign(argv: list[str], report, support) -> dict:
         by_req.setdefault(requirement_of(f["kind"]), []).append(f)
     fid, unsafe, slow = (by_req.get(r, []) for r in ("fidelity", "safety", "efficiency"))
     shortest = min(fid, key=lambda f: f["instructions"] or 0) if fid else None
-    fid_text = f"faithful ({report.cases} cases)" if not fid else \
-        f"unfaithful ({shortest['instructions']} insns" + (
-            f", {shortest['culprit']['insn']} ({shortest['culprit']['mode']})" if shortest.get("culprit") else "") + ")"
+    fid_text = f"faithful ({report.cases} cases)"
+    if shortest:  # worded as the verdict table words it (`popek.fuzz.verdict.Cell.observed_text`)
+        c = shortest.get("culprit")
+        fid_text = f"unfaithful ({shortest['instructions']} insns" + (f", {c['insn']} ({c['mode']})" if c else "") + ")"
     safe_text = f"safe ({report.cases} cases)" if not unsafe else f"UNSAFE ({unsafe[0]['instructions']} insns)"
     exp_f = None if support is None else bool(support.faithful)
     exp_e = None if support is None else bool(support.efficient)
@@ -148,14 +149,13 @@ def from_campaign(argv: list[str], report, support) -> dict:
     if support is not None:
         row["expected"] = ", ".join(("faithful" if support.faithful else "unfaithful", support.promise(), "safe"))
     _verdict(row)
-    ledger = report.direct_ledger()
+    ledger = report.direct_ledger()  # merged over the workers: shown once, with the first
     campaigns = [{
         "design": cfg.vmm if len(report.workers) == 1 else f"{cfg.vmm} worker {w.get('worker', k)}",
         "profile": cfg.profile, "cases": w.get("cases", 0), "seconds": round(w.get("elapsed", 0.0), 2),
         "cases_per_second": round(w["cases"] / w["elapsed"], 2) if w.get("elapsed") else None,
         "timeline": w.get("timeline") or [],
-        "direct_shares": {} if ledger is None or k else
-        {n: round(ledger.share(n) or 0.0, 4) for n in sorted(ledger.executions) if ledger.executions[n]},
+        "direct_shares": ledger.shares() if ledger is not None and k == 0 else {},
     } for k, w in enumerate(report.workers)]  # fmt: skip
     paths = [(cfg.vmm, cfg.profile, f["path"]) for f in report.findings if f.get("path") and f.get("saved", True)]
     return document("fuzz", argv, seed=cfg.seed, rows=[row], campaigns=campaigns, finding_paths=paths)

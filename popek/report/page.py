@@ -94,9 +94,11 @@ def _plots(doc: dict) -> list[str]:
                                [_label(c) for c in shared], names, values))  # fmt: skip
     if doc.get("migration"):
         m = doc["migration"]
-        pages = m.get("pages_per_round") or []
-        out.append(svg.bar_chart("Migration: pages sent per pre-copy round",
-                                 [(f"round {k + 1}", float(n)) for k, n in enumerate(pages)], percent=False))
+        pages = m.get("pages_per_round") or []  # the pre-copy rounds, then the final copy (popek migrate --json)
+        bars = [(f"round {k + 1}", float(n)) for k, n in enumerate(pages[:-1])] + \
+            [("final copy", float(pages[-1]))] if pages else []
+        out.append(svg.bar_chart(f"Migration of {m.get('vmm', 'the guest')}: pages sent per pre-copy round",
+                                 bars, percent=False))  # fmt: skip
     if len(out) == 1:
         out.append("<p>No campaign data to plot.</p>")
     out.append("</div>")

@@ -155,3 +155,12 @@ def test_verify_report_paths_are_its_last_lines_and_make_verify_asks_for_them(ca
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^verify:.*\n\t.*popek verify .*--report \$\(VERIFY_REPORT\)$", makefile, re.M)
     assert re.search(r"^VERIFY_REPORT \?= \.popek/report$", makefile, re.M)
+
+
+def test_migration_rounds_are_plotted_when_the_report_has_them(report):
+    doc = json.loads(report[1].read_text(encoding="utf-8"))
+    doc["migration"] = {"vmm": "trap-and-emulate", "rounds": 3, "pages_per_round": [256, 21, 2, 0]}
+    assert not list(validator().iter_errors(doc))
+    html = render(doc)
+    plot = re.search(r'<svg class="plot"[^>]*aria-label="Migration of trap-and-emulate[^"]*"[^>]*data-points="(\d+)"', html)
+    assert plot and plot.group(1) == "4" and "final copy" in html
