@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str, str | None]] = {
               "popek fuzz --vmm trap-and-emulate --profile x86 --cases 300 --report out/"),
              "no counterexample (a replay: the finding passes now)",
              "a counterexample was found (a replay: it still fails)"),
-    "check": (("popek check examples.toy_vmm.toy_vmm:ToyVMM --cases 300",
+    "check": (("popek check toy_vmm.vmm:ToyVMM --cases 300   (with examples/toy_vmm on PYTHONPATH)",
                "popek check trap-and-emulate --profile pg --report out/"),
               "every profile matches the declaration and the capabilities hold",
               "some requirement differs from what the VMM declares"),
