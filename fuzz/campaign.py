@@ -361,6 +361,22 @@ def register_settings_profile(database, batch: int, reuse_only: bool = False):
 # --------------------------------------------------------------------------
 # A worker
 # --------------------------------------------------------------------------
+# seconds of work a worker has even when the campaign's deadline passed while
+# it started (a loaded machine can take longer than a short --time to start
+# pytest's workers; a campaign that ran no case would report nothing)
+MIN_WORK = 1.0
+
+
+def worker_deadline(config: CampaignConfig, started: float) -> float:
+    """When a worker that started at ``started`` stops starting work: its
+    time budget from its own start, or the campaign's end if that comes
+    first, but never less than `MIN_WORK` (or its whole budget, if shorter)."""
+    own = started + config.seconds
+    if config.deadline is None:
+        return own
+    return min(own, max(config.deadline, started + min(MIN_WORK, config.seconds)))
+
+
 class _Status:
     """What one worker has done; written to worker-N.json."""
 
@@ -371,11 +387,7 @@ class _Status:
         self.config = config
         self.index = index
         self.started = time.time()
-        # when this worker stops starting work: its time budget from its own
-        # start, or the campaign's end if that comes first
-        self.deadline = self.started + config.seconds
-        if config.deadline is not None:
-            self.deadline = min(self.deadline, config.deadline)
+        self.deadline = worker_deadline(config, self.started)
         self.cases = 0
         self.coverage = IsaCoverage()
         self.findings: list[dict] = []
