@@ -361,20 +361,14 @@ def register_settings_profile(database, batch: int, reuse_only: bool = False):
 # --------------------------------------------------------------------------
 # A worker
 # --------------------------------------------------------------------------
-# seconds of work a worker has even when the campaign's deadline passed while
-# it started (a loaded machine can take longer than a short --time to start
-# pytest's workers; a campaign that ran no case would report nothing)
-MIN_WORK = 1.0
-
-
 def worker_deadline(config: CampaignConfig, started: float) -> float:
     """When a worker that started at ``started`` stops starting work: its
     time budget from its own start, or the campaign's end if that comes
-    first, but never less than `MIN_WORK` (or its whole budget, if shorter)."""
+    first.  (Its first case runs whatever the clock says: a loaded machine
+    can take longer than a short --time to start pytest's workers, and a
+    campaign that ran no case would report nothing.)"""
     own = started + config.seconds
-    if config.deadline is None:
-        return own
-    return min(own, max(config.deadline, started + min(MIN_WORK, config.seconds)))
+    return own if config.deadline is None else min(own, config.deadline)
 
 
 class _Status:
@@ -840,7 +834,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         while not set(wanted) <= done:
             if budget is not None and status.cases >= budget:
                 break
-            if time.time() >= deadline:
+            if time.time() >= deadline and status.cases:
                 status.time_capped = budget is not None
                 break
             batch_no += 1
@@ -852,7 +846,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             pending: dict[str, dict] = {}
 
             def inner(case: GuestCase) -> None:
-                if time.time() >= deadline:
+                if time.time() >= deadline and status.cases:
                     # out of time mid-batch: stop generating, or shrinking
                     # (the finding so far stands, its file already written)
                     if current["req"] is None:
