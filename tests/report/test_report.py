@@ -164,3 +164,15 @@ def test_migration_rounds_are_plotted_when_the_report_has_them(report):
     html = render(doc)
     plot = re.search(r'<svg class="plot"[^>]*aria-label="Migration of trap-and-emulate[^"]*"[^>]*data-points="(\d+)"', html)
     assert plot and plot.group(1) == "4" and "final copy" in html
+
+
+def test_equiv_report_validates_and_names_both_vmms(capsys, tmp_path):
+    rc = main(["equiv", "emulator", "trap-and-emulate", "--profile", "x86", "--cases", "30", "--seed", "2",
+               "--findings", str(tmp_path / "f"), "--report", str(tmp_path / "r")])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 1 and out[-1] == f"report: {tmp_path / 'r' / files.HTML_NAME}"
+    doc = json.loads((tmp_path / "r" / files.JSON_NAME).read_text(encoding="utf-8"))
+    assert not list(validator().iter_errors(doc))
+    (row,) = doc["rows"]
+    assert row["design"] == "trap-and-emulate vs emulator" and row["fidelity"]["observed"] is False
+    assert row["verdict"] == "MISMATCH (fidelity)" and doc["counterexamples"][0]["replay"].startswith("popek fuzz --replay ")
