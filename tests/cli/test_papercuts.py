@@ -317,7 +317,7 @@ def test_readme_redis_form_with_an_unreachable_host_is_one_line(tmp_path):
 def test_equiv_twice_with_one_seed_keeps_both_findings(capsys, tmp_path):
     """Issue 14: ``popek equiv`` overwrote the findings ``make verify`` had
     written, as names were seed-based; now each campaign's id is in them."""
-    argv = ["equiv", "emulator", "trap-and-emulate", "--profile", "x86", "--cases", "60", "--seed", "4",
+    argv = ["equiv", "emulator", "trap-and-emulate", "--profile", "x86", "--cases", "30", "--seed", "4",
             "--findings", str(tmp_path)]  # fmt: skip
     assert main(argv) == 1 and main(argv) == 1
     capsys.readouterr()
