@@ -17,6 +17,7 @@ import re
 import sys
 
 from popek.errors import UserError  # re-exported: commands raise it, `main` prints it
+from popek.version import version
 
 # Commands in the order `popek --help` lists them.
 COMMANDS = (
@@ -42,17 +43,6 @@ def deprecated_option(old: str, new: str, meaning: str) -> None:
     """One line on stderr for an option kept as an alias for one version."""
     print(f"popek: warning: {old} is deprecated and will be removed in the next version; "
           f"use {new} ({meaning})", file=sys.stderr)  # fmt: skip
-
-
-def version() -> str:
-    """The installed distribution's version (the source tree's when run
-    from a checkout that was never installed)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("popek")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 class Parser(argparse.ArgumentParser):

@@ -13,15 +13,15 @@ their witnesses and the whole classification).  The schema is
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from popek.report import FORMAT, VERSION
+from popek.version import version
 
-
-def _version() -> str:
-    from popek.cli import version
-
-    return version()
+if TYPE_CHECKING:
+    from popek.fuzz.campaign import CampaignReport
+    from popek.fuzz.verdict import Cell
+    from popek.vmm import Support
 
 
 def document(command: str, argv: list[str], *, seed: int | None, rows: list[dict], campaigns: list[dict],
@@ -36,7 +36,7 @@ def document(command: str, argv: list[str], *, seed: int | None, rows: list[dict
         "command": command,
         "argv": list(argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "popek_version": _version(),
+        "popek_version": version(),
         "seed": seed,
         "summary": {"rows": len(rows), "match": sum(matched), "mismatch": len(matched) - sum(matched)},
         "rows": rows,
@@ -89,7 +89,7 @@ def _requirement(expected: bool | None, observed: bool | None, text: str, findin
 
 
 # -- from verdict-table cells (verify, check) -----------------------------------
-def row_from_cell(c) -> dict:
+def row_from_cell(c: "Cell") -> dict:
     """One `popek.fuzz.verdict.Cell` as a row."""
     return {
         "design": c.design, "profile": c.profile,
@@ -102,7 +102,7 @@ def row_from_cell(c) -> dict:
     }  # fmt: skip
 
 
-def campaign_from_cell(c) -> dict:
+def campaign_from_cell(c: "Cell") -> dict:
     return {
         "design": c.design, "profile": c.profile, "cases": c.cases, "seconds": c.seconds,
         "cases_per_second": round(c.cases / c.seconds, 2) if c.seconds else None,
@@ -110,14 +110,14 @@ def campaign_from_cell(c) -> dict:
     }  # fmt: skip
 
 
-def from_cells(command: str, argv: list[str], cells: list, *, seed: int | None, proofs: dict | None = None) -> dict:
+def from_cells(command: str, argv: list[str], cells: list["Cell"], *, seed: int | None, proofs: dict | None = None) -> dict:
     paths = [(c.design, c.profile, p) for c in cells for p in (c.finding, c.safety_finding, c.efficiency_finding)]
     return document(command, argv, seed=seed, rows=[row_from_cell(c) for c in cells],
                     campaigns=[campaign_from_cell(c) for c in cells], finding_paths=paths, proofs=proofs)  # fmt: skip
 
 
 # -- from one campaign (fuzz) ------------------------------------------------------
-def from_campaign(argv: list[str], report, support) -> dict:
+def from_campaign(argv: list[str], report: "CampaignReport", support: "Support | None") -> dict:
     """`popek.fuzz.campaign.CampaignReport` as a one-row report; ``support``:
     what the VMM declares on the profile (None: nothing declared)."""
     from popek.fuzz.campaign import requirement_of

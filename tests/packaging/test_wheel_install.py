@@ -34,18 +34,24 @@ def run(cmd: list[str], cwd: Path, timeout: float = 300) -> subprocess.Completed
 
 
 @pytest.mark.slow
-def test_the_wheel_alone_runs_a_campaign_that_finds_popf(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["wheel", "directory"])
+def test_a_real_install_runs_a_campaign_that_finds_popf(tmp_path: Path, source: str) -> None:
+    """``pip install`` of the built wheel, or of the source directory (``pip
+    install .``, not editable): either way, only the runtime dependencies."""
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=IGNORED)
-    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), "./src"],
-                tmp_path)  # fmt: skip
-    assert built.returncode == 0, built.stderr[-3000:]
-    (wheel,) = (tmp_path / "dist").glob("popek-*.whl")
+    target = "./src"
+    if source == "wheel":
+        built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), target],
+                    tmp_path)  # fmt: skip
+        assert built.returncode == 0, built.stderr[-3000:]
+        (wheel,) = (tmp_path / "dist").glob("popek-*.whl")
+        target = str(wheel)
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    installed = run([str(py), "-m", "pip", "install", "-q", str(wheel)], tmp_path)
+    installed = run([str(py), "-m", "pip", "install", "-q", target], tmp_path)
     assert installed.returncode == 0, installed.stderr[-3000:]
     listed = run([str(py), "-m", "pip", "list", "--format=freeze"], tmp_path).stdout.lower()
     assert "redis==" not in listed and "coverage==" not in listed, "dev extras leaked into the runtime install"
