@@ -55,7 +55,8 @@ class Parser(argparse.ArgumentParser):
             from popek.spec.suggest import did_you_mean
 
             choices = re.findall(r"'([^']*)'", bad.group(2))
-            message = f"{message[:bad.start()]}invalid choice: {bad.group(1)!r}; {did_you_mean(bad.group(1), choices, 'choices')}"
+            hint = did_you_mean(bad.group(1), choices, "choices")
+            message = f"{message[:bad.start()]}invalid choice: {bad.group(1)!r}; {hint}"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

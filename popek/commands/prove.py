@@ -198,7 +198,8 @@ def _explain(profile: Profile, name: str, *, as_json: bool, replay_programs: boo
     if name not in profile.by_name:
         from popek.spec.suggest import did_you_mean
 
-        raise UserError(f"profile {profile.name!r} has no instruction {name!r}; {did_you_mean(name, profile.by_name, 'instructions')}")
+        hint = did_you_mean(name, profile.by_name, "instructions")
+        raise UserError(f"profile {profile.name!r} has no instruction {name!r}; {hint}")
     c = classify_insn(profile, profile[name])
     seen: dict[int, object] = {}
     for col in COLUMNS:

@@ -110,7 +110,9 @@ def campaign_from_cell(c: "Cell") -> dict:
     }  # fmt: skip
 
 
-def from_cells(command: str, argv: list[str], cells: list["Cell"], *, seed: int | None, proofs: dict | None = None) -> dict:
+def from_cells(
+    command: str, argv: list[str], cells: list["Cell"], *, seed: int | None, proofs: dict | None = None
+) -> dict:
     paths = [(c.design, c.profile, p) for c in cells for p in (c.finding, c.safety_finding, c.efficiency_finding)]
     return document(command, argv, seed=seed, rows=[row_from_cell(c) for c in cells],
                     campaigns=[campaign_from_cell(c) for c in cells], finding_paths=paths, proofs=proofs)  # fmt: skip

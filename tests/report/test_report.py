@@ -168,7 +168,8 @@ def test_migration_rounds_are_plotted_when_the_report_has_them(report):
     doc["migration"] = {"vmm": "trap-and-emulate", "rounds": 3, "pages_per_round": [256, 21, 2, 0]}
     assert not list(validator().iter_errors(doc))
     html = render(doc)
-    plot = re.search(r'<svg class="plot"[^>]*aria-label="Migration of trap-and-emulate[^"]*"[^>]*data-points="(\d+)"', html)
+    label = r'aria-label="Migration of trap-and-emulate[^"]*"'
+    plot = re.search(rf'<svg class="plot"[^>]*{label}[^>]*data-points="(\d+)"', html)
     assert plot and plot.group(1) == "4" and "final copy" in html
 
 
@@ -181,4 +182,5 @@ def test_equiv_report_validates_and_names_both_vmms(capsys, tmp_path):
     assert not list(validator().iter_errors(doc))
     (row,) = doc["rows"]
     assert row["design"] == "trap-and-emulate vs emulator" and row["fidelity"]["observed"] is False
-    assert row["verdict"] == "MISMATCH (fidelity)" and doc["counterexamples"][0]["replay"].startswith("popek fuzz --replay ")
+    assert row["verdict"] == "MISMATCH (fidelity)"
+    assert doc["counterexamples"][0]["replay"].startswith("popek fuzz --replay ")
