@@ -151,14 +151,21 @@ def from_campaign(argv: list[str], report: "CampaignReport", support: "Support |
     if support is not None:
         row["expected"] = ", ".join(("faithful" if support.faithful else "unfaithful", support.promise(), "safe"))
     _verdict(row)
-    ledger = report.direct_ledger()  # merged over the workers: shown once, with the first
+    several = len(report.workers) > 1
     campaigns = [{
-        "design": cfg.vmm if len(report.workers) == 1 else f"{cfg.vmm} worker {w.get('worker', k)}",
+        "design": f"{cfg.vmm} worker {w.get('worker', k)}" if several else cfg.vmm,
         "profile": cfg.profile, "cases": w.get("cases", 0), "seconds": round(w.get("elapsed", 0.0), 2),
         "cases_per_second": round(w["cases"] / w["elapsed"], 2) if w.get("elapsed") else None,
-        "timeline": w.get("timeline") or [],
-        "direct_shares": ledger.shares() if ledger is not None and k == 0 else {},
+        "timeline": w.get("timeline") or [], "direct_shares": {},
     } for k, w in enumerate(report.workers)]  # fmt: skip
+    ledger = report.direct_ledger()  # merged over the workers: one entry, the campaign's
+    if ledger is not None:
+        if several:
+            campaigns.append({"design": cfg.vmm, "profile": cfg.profile, "cases": report.cases,
+                              "seconds": round(report.seconds, 2), "cases_per_second": None, "timeline": [],
+                              "direct_shares": ledger.shares()})  # fmt: skip
+        elif campaigns:
+            campaigns[0]["direct_shares"] = ledger.shares()
     paths = [(cfg.vmm, cfg.profile, f["path"]) for f in report.findings if f.get("path") and f.get("saved", True)]
     return document("fuzz", argv, seed=cfg.seed, rows=[row], campaigns=campaigns, finding_paths=paths)
 
