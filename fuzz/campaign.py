@@ -48,6 +48,7 @@ FOCUS_ROUNDS = 3
 MINIMIZE_TRIES = 300  # runs `minimize` may spend on one finding
 MINIMIZE_CAP = 30.0  # seconds: a cap for a very slow VMM, not the budget
 EMPTY_BATCHES = 5  # batches in a row that ran no case: the worker gives up
+SHRINK_GRACE = 3.0  # seconds past the deadline a finding may still be shrunk (most need one or two)
 WORKER_FILE = Path(__file__).with_name("worker.py")
 
 
@@ -846,9 +847,10 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             pending: dict[str, dict] = {}
 
             def inner(case: GuestCase) -> None:
-                if time.time() >= deadline and status.cases:
-                    # out of time mid-batch: stop generating, or shrinking
-                    # (the finding so far stands, its file already written)
+                now = time.time()
+                if now >= deadline and status.cases and (current["req"] is None or now >= deadline + SHRINK_GRACE):
+                    # out of time mid-batch: stop generating; a finding being
+                    # shrunk gets a little longer (its file is already written)
                     if current["req"] is None:
                         status.time_capped = budget is not None
                     raise _OutOfTime
