@@ -3,7 +3,8 @@
     popek fuzz --vmm trap-and-emulate --profile x86 --workers 2 --time 10m
     popek fuzz --vmm trap-and-emulate --profile x86 --workers 2 --cases 5000 --seed 7
     popek fuzz --vmm mypkg.vmm:MyVMM --profile pg --db redis://10.0.0.5:6379 --shard 2/4
-    popek fuzz --vmm trap-and-emulate --profile x86 --replay .popek/findings/X.json
+    popek fuzz --replay .popek/findings/X.json     (the path the campaign printed)
+    popek fuzz --vmm trap-and-emulate --profile x86 --cases 300 --report out/
 
 Exit status: 0 when the campaign found nothing, 1 when it found a
 counterexample (or a replay still fails), 2 for usage errors.
