@@ -184,3 +184,22 @@ def test_equiv_report_validates_and_names_both_vmms(capsys, tmp_path):
     assert row["design"] == "trap-and-emulate vs emulator" and row["fidelity"]["observed"] is False
     assert row["verdict"] == "MISMATCH (fidelity)"
     assert doc["counterexamples"][0]["replay"].startswith("popek fuzz --replay ")
+
+
+def test_check_report_validates(capsys, tmp_path, monkeypatch):
+    """``popek check --report``: a plug-in without capabilities (the
+    capability section is the costly part of check, and tested elsewhere)."""
+    from popek.commands import check
+
+    from report_helpers import INNOCUOUS_X86
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "fuzz"))  # tiny_vmms
+    monkeypatch.setattr(check, "innocuous_instructions", lambda profiles: {"x86": INNOCUOUS_X86})
+    rc = main(["check", "tiny_vmms:Interpreter", "--profile", "x86", "--cases", "20", "-q",
+               "--findings", str(tmp_path / "f"), "--report", str(tmp_path / "r")])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"report: {tmp_path / 'r' / files.HTML_NAME}", out
+    doc = json.loads((tmp_path / "r" / files.JSON_NAME).read_text(encoding="utf-8"))
+    assert not list(validator().iter_errors(doc))
+    assert doc["command"] == "check" and [r["design"] for r in doc["rows"]] == ["tiny_vmms:Interpreter"]
+    assert rc == (0 if doc["rows"][0]["match"] else 1)
