@@ -48,6 +48,7 @@ FOCUS_ROUNDS = 3
 MINIMIZE_TRIES = 300  # runs `minimize` may spend on one finding
 MINIMIZE_CAP = 30.0  # seconds: a cap for a very slow VMM, not the budget
 EMPTY_BATCHES = 5  # batches in a row that ran no case: the worker gives up
+SHRINK_GRACE = 3.0  # seconds past the deadline a finding may still be shrunk (most need one or two)
 WORKER_FILE = Path(__file__).with_name("worker.py")
 
 
@@ -95,6 +96,10 @@ class CampaignConfig:
     # in every finding's file name: unique across processes and machines, so
     # campaigns with the same seed never overwrite each other (`new_campaign_id`)
     campaign_id: str = ""
+    # the wall-clock time (time.time()) at which the whole campaign ends, set
+    # by `run_campaign` when it starts: the workers' own clocks start after
+    # pytest has, and a budget counted from there ran seconds past --time
+    deadline: float | None = None
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -215,7 +220,8 @@ def _redis_client(spec: str):
     try:
         import redis
     except ImportError:
-        raise DatabaseError(f"--db {spec}: the redis client library is not installed (pip install redis)") from None
+        raise DatabaseError(f"--db {spec}: a Redis database needs the redis client library, "
+                            f"which is not installed: pip install 'popek[redis]'") from None
     try:
         client = redis.Redis.from_url(
             spec, socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_CONNECT_TIMEOUT,
@@ -357,6 +363,16 @@ def register_settings_profile(database, batch: int, reuse_only: bool = False):
 # --------------------------------------------------------------------------
 # A worker
 # --------------------------------------------------------------------------
+def worker_deadline(config: CampaignConfig, started: float) -> float:
+    """When a worker that started at ``started`` stops starting work: its
+    time budget from its own start, or the campaign's end if that comes
+    first.  (Its first case runs whatever the clock says: a loaded machine
+    can take longer than a short --time to start pytest's workers, and a
+    campaign that ran no case would report nothing.)"""
+    own = started + config.seconds
+    return own if config.deadline is None else min(own, config.deadline)
+
+
 class _Status:
     """What one worker has done; written to worker-N.json."""
 
@@ -367,6 +383,7 @@ class _Status:
         self.config = config
         self.index = index
         self.started = time.time()
+        self.deadline = worker_deadline(config, self.started)
         self.cases = 0
         self.coverage = IsaCoverage()
         self.findings: list[dict] = []
@@ -386,6 +403,18 @@ class _Status:
         self.done = False
         self._last_write = 0.0
         self.ledger = None  # `DirectLedger`, when efficiency is judged per instruction
+        # [seconds, cases, ISA coverage, situation coverage] after each batch:
+        # the report's coverage-over-time plot (popek.report)
+        self.timeline: list[list[float]] = []
+
+    def mark(self, profile) -> None:
+        """One point of the timeline, after a batch."""
+        from . import situations
+
+        self.coverage.settle()
+        reached = situations.to_json(dict(self.coverage.situations), self.coverage.observed, profile)
+        self.timeline.append([round(time.time() - self.started, 2), self.cases,
+                              round(self.coverage.fraction(profile), 4), reached.get("fraction", 0.0)])  # fmt: skip
 
     def write(self, force: bool = False) -> None:
         now = time.time()
@@ -412,6 +441,7 @@ class _Status:
             "errors": self.errors,
             "warnings": self.warnings,
             "db_skipped": self.db_skipped,
+            "timeline": self.timeline,
             "done": self.done,
         }
         tmp = self.path.with_suffix(".tmp")
@@ -493,7 +523,8 @@ def _without_source_constants():
     return restore
 
 
-def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) -> None:
+def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None,
+              seconds: float = MINIMIZE_CAP) -> None:
     """After Hypothesis's shrinking, `popek.fuzz.minimize`'s pass."""
     from . import properties
     from .minimize import minimize
@@ -512,7 +543,7 @@ def _minimize(current: dict, vmm_cls, config: CampaignConfig, reference=None) ->
         tries[0] += 1
         return tries[0] <= MINIMIZE_TRIES and outcome(case).first((kind,)) is not None
 
-    small = minimize(current["case"], still_fails, seconds=MINIMIZE_CAP)
+    small = minimize(current["case"], still_fails, seconds=seconds)
     if small != current["case"]:
         problem = outcome(small).first((kind,))
         if problem is not None:
@@ -609,11 +640,14 @@ def _conclude(entry: dict, vmm_cls, config: CampaignConfig, reference, excluded:
     """A batch's finding made final: our own shrinking pass, the culprit
     (fidelity), a focused search for a short one, the file rewritten, and
     the entry in the worker's status.  Returns (requirement, culprit)."""
-    _minimize(entry, vmm_cls, config, reference)
+    # past the campaign's deadline, the finding is kept as shrunk so far:
+    # --time is a promise about when the command ends
+    left = status.deadline - time.time()
+    _minimize(entry, vmm_cls, config, reference, seconds=min(MINIMIZE_CAP, max(left, 0.5)))
     culprit = None
     if reference is None:
         culprit = _culprit(vmm_cls, entry["case"], entry["problem"])
-        if culprit and entry["case"].instructions > FOCUS_ABOVE:
+        if culprit and entry["case"].instructions > FOCUS_ABOVE and time.time() < status.deadline:
             _focus(entry, vmm_cls, config, culprit, excluded)
     earlier = Path(entry["path"])
     path = earlier  # shrunk: the same name, so that a path already printed or mirrored stays good
@@ -708,6 +742,13 @@ def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, find
     status.write(force=True)
 
 
+class _OutOfTime(BaseException):
+    """Raised from a case when the campaign's deadline has passed.  A
+    `BaseException`, like KeyboardInterrupt, so that Hypothesis stops at
+    once instead of treating it as a failure to shrink (its shrinker, run
+    past the deadline, cost a --time 20s campaign another 7 s)."""
+
+
 def _database_warnings(status: "_Status", database) -> None:
     """The example database's skipped entries, counted and named in the status."""
     status.db_skipped = getattr(database, "skipped", 0)
@@ -773,7 +814,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         if not config.campaign_id:  # run in-process (a verdict cell): an id of its own
             config.campaign_id = new_campaign_id()
         database = make_database(config.db)
-        deadline = status.started + config.seconds
+        deadline = status.deadline
         budget = config.max_cases
         if config.cases is not None:
             budget = split_cases(config.cases, max(1, config.workers))[index % max(1, config.workers)]
@@ -797,7 +838,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         while not set(wanted) <= done:
             if budget is not None and status.cases >= budget:
                 break
-            if time.time() >= deadline:
+            if time.time() >= deadline and status.cases:
                 status.time_capped = budget is not None
                 break
             batch_no += 1
@@ -809,6 +850,13 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             pending: dict[str, dict] = {}
 
             def inner(case: GuestCase) -> None:
+                now = time.time()
+                if now >= deadline and status.cases and (current["req"] is None or now >= deadline + SHRINK_GRACE):
+                    # out of time mid-batch: stop generating; a finding being
+                    # shrunk gets a little longer (its file is already written)
+                    if current["req"] is None:
+                        status.time_capped = budget is not None
+                    raise _OutOfTime
                 # this case's coverage, merged below only for a generated case
                 # (the runs that shrink a finding are not cases)
                 case_coverage = IsaCoverage() if reference is None else None
@@ -892,10 +940,13 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             test = settings(s)(given(strategy)(inner))
             found = False
             cases_before = status.cases
+            out_of_time = False
             try:
                 test()
             except properties.PropertyFailed:
                 found = True
+            except _OutOfTime:
+                out_of_time = True
             except Exception as e:  # a harness bug: record it, do not spin
                 status.errors.append(f"{type(e).__name__}: {e}")
                 break
@@ -921,6 +972,8 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                     strategy = make_strategy()
                 else:
                     done.add(req)
+            if out_of_time:
+                break
             seen_culprits = {f["culprit"]["insn"] for f in status.findings if f.get("culprit")}
             if concluded and config.stop_culprits and seen_culprits >= set(config.stop_culprits):
                 break
@@ -936,8 +989,11 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 )  # fmt: skip
                 break
             _database_warnings(status, database)
+            status.mark(prof)
             status.write(force=True)
         _database_warnings(status, database)
+        if not status.timeline or status.timeline[-1][1] != status.cases:
+            status.mark(prof)  # the last point: a batch cut short, or the loop left early
         # a witness where the verdict contradicts an efficient declaration
         declared = getattr(vmm_cls, "supports", {}).get(config.profile)
         if status.ledger is not None and getattr(declared, "efficient", False) \
@@ -955,7 +1011,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
         "cases": status.cases, "findings": status.findings, "budget": status.budget, "errors": status.errors,
         "time_capped": status.time_capped, "problem_cases": status.problem_cases,
         "refused": status.refused, "shrink_runs": status.shrink_runs,
-        "warnings": status.warnings, "db_skipped": status.db_skipped,
+        "warnings": status.warnings, "db_skipped": status.db_skipped, "timeline": status.timeline,
     }  # fmt: skip
 
 
@@ -1009,6 +1065,18 @@ class CampaignReport:
             if w.get("direct_ledger"):
                 ledger.merge(DirectLedger.from_json(ledger.rule, w["direct_ledger"]))
         return ledger
+
+    def efficiency_figures(self):
+        """`popek.fuzz.efficiency.Figures`: the verdict and figures, named
+        as the verdict table and the reports name them."""
+        from .efficiency import figures
+
+        return figures(
+            ledger=self.direct_ledger(), threshold=self.config.innocuous_share,
+            steps=sum(w.get("guest_steps", 0) for w in self.workers),
+            direct=sum(w.get("direct", 0) for w in self.workers), bound=self.judged_efficiency(),
+            inefficient_finding=any(f["kind"] == "efficiency" for f in self.findings),
+        )  # fmt: skip
 
     def judged_efficiency(self):
         """`popek.fuzz.efficiency.Efficiency` over the campaign, or None."""
@@ -1070,6 +1138,7 @@ class CampaignReport:
             "cases_per_second": round(self.cases_per_second, 1),
             "efficiency": None if self.efficiency is None else round(self.efficiency, 4),
             "innocuous_efficiency": _efficiency_json(self.judged_efficiency()),
+            "efficiency_figures": self.efficiency_figures().to_json(),
             "direct_ledger": None if (ledger := self.direct_ledger()) is None else ledger.to_json(),
             "interrupted": self.interrupted,
             "budget": self.budget,
@@ -1101,7 +1170,8 @@ class CampaignReport:
         cov = self.coverage
         lines = [
             f"campaign: VMM {self.config.vmm} on profile {self.config.profile}, "
-            f"{self.config.workers} worker(s), shard {self.config.shard[0] + 1}/{self.config.shard[1]}",
+            f"{self.config.workers} worker(s), shard {self.config.shard[0] + 1}/{self.config.shard[1]}, "
+            f"seed {self.config.seed}",
             f"  {self.cases} cases in {self.seconds:.1f} s ({self.cases_per_second:.0f} cases/s)"
             + (f", budget {self.budget} cases" if self.budget is not None else "")
             + (", interrupted" if self.interrupted else ""),
@@ -1112,8 +1182,9 @@ class CampaignReport:
             lines.append("  NOT reached: " + ", ".join(f"{n} ({m})" for n, m in unreached))
         if cov.observed:
             lines.append("  " + situations.summary_line(dict(cov.situations), cov.observed, prof))
-        if self.efficiency is not None:
-            lines.append(f"  efficiency: {self.efficiency:.1%} of guest steps ran directly")
+        if self.efficiency is not None:  # worded as the verdict table words it
+            fig = self.efficiency_figures()
+            lines.append(f"  efficiency: {fig.verdict_text()}; {fig.detail_text()}")
         judged = self.judged_efficiency()
         if judged is not None:
             lines.append(f"  innocuous steps: {judged.describe()}")
@@ -1231,6 +1302,8 @@ def run_campaign(
         config.db = str(Path(config.db).resolve())
     if not config.campaign_id:
         config.campaign_id = new_campaign_id()
+    if config.deadline is None:  # the command may have started the clock earlier
+        config.deadline = time.time() + config.seconds
     # before the first case: where findings and examples go must take them
     check_database(config.db)
     _check_findings_dir(Path(config.findings_dir))

@@ -215,6 +215,10 @@ class DirectLedger:
         ]
         return sorted(out, key=lambda e: (e.direct / e.executions, e.insn))
 
+    def shares(self) -> dict[str, float]:
+        """Each executed instruction's direct share (the report's grid)."""
+        return {n: round(self.direct[n] / k, 4) for n, k in sorted(self.executions.items()) if k}
+
     def judged(self) -> int:
         """How many instructions had enough executions to be judged."""
         return sum(n >= ENOUGH_EXECUTIONS for n in self.executions.values())
@@ -248,3 +252,81 @@ class DirectLedger:
         ledger.executions.update({str(k): int(v) for k, v in d.get("executions", {}).items()})
         ledger.direct.update({str(k): int(v) for k, v in d.get("direct", {}).items()})
         return ledger
+
+
+# --------------------------------------------------------------------------
+# The figures, named alike wherever they are printed
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figures:
+    """The efficiency figures of one campaign, under one set of names.
+
+    Three different shares used to be printed as "efficiency" (``popek
+    fuzz`` said 45.8% where ``popek verify`` said "efficient (100%)"), and
+    users compared them.  They measure different things: the verdict rests
+    on each innocuous instruction's own direct share (the lowest is shown);
+    the share of *all* guest steps run directly includes the sensitive
+    instructions, which a faithful VMM must emulate; the innocuous steps'
+    share is an upper bound from the totals.  Campaign summaries, the
+    verdict table, the JSON and the HTML report all come from here."""
+
+    efficient: bool | None  # the verdict; None: not judged
+    lowest_insn: str | None = None  # the innocuous instruction with the lowest direct share
+    lowest_share: float | None = None
+    all_steps: float | None = None  # share of all guest steps run directly
+    innocuous_at_most: float | None = None  # upper bound on the innocuous steps' direct share
+    innocuous_steps: int = 0
+    by_finding: bool = False  # not efficient because an efficiency finding says so
+
+    def verdict_text(self) -> str:
+        """The verdict column: ``efficient (add 100% direct)``."""
+        if self.efficient is None:
+            if self.innocuous_steps:
+                return f"? ({self.innocuous_steps} innocuous steps)"
+            return "-" if self.all_steps is None else f"? ({self.all_steps:.0%} of all steps direct)"
+        word = "efficient" if self.efficient else "not efficient"
+        if self.lowest_insn is None or self.lowest_share is None:
+            return f"{word} (finding)"
+        return f"{word} ({self.lowest_insn} {self.lowest_share:.0%} direct)"
+
+    def detail_text(self) -> str:
+        """The other two figures, each named for what it counts."""
+        parts = []
+        if self.all_steps is not None:
+            parts.append(f"all guest steps {self.all_steps:.1%} direct (sensitive ones included)")
+        if self.innocuous_at_most is not None:
+            parts.append(f"innocuous steps at most {self.innocuous_at_most:.0%} direct")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict:
+        r = lambda x: None if x is None else round(x, 4)  # noqa: E731
+        return {
+            "efficient": self.efficient,
+            "lowest_innocuous": None if self.lowest_insn is None else
+            {"insn": self.lowest_insn, "direct_share": r(self.lowest_share)},
+            "all_steps_direct_share": r(self.all_steps),
+            "innocuous_steps_direct_share_at_most": r(self.innocuous_at_most),
+            "verdict_text": self.verdict_text(),
+        }  # fmt: skip
+
+
+def figures(
+    *, ledger: "DirectLedger | None", threshold: float, steps: int, direct: int,
+    bound: Efficiency | None, inefficient_finding: bool = False,
+) -> Figures:
+    """The figures from what a campaign counted (see `Figures`)."""
+    efficient = lowest = share = None
+    if ledger is not None and ledger.judged():
+        shares = {n: ledger.share(n) or 0.0 for n, k in ledger.executions.items() if k >= ENOUGH_EXECUTIONS}
+        lowest = min(shares, key=lambda n: (shares[n], n))
+        share = shares[lowest]
+        efficient = not ledger.emulated(threshold)
+    if inefficient_finding:
+        efficient = False
+    return Figures(
+        efficient=efficient, lowest_insn=lowest, lowest_share=share,
+        all_steps=direct / steps if steps else None,
+        innocuous_at_most=None if bound is None else bound.direct_share,
+        innocuous_steps=0 if bound is None else bound.innocuous,
+        by_finding=inefficient_finding,
+    )  # fmt: skip

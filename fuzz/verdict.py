@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .campaign import CampaignConfig, requirement_of
-from .efficiency import DOMINANT, ENOUGH_EXECUTIONS, DirectLedger, DirectRule, judge
+from .efficiency import DOMINANT, DirectLedger, DirectRule, Figures, figures, judge
 from .isa_coverage import IsaCoverage
 
 FAILING_KINDS = ("fidelity", "crash", "contract")  # the kinds that break fidelity
@@ -99,6 +99,12 @@ class Cell:
     # per requirement, generated cases that had a problem breaking it
     problem_cases: dict | None = None
     errors: list | None = None  # the campaign could not run as asked (a harness failure)
+    # the efficiency figures under the names every output uses (`popek.fuzz.efficiency.Figures`)
+    efficiency_figures: dict | None = None
+    # what the report plots: [seconds, cases, ISA coverage, situation coverage]
+    # after each batch, and each innocuous instruction's direct share
+    timeline: list | None = None
+    direct_shares: dict | None = None
 
     def agrees(self) -> dict[str, bool]:
         """Per requirement: does what was observed agree with the declaration?"""
@@ -138,14 +144,11 @@ class Cell:
         ))  # fmt: skip
 
     def efficiency_text(self) -> str:
-        if self.observed_efficient is None:
-            if self.innocuous_steps:
-                return f"? ({self.innocuous_steps} innocuous steps)"
-            return "-" if self.efficiency is None else f"? ({self.efficiency:.0%} of steps direct)"
-        word = "efficient" if self.observed_efficient else "not efficient"
-        if self.lowest_direct is None:
-            return f"{word} (finding)"
-        return f"{word} ({self.lowest_direct} {self.innocuous_direct:.0%} direct)"
+        """The efficiency column, worded as every campaign summary words it."""
+        return Figures(
+            efficient=self.observed_efficient, lowest_insn=self.lowest_direct, lowest_share=self.innocuous_direct,
+            all_steps=self.efficiency, innocuous_steps=self.innocuous_steps,
+        ).verdict_text()  # fmt: skip
 
     def observed_text(self) -> str:
         """The fidelity column."""
@@ -219,6 +222,7 @@ def run_cell(args: tuple) -> Cell:
     if first and first.get("culprit"):
         culprit = f"{first['culprit']['insn']} ({first['culprit']['mode']})"
     judged: dict = {}
+    eff = None
     if innocuous is not None and steps:
         # the totals' bound (docs/efficiency.md), kept as a figure beside the verdict
         eff = judge(
@@ -226,18 +230,19 @@ def run_cell(args: tuple) -> Cell:
             steps=steps, direct=status.get("direct", 0), innocuous=innocuous,
         )  # fmt: skip
         judged = {"innocuous_steps": eff.innocuous, "emulated_innocuous": eff.emulated_innocuous}
-    if rule is not None and status.get("direct_ledger"):
-        # the verdict: each innocuous instruction's direct share, from the host's record
-        ledger = DirectLedger.from_json(rule, status["direct_ledger"])
-        if ledger.judged():
-            shares = {n: ledger.share(n) for n, k in ledger.executions.items() if k >= ENOUGH_EXECUTIONS}
-            lowest = min(shares, key=lambda n: (shares[n], n))
-            judged.update(
-                observed_efficient=not ledger.emulated(threshold),
-                innocuous_direct=round(shares[lowest], 4), lowest_direct=lowest,
-            )  # fmt: skip
-    if inefficient:  # a witness of inefficiency outweighs totals that look fine
-        judged["observed_efficient"] = False
+    # the verdict: each innocuous instruction's direct share, from the host's
+    # record; a witness of inefficiency outweighs totals that look fine
+    ledger = DirectLedger.from_json(rule, status["direct_ledger"]) \
+        if rule is not None and status.get("direct_ledger") else None
+    fig = figures(ledger=ledger, threshold=threshold, steps=steps, direct=status.get("direct", 0), bound=eff,
+                  inefficient_finding=bool(inefficient))  # fmt: skip
+    if fig.efficient is not None:
+        judged["observed_efficient"] = fig.efficient
+    if fig.lowest_insn is not None:
+        judged.update(innocuous_direct=round(fig.lowest_share, 4), lowest_direct=fig.lowest_insn)
+    judged["efficiency_figures"] = fig.to_json()
+    if ledger is not None:
+        judged["direct_shares"] = ledger.shares()
     return Cell(
         design=design, profile=profile,
         expected_faithful=support.faithful, expected_efficient=support.efficient, reason=support.reason,
@@ -256,6 +261,7 @@ def run_cell(args: tuple) -> Cell:
         efficiency_finding=inefficient[0]["path"] if inefficient else None,
         budget=cases, time_capped=bool(result.get("time_capped")), refused=result.get("refused", 0),
         problem_cases=result.get("problem_cases") or {}, errors=list(result.get("errors") or []),
+        timeline=result.get("timeline"),
     )  # fmt: skip
 
 

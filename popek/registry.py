@@ -48,10 +48,12 @@ def load(spec: str) -> type[VMM]:
     """The VMM class named by ``spec``: a known name or ``package.module:Class``."""
     target = known().get(spec, spec)
     if ":" not in target:
+        from popek.spec.suggest import close_names
+
+        close = close_names(spec, known())
+        hint = ("did you mean " + " or ".join(map(repr, close)) + "? " if close else "") + "give a registered name"
         names = ", ".join(sorted(known())) or "none"
-        raise PluginError(
-            f"unknown VMM {spec!r}: give a registered name ({names}) or package.module:Class"
-        )
+        raise PluginError(f"unknown VMM {spec!r}: {hint} ({names}) or package.module:Class")
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)

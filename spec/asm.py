@@ -147,7 +147,11 @@ def assemble(text: str, profile: Profile, *, file: str = "<input>") -> Image:
         elif mnemonic in table:
             addr += ILEN
         else:
-            raise fail(lineno, stmt.col, f"unknown instruction {m.group(1)!r} in profile {profile.name!r}")
+            from .suggest import close_names
+
+            close = close_names(m.group(1), table)
+            hint = ("; did you mean " + " or ".join(map(repr, close)) + "?") if close else ""
+            raise fail(lineno, stmt.col, f"unknown instruction {m.group(1)!r} in profile {profile.name!r}{hint}")
         stmts.append(stmt)
 
     # pass 2: encode

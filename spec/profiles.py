@@ -161,8 +161,9 @@ def get(name: str) -> Profile:
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ProfileError(f"unknown profile {name!r}; known profiles: {known}") from None
+        from .suggest import did_you_mean
+
+        raise ProfileError(f"unknown profile {name!r}; {did_you_mean(name, _REGISTRY, 'profiles')}") from None
 
 
 def all_profiles() -> list[Profile]:

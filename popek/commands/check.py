@@ -65,6 +65,9 @@ def add_table_arguments(p: argparse.ArgumentParser, *, default_cases: int, per: 
     p.add_argument("--db", default=None, metavar="DIR|redis://HOST:PORT", help="example database")
     p.add_argument("--seed", type=int, default=1, help="campaign seed (default 1: reproducible)")
     p.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (stderr); the results as ever")
+    p.add_argument("--report", metavar="DIR",
+                   help="write report.json and a self-contained index.html into DIR (made if missing)")
     p.add_argument(
         "--innocuous-share", default=None, metavar="FRACTION",
         help="share of the innocuous guest steps that must be able to have run directly for a design "
@@ -128,6 +131,9 @@ def table_options(args: argparse.Namespace) -> dict:
     from popek.writable import check_campaign_outputs
 
     check_campaign_outputs(args.findings or findings.DEFAULT_DIR, args.db, args.json)  # before the first case
+    from popek.report import files as report_files
+
+    report_files.check(getattr(args, "report", None))
     return {
         "innocuous_share": share,
         "seconds": seconds,
@@ -206,9 +212,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"contract: FAILED: {e}")
         return 1
     print(f"contract: {len(checks)} checks passed")
+    print(f"fuzzing: {len(profiles)} campaign(s) of {budget_text(opts['cases'], opts['seconds'])} each, "
+          f"seed {opts['seed']}", flush=True)  # fmt: skip
     innocuous = innocuous_instructions(profiles)
+    progress = None if args.quiet else progress_printer(len(profiles))
     cells = run_table(
-        [(args.vmm, p) for p in profiles], progress=progress_printer(len(profiles)), innocuous=innocuous, **opts
+        [(args.vmm, p) for p in profiles], progress=progress, innocuous=innocuous, **opts
     )  # fmt: skip
     print(format_table(cells))
     for line in notes(cells):
@@ -236,6 +245,10 @@ def run(args: argparse.Namespace) -> int:
     print_findings(cells)
     if args.json:
         Path(args.json).write_text(json.dumps([c.to_json() for c in cells], indent=1) + "\n")
+    if args.report:
+        from popek.report import document, files
+
+        files.print_paths(files.write(args.report, document.from_cells("check", args.argv, cells, seed=args.seed)))
     return 0 if all(c.match for c in cells) and stateful_ok else 1
 
 

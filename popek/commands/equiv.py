@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from popek.cli import UserError
@@ -45,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--findings", default=None, metavar="DIR", help="counterexamples (default .popek/findings)")
     p.add_argument("--seed", type=int, default=1, help="campaign seed")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="accepted for symmetry: equiv prints no progress lines")
+    p.add_argument("--report", metavar="DIR",
+                   help="write report.json and a self-contained index.html into DIR (made if missing)")
     p.set_defaults(func=run)
 
 
@@ -69,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
     from popek.writable import check_campaign_outputs
 
     check_campaign_outputs(args.findings or findings.DEFAULT_DIR, None, args.json)  # before the first case
+    from popek.report import files as report_files
+
+    report_files.check(args.report)
+    print(f"equiv: {args.b} against {args.a} on {', '.join(profiles)}, "
+          f"{cases if cases is not None else seconds} {'cases' if cases is not None else 's'} per profile, "
+          f"seed {args.seed}", flush=True)  # fmt: skip
     results = []
     rows = [("profile", "fidelity (B vs A)", "efficiency", "safety (B)", "expected", "verdict")]
     status = 0
@@ -80,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
                 findings_dir=str(Path(args.findings or findings.DEFAULT_DIR).resolve()),
                 seed=args.seed, distinct=False, first=False,
             )  # fmt: skip
+            began = time.time()
             result = run_worker(config, 0)
+            spent = round(time.time() - began, 2)
         diff = next((f for f in result["findings"] if requirement_of(f["kind"]) == "fidelity"), None)
         unsafe = next((f for f in result["findings"] if requirement_of(f["kind"]) == "safety"), None)
         capped = bool(result.get("time_capped"))
@@ -110,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         ))  # fmt: skip
         results.append({
             "profile": profile, "cases": result["cases"], "budget": cases, "time_capped": capped,
-            "difference": diff, "unsafe": unsafe,
+            "difference": diff, "unsafe": unsafe, "seconds": spent, "timeline": result.get("timeline") or [],
             "requirements": {
                 "fidelity": {"expected": True, "observed": diff is None, "match": diff is None},
                 "efficiency": {"expected": None, "observed": None, "match": True},
@@ -127,4 +139,9 @@ def run(args: argparse.Namespace) -> int:
             print("  ".join("-" * w for w in widths))
     if args.json:
         Path(args.json).write_text(json.dumps({"a": args.a, "b": args.b, "results": results}, indent=1) + "\n")
+    if args.report:
+        from popek.report import document
+
+        doc = document.from_equiv(args.argv, args.a, args.b, results, seed=args.seed)
+        report_files.print_paths(report_files.write(args.report, doc))
     return status

@@ -3,7 +3,8 @@
     popek fuzz --vmm trap-and-emulate --profile x86 --workers 2 --time 10m
     popek fuzz --vmm trap-and-emulate --profile x86 --workers 2 --cases 5000 --seed 7
     popek fuzz --vmm mypkg.vmm:MyVMM --profile pg --db redis://10.0.0.5:6379 --shard 2/4
-    popek fuzz --vmm trap-and-emulate --profile x86 --replay .popek/findings/X.json
+    popek fuzz --replay .popek/findings/X.json     (the path the campaign printed)
+    popek fuzz --vmm trap-and-emulate --profile x86 --cases 300 --report out/
 
 Exit status: 0 when the campaign found nothing, 1 when it found a
 counterexample (or a replay still fails), 2 for usage errors.
@@ -25,20 +26,22 @@ CASES_CAP = "1h"  # the time cap of a case budget when --time is not given
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fuzz", help="fuzz a VMM against the bare machine (fidelity, efficiency, safety)")
-    add_campaign_arguments(p)
-    p.add_argument("--profile", required=True, help="instruction-set profile, e.g. pg, hybrid, x86")
+    add_campaign_arguments(p, vmm_required=False)  # a finding file names its VMM and profile
+    p.add_argument("--profile", help="instruction-set profile, e.g. pg, hybrid, x86 (required but with --replay FILE)")
     p.add_argument("--replay", metavar="FINDING",
-                   help="re-run one saved finding (.popek/findings/*.json, or the 'blob' "
-                        "word it holds) instead of a campaign")  # fmt: skip
+                   help="re-run one saved finding (the path your campaign printed: the file names its "
+                        "VMM and profile), or the 'blob' word it holds (with --vmm and --profile)")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="write the campaign report as JSON to FILE")
-    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
+    p.add_argument("--report", metavar="DIR",
+                   help="write report.json and a self-contained index.html into DIR (made if missing)")
     cluster.add_arguments(p)
     p.set_defaults(func=run)
 
 
-def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True) -> None:
+def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True, vmm_required: bool = True) -> None:
     if vmm:
-        p.add_argument("--vmm", required=True, help="registered VMM name or package.module:Class")
+        p.add_argument("--vmm", required=vmm_required, help="registered VMM name or package.module:Class")
     p.add_argument("--workers", type=int, default=1, help="worker processes (pytest-xdist), default 1")
     p.add_argument("--cases", default=None, metavar="N",
                    help="case budget of the campaign, shared among its workers: with --seed, the same "
@@ -96,6 +99,12 @@ def config_from_args(args: argparse.Namespace, vmm: str, profile: str):
         from .check import fraction
 
         share = fraction(share, option, 0.0)
+    if args.code_coverage:
+        import importlib.util
+
+        if importlib.util.find_spec("coverage") is None:
+            raise UserError("--code-coverage needs coverage.py, which is not installed: "
+                            "pip install 'popek[coverage]'")  # fmt: skip
     if not 1 <= args.steps <= 100_000:
         raise UserError(f"--steps must be between 1 and 100000, got {args.steps}")
     return CampaignConfig(
@@ -131,22 +140,38 @@ def direct_rule(cls, profile: str):
     return innocuous, rule_for(support, innocuous)
 
 
-def replay(vmm_spec: str, profile: str, target: str) -> int:
+def replay(vmm_spec: str | None, profile: str | None, target: str) -> int:
+    """Re-run one finding.  A file holds its VMM and profile, so ``--vmm``
+    and ``--profile`` are needed only for a blob (or to replay the case
+    under another VMM)."""
     from popek.fuzz import findings, properties
     from popek.fuzz.report import format_problem
     from popek.spec.stored import StoredError
 
-    cls = check_target(vmm_spec, profile)
+    from popek.program_files import profile_named
+    from popek.vmm_runner import load_vmm
+
     kind = None
+    cls = load_vmm(vmm_spec) if vmm_spec else None  # first: its import may register the profile
     try:
         if target.startswith(findings.BLOB_PREFIX):
+            if not vmm_spec:
+                raise UserError("--replay with a case blob needs --vmm (a blob holds the guest, not the VMM)")
             case = findings.case_from_blob(target)
         else:
+            if not Path(target).exists():
+                raise UserError(f"{target}: no such finding file: replay the path your campaign printed "
+                                f"after 'finding: ... ->' (they differ from run to run)")  # fmt: skip
             doc = findings.read(target)
             case, kind = findings.case_of(doc), doc.get("kind")
+            vmm_spec = vmm_spec or doc["vmm"]
     except StoredError as e:  # names the file and the field
         field = f"{e.field}: " if e.field else ""
         raise UserError(f"{e.file}: not a popek finding or case blob: {field}{e.message}") from None
+    profile = profile or case.profile
+    if cls is None:
+        cls = load_vmm(vmm_spec)
+    profile_named(profile)
     if case.profile != profile:
         raise UserError(f"{target} was found on profile {case.profile!r}, not {profile!r}")
     # an efficiency witness shows an instruction run emulated: judge per instruction
@@ -169,15 +194,26 @@ def run(args: argparse.Namespace) -> int:
 
     if args.replay:
         return replay(args.vmm, args.profile, args.replay)
+    missing = [o for o, v in (("--vmm", args.vmm), ("--profile", args.profile)) if not v]
+    if missing:
+        raise UserError(f"a campaign needs {' and '.join(missing)} (only --replay FILE does without)")
+    import time
+
+    started = time.time()  # --time counts from here: loading and the proofs' classification too
     cls = check_target(args.vmm, args.profile)
     config = config_from_args(args, args.vmm, args.profile)
     from popek.writable import check_campaign_outputs
 
     address = cluster.check_options(args)  # first: its errors name the cluster's needs
     check_campaign_outputs(config.findings_dir, config.db, args.json)  # before the first case
+    from popek.report import files as report_files
+
+    report_files.check(args.report)
     innocuous, rule = direct_rule(cls, args.profile)
     if rule is not None:
         config.direct = rule.to_json()
+    if not address:  # a cluster's machines keep their own clocks: each worker times itself there
+        config.deadline = started + config.seconds
     if address:
         report = cluster.run_campaign(config, address, progress=None if args.quiet else sys.stderr)
     else:
@@ -191,6 +227,11 @@ def run(args: argparse.Namespace) -> int:
             write_atomic(args.json, (json.dumps(report.to_json(), indent=1) + "\n").encode("utf-8"))
         except OSError as e:
             raise UserError(f"--json {args.json}: cannot write: {e.strerror or e} (the summary above is the report)")
+    if args.report:
+        from popek.report import document
+
+        doc = document.from_campaign(args.argv, report, cls.supports.get(args.profile))
+        report_files.print_paths(report_files.write(args.report, doc))
     if report.errors and not report.findings:
         raise UserError("the campaign could not run: " + report.errors[0].splitlines()[0])
     return 1 if report.findings else 0

@@ -203,7 +203,10 @@ def _explain(profile: Profile, name: str, *, as_json: bool, replay_programs: boo
     from popek.proofs.witness import CLAIMS, replay
 
     if name not in profile.by_name:
-        raise UserError(f"profile {profile.name!r} has no instruction {name!r}")
+        from popek.spec.suggest import did_you_mean
+
+        hint = did_you_mean(name, profile.by_name, "instructions")
+        raise UserError(f"profile {profile.name!r} has no instruction {name!r}; {hint}")
     c = classify_insn(profile, profile[name])
     seen: dict[int, object] = {}
     for col in COLUMNS:

@@ -21,7 +21,7 @@ from popek.spec.image import Image
 from popek.spec.profiles import Profile
 from popek.vmm_runner import format_counters, format_support, run_under_vmm
 
-from . import snapshot_run
+from . import snapshot_run, storage_view
 from .snapshot_run import add_snapshot_options
 
 DEFAULT_STEPS = 1_000_000
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"words of physical storage (default {DEFAULT_MEMSIZE})",
     )  # fmt: skip
     add_vmm_options(p)
+    storage_view.add_option(p)
     add_snapshot_options(p)
     from popek.commands.run_guests import add_options  # several guests: --guests, --cpus, --pin
 
@@ -107,6 +108,8 @@ def format_state(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.show_storage is not None and (snapshot_run.wanted(args) or getattr(args, "guests", None)):
+        raise UserError("--show-storage shows one program's storage: give FILE, not --restore or --guests")
     if getattr(args, "host_type", None) is not None:
         from popek.commands.run_host_type import run_host_type_command
 
@@ -121,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         return run_guests_command(args)
     if not args.file or not args.profile:
         raise UserError("give the program FILE and --profile (or --restore F, or --guests A.s,B.s)")
+    if args.show_storage not in (None, storage_view.ALL):  # a bad RANGE before the run, not after
+        storage_view.parse_range(args.show_storage, args.memsize)
     profile = profile_named(args.profile, vmm=args.vmm)  # a plug-in's profile too
     image = load_program(args.file, profile)
     if args.vmm:
@@ -133,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
             steps=result.steps, halted=result.halted, word=profile.arch.word,
         )  # fmt: skip
     )
+    if args.show_storage is not None:
+        print(storage_view.format_storage(machine.M[: machine.memsize], args.show_storage, profile.arch.word))
     return 0
 
 
@@ -166,4 +173,6 @@ def print_vmm_run(args, image: Image, profile: Profile) -> int:
         )  # fmt: skip
     )
     print(format_counters(r.counters))
+    if getattr(args, "show_storage", None) is not None:  # the guest's storage, as the guest sees it
+        print(storage_view.format_storage(list(r.state.memory), args.show_storage, profile.arch.word))
     return 0

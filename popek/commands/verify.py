@@ -53,10 +53,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def simulation_expectation(profile: str) -> bool | None:
+    """Whether the design table predicts trap-and-emulate's simulation proof
+    to hold on ``profile`` (the design declares itself faithful there), or
+    None when it declares nothing about the profile."""
+    from popek import registry
+
+    try:
+        support = registry.load("trap-and-emulate").supports.get(profile)
+    except Exception:  # the design not shipped: nothing is predicted
+        return None
+    return None if support is None else bool(support.faithful)
+
+
+def simulation_text(status: str, expected: bool | None, witness: str | None) -> str:
+    """The simulation verdict as read against the design table: a refutation
+    the table predicts is evidence, not a failure of the tool."""
+    from popek.proofs.simulation import FAILED, PROVED
+
+    seen = f" (witness: {witness})" if witness else ""
+    if status == PROVED:
+        return "proved" + (", as expected" if expected else "" if expected is None else
+                           " (UNEXPECTED: the design declares this profile unfaithful)")
+    if status == FAILED:
+        if expected is False:
+            return f"refuted, as expected{seen}"
+        return f"REFUTED{seen}" + (" (UNEXPECTED: the design declares this profile faithful)" if expected else "")
+    return f"{status.upper()} (Z3 could not decide)"
+
+
+def witness_json(w, profile) -> dict | None:
+    """A classification witness, shortened for reports: what it claims and
+    the instruction that shows it."""
+    if w is None:
+        return None
+    return {"id": w.id, "claim": w.claim, "relation": w.relation, "assembly": w.assembly(profile)}
+
+
 def proofs_section(profiles: list[str]) -> tuple[list[str], dict]:
     """Lines to print and a JSON record; 'not available' if the proofs are absent."""
     try:
-        from popek.proofs.simulation import PROVED, prove_trap_and_emulate
+        from popek.proofs.classify import COLUMNS
+        from popek.proofs.simulation import prove_trap_and_emulate
         from popek.proofs.verdicts import decide
     except ImportError as e:
         return [f"proofs: not available ({e})"], {"available": False}
@@ -75,16 +113,34 @@ def proofs_section(profiles: list[str]) -> tuple[list[str], dict]:
             continue
         t1, t3 = verdict.theorem1, verdict.theorem3
         names = lambda c: ", ".join(o.insn for o in c.offenders) or "-"  # noqa: E731
+        failure = next(iter(sim.failures), None) or (sim.fetch if sim.fetch.status != "proved" else None)
+        witness = None
+        if failure is not None:
+            witness = failure.insn
+            if failure.witness is not None:
+                ops = ", ".join(f"{k}={v}" for k, v in zip(("rd", "rs", "imm"), failure.witness.ops))
+                witness = f"{failure.insn} with {ops}"
+        expected = simulation_expectation(name)
+        sim_text = simulation_text(sim.status, expected, witness)
         lines.append(
             f"  {name}: Theorem 1 {t1.status} (offenders: {names(t1)}); "
             f"Theorem 3 {t3.status} (offenders: {names(t3)}); "
-            f"trap-and-emulate simulation {'PROVED' if sim.status == PROVED else sim.status.upper()} "
-            f"({time.perf_counter() - start:.1f} s)"
+            f"trap-and-emulate simulation {sim_text} ({time.perf_counter() - start:.1f} s)"
         )
         record["profiles"][name] = {
             "theorem1": t1.status, "theorem1_offenders": [o.insn for o in t1.offenders],
             "theorem3": t3.status, "theorem3_offenders": [o.insn for o in t3.offenders],
             "trap_and_emulate_simulation": sim.status,
+            "simulation_expected": None if expected is None else ("proved" if expected else "failed"),
+            "simulation_witness": witness,
+            "simulation_text": sim_text,
+            "offenders": [
+                {"insn": o.insn, "kinds": list(o.kinds), "theorems": [t for t, c in ((1, t1), (3, t3))
+                                                                      if any(x.insn == o.insn for x in c.offenders)],
+                 "sensitive": witness_json(o.sensitive, prof), "unprivileged": witness_json(o.unprivileged, prof)}
+                for o in {x.insn: x for x in (*t1.offenders, *t3.offenders)}.values()
+            ],
+            "classification": {c.insn: {col: c.facts[col].answer for col in COLUMNS} for c in verdict.classes},
         }  # fmt: skip
     return lines, record
 
@@ -117,11 +173,12 @@ def run(args: argparse.Namespace) -> int:
         print()
     where = cluster.describe(address) if address else f"{opts['workers']} at a time"
     print(f"fuzzing: {len(cells)} campaigns of {budget_text(opts['cases'], opts['seconds'])} each, "
-          f"{where}", flush=True)  # fmt: skip
+          f"{where}, seed {opts['seed']}", flush=True)  # fmt: skip
     innocuous = innocuous_instructions(wanted)
     if address:
         run_table = partial(cluster.run_table, address=address)
-    table = run_table(cells, progress=progress_printer(len(cells)), innocuous=innocuous, **opts)
+    progress = None if args.quiet else progress_printer(len(cells))
+    table = run_table(cells, progress=progress, innocuous=innocuous, **opts)
     print()
     print(format_table(table))
     for line in notes(table):
@@ -138,4 +195,9 @@ def run(args: argparse.Namespace) -> int:
     record["table"] = [c.to_json() for c in table]
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    if args.report:  # its paths are the last lines: make verify's user looks there
+        from popek.report import document, files
+
+        doc = document.from_cells("verify", args.argv, table, seed=opts["seed"], proofs=record.get("proofs"))
+        files.print_paths(files.write(args.report, doc))
     return 0 if not mismatches else 1
