@@ -28,9 +28,10 @@ def _table_lines(stdout: str) -> list[str]:
 
 def _comparable(cell: dict) -> dict:
     """A cell's JSON without what differs between any two runs (its wall
-    time, its campaign id) or between machines (where its findings
+    times, its campaign id) or between machines (where its findings
     directory is)."""
     out = {k: v for k, v in cell.items() if k not in ("seconds", "requirements")}
+    out["timeline"] = [point[1:] for point in out.get("timeline", [])]  # each point's wall time dropped
     for key in ("finding", "safety_finding", "efficiency_finding"):
         if out.get(key):  # its name without the campaign's random id (docs/file-formats.md)
             *front, _campaign, digest = Path(out[key]).name.split("-")

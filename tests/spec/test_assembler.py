@@ -143,7 +143,7 @@ ERRORS = [
     ("  .entry a, b\n", 1, 3, ".entry takes one operand"),
     ("x: .word\n", 1, 4, ".word needs at least one value"),
     ("nop\n  frob r1\n", 2, 3, "unknown instruction 'frob' in profile 'pg'"),
-    ("  jru 0x20\n", 1, 3, "unknown instruction 'jru' in profile 'pg'"),  # hybrid only
+    ("  jru 0x20\n", 1, 3, "unknown instruction 'jru' in profile 'pg'; did you mean 'jr'?"),  # hybrid only
     ("  jmp nowhere\n", 1, 7, "undefined label 'nowhere'"),
     ("  .word 1, nowhere+2\n", 1, 12, "undefined label 'nowhere'"),
     ("  .entry nowhere\n", 1, 10, "undefined label 'nowhere'"),
