@@ -372,6 +372,10 @@ class Session:
         self.observed = Observed()
         self.steps = 0  # guest steps run() reported, in all
         self.memsize: int | None = None
+        # per guest id, the size it was added with (several guests); a session
+        # that restores a guest rather than loading one has none yet
+        self._first_memsize: int | None = None
+        self._memsizes: dict[Any, int] = {}
         self._alloc: range | None = None
         self._watch = _HostWatch(self.host, self.observed, lambda: self._alloc) if watch else None
         self._canary = canary
@@ -403,7 +407,7 @@ class Session:
         self.call("load", self.vmm.load, image, memsize=memsize)
         self.storage_intact("load")
         self.memsize = self._first_memsize = memsize
-        self._memsizes: dict[Any, int] = {}
+        self._memsizes = {}
         if self._watch is not None:
             self._alloc = self.allocation()
 
@@ -415,7 +419,9 @@ class Session:
 
     def select_guest(self, gid: Any) -> None:
         self.call("select_guest", self.vmm.select_guest, gid)
-        self.memsize = self._memsizes.get(gid, self._first_memsize)
+        first = self.memsize if self._first_memsize is None else self._first_memsize
+        self._first_memsize = first
+        self.memsize = self._memsizes.get(gid, first)
 
     def guests(self) -> list:
         return list(self.call("guests", self.vmm.guests, returns=(list, tuple)))
