@@ -99,6 +99,10 @@ class Cell:
     # per requirement, generated cases that had a problem breaking it
     problem_cases: dict | None = None
     errors: list | None = None  # the campaign could not run as asked (a harness failure)
+    fidelity_message: str | None = None  # what the first fidelity-breaking finding said
+    # declared capabilities (snapshot, migration, ...) whose checks failed on
+    # this profile (`popek check` fills it in after the campaign)
+    capabilities_failed: list | None = None
 
     def agrees(self) -> dict[str, bool]:
         """Per requirement: does what was observed agree with the declaration?"""
@@ -107,16 +111,30 @@ class Cell:
             # not judged (too small a sample): the cell rests on the others
             "efficiency": self.observed_efficient in (None, self.expected_efficient),
             "safety": self.observed_safe == self.expected_safe,
+            "capabilities": not self.capabilities_failed,
         }
 
     @property
     def match(self) -> bool:
-        """All three agree, and the campaign ran as asked (an error in it
-        leaves the verdict unfounded: no MATCH)."""
-        return all(self.agrees().values()) and not self.errors
+        """All three agree, the declared capabilities held, the plug-in kept
+        the contract, and the campaign ran as asked (an error in it leaves the
+        verdict unfounded: no MATCH)."""
+        return all(self.agrees().values()) and not self.errors and not self.contract_broken
+
+    @property
+    def contract_broken(self) -> bool:
+        """The fidelity finding is the plug-in breaking the contract (or
+        crashing), not a guest that ran differently."""
+        return self.kind in ("contract", "crash")
 
     def verdict_text(self) -> str:
+        """MATCH only when every observation agrees with the declaration;
+        else the requirements (or the contract, or the capabilities) that do not."""
         wrong = [r for r, ok in self.agrees().items() if not ok] + (["error"] if self.errors else [])
+        if self.contract_broken:
+            wrong = ["contract" if r == "fidelity" else r for r in wrong]
+            if "contract" not in wrong:  # declared unfaithful: a broken contract is still no match
+                wrong.insert(0, "contract")
         return "MATCH" if not wrong else f"MISMATCH ({', '.join(wrong)})"
 
     def cases_text(self) -> str:
@@ -151,6 +169,9 @@ class Cell:
         """The fidelity column."""
         if self.observed_faithful:
             return f"faithful ({self.cases_text()})"
+        if self.contract_broken:
+            word = "contract broken" if self.kind == "contract" else "plug-in crashed"
+            return f"{word} ({self.counterexample} insns, {message_head(self.fidelity_message or '')})"
         what = f"unfaithful ({self.counterexample} insns"
         if self.culprit:
             what += f", {self.culprit}"
@@ -244,7 +265,7 @@ def run_cell(args: tuple) -> Cell:
         expected_promise=support.promise(),
         observed_faithful=first is None,
         counterexample=first["instructions"] if first else None, culprit=culprit,
-        kind=first["kind"] if first else None,
+        kind=first["kind"] if first else None, fidelity_message=first.get("message") if first else None,
         efficiency=(status.get("direct", 0) / steps) if steps else None,
         safety_findings=len(unsafe),
         cases=result["cases"], seconds=round(time.time() - started, 1),

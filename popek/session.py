@@ -411,6 +411,11 @@ class Session:
         if self._watch is not None:
             self._alloc = self.allocation()
 
+    def set_memsize(self, memsize: int | None) -> None:
+        """A guest placed by ``restore`` (not ``load``) has ``memsize`` words:
+        what `state` checks the storage it reports against."""
+        self.memsize = memsize
+
     # -- the multi-guest capability: the session knows each guest's size -------
     def add_guest(self, image: Image, *, memsize: int) -> Any:
         gid = self.call("add_guest", self.vmm.add_guest, image, memsize=memsize)
