@@ -664,6 +664,7 @@ def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, find
     """The campaign's cases judged an innocuous instruction emulated (its
     direct share below ``innocuous_share``): find a short guest that shows
     it and write it as a finding, like any other (`popek.fuzz.witness`)."""
+    from .efficiency import DirectRule
     from .witness import describe_share, efficiency_witness
 
     low = status.ledger.emulated(config.innocuous_share)
@@ -671,8 +672,10 @@ def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, find
         return
     worst = low[0]
     try:
+        rule = status.ledger.rule  # the witness is sought in the modes the share was judged in
+        rule = DirectRule(rule.innocuous, frozenset(worst.modes), rule.paged)
         found = efficiency_witness(
-            vmm_cls, config.profile, status.ledger.rule, worst.insn, steps=config.steps, seed=config.seed,
+            vmm_cls, config.profile, rule, worst.insn, steps=config.steps, seed=config.seed,
             label=config.vmm,
         )  # fmt: skip
     except Exception as e:  # a harness failure: said, and the verdict stands without a witness

@@ -173,32 +173,72 @@ def emulated_innocuous(
 ENOUGH_EXECUTIONS = 20
 
 
+def mode_key(name: str, mode: str) -> str:
+    """The per-mode ledger's key for ``name`` executed in virtual ``mode``."""
+    return f"{name}@{mode}"
+
+
 class DirectLedger:
     """Per innocuous instruction, over the cases a VMM ran faithfully: how
     often the guest executed it in the declared modes (bare run) and how
     many of those the host retired directly (its own record, capped per
     case at the executions, so that direct runs in other modes cannot make
-    up for emulated ones)."""
+    up for emulated ones).
+
+    And per instruction *and declared mode*: the host's record does not say
+    in which virtual mode it ran an instruction, so the campaign-wide count
+    lets a design that runs its guest's kernel directly and interprets the
+    user program pass (kernels execute most of the instructions).  So each
+    case in which the guest executed an instruction in one mode only (on
+    the bare machine, in any mode) also counts toward that instruction in
+    that mode (`mode_executions`, `mode_direct`, keyed by `mode_key`): there
+    the host's count can only be that mode's, and each declared mode must
+    reach the threshold on its own."""
 
     def __init__(self, rule: DirectRule):
         self.rule = rule
         self.executions: Counter = Counter()
         self.direct: Counter = Counter()
+        self.mode_executions: Counter = Counter()
+        self.mode_direct: Counter = Counter()
         self.cases = 0  # cases judged (faithful, and paged only if the rule covers it)
 
     def add(self, bare: IsaCoverage, host_direct: Mapping[str, int]) -> None:
         if not self.rule.paged and paged(bare):
             return
         self.cases += 1
+        ran_in: dict[str, set[str]] = {}  # instruction -> every mode it retired in
+        for (name, mode, outcome), n in bare.counts.items():
+            if outcome == RETIRED and n:
+                ran_in.setdefault(name, set()).add(mode)
         for name, modes in declared_executions(self.rule, bare).items():
             n = sum(modes.values())
+            got = min(n, host_direct.get(name, 0))
             self.executions[name] += n
-            self.direct[name] += min(n, host_direct.get(name, 0))
+            self.direct[name] += got
+            if len(ran_in.get(name, ())) == 1:  # one mode only: the host's count is that mode's
+                key = mode_key(name, next(iter(modes)))
+                self.mode_executions[key] += n
+                self.mode_direct[key] += got
 
     def merge(self, other: "DirectLedger") -> None:
         self.executions.update(other.executions)
         self.direct.update(other.direct)
+        self.mode_executions.update(other.mode_executions)
+        self.mode_direct.update(other.mode_direct)
         self.cases += other.cases
+
+    def shares(self) -> dict[str, float]:
+        """Every judged direct share (enough executions): per instruction, and
+        per instruction in one declared mode (``"add (user)"``) when the rule
+        declares both modes."""
+        out = {n: self.direct[n] / k for n, k in self.executions.items() if k >= ENOUGH_EXECUTIONS}
+        if len(self.rule.modes) > 1:
+            for key, k in self.mode_executions.items():
+                if k >= ENOUGH_EXECUTIONS:
+                    name, _, mode = key.partition("@")
+                    out[f"{name} ({mode})"] = self.mode_direct[key] / k
+        return out
 
     def share(self, name: str) -> float | None:
         n = self.executions.get(name, 0)
@@ -213,7 +253,12 @@ class DirectLedger:
             for name, n in self.executions.items()
             if n >= ENOUGH_EXECUTIONS and self.direct[name] < threshold * n
         ]
-        return sorted(out, key=lambda e: (e.direct / e.executions, e.insn))
+        if len(self.rule.modes) > 1:  # each declared mode on its own (see the class docstring)
+            for key, n in self.mode_executions.items():
+                if n >= ENOUGH_EXECUTIONS and self.mode_direct[key] < threshold * n:
+                    name, _, mode = key.partition("@")
+                    out.append(EmulatedInnocuous(name, (mode,), self.mode_direct[key], n))
+        return sorted(out, key=lambda e: (e.direct / e.executions, e.insn, e.modes))
 
     def judged(self) -> int:
         """How many instructions had enough executions to be judged."""
@@ -231,7 +276,7 @@ class DirectLedger:
                 f"innocuous instructions: {len(low)} of {judged} ran directly in under {threshold:.0%} "
                 f"of their executions ({worst}): NOT efficient"
             )
-        shares = {n: self.share(n) or 0.0 for n, k in self.executions.items() if k >= ENOUGH_EXECUTIONS}
+        shares = self.shares()
         lowest = min(shares, key=lambda n: (shares[n], n))
         return (
             f"innocuous instructions: all {judged} ran directly in at least {threshold:.0%} of their "
@@ -239,7 +284,8 @@ class DirectLedger:
         )
 
     def to_json(self) -> dict:
-        return {"cases": self.cases, "executions": dict(self.executions), "direct": dict(self.direct)}
+        return {"cases": self.cases, "executions": dict(self.executions), "direct": dict(self.direct),
+                "mode_executions": dict(self.mode_executions), "mode_direct": dict(self.mode_direct)}
 
     @classmethod
     def from_json(cls, rule: DirectRule, d: dict) -> "DirectLedger":
@@ -247,4 +293,6 @@ class DirectLedger:
         ledger.cases = int(d.get("cases", 0))
         ledger.executions.update({str(k): int(v) for k, v in d.get("executions", {}).items()})
         ledger.direct.update({str(k): int(v) for k, v in d.get("direct", {}).items()})
+        ledger.mode_executions.update({str(k): int(v) for k, v in d.get("mode_executions", {}).items()})
+        ledger.mode_direct.update({str(k): int(v) for k, v in d.get("mode_direct", {}).items()})
         return ledger

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .campaign import CampaignConfig, requirement_of
-from .efficiency import DOMINANT, ENOUGH_EXECUTIONS, DirectLedger, DirectRule, judge
+from .efficiency import DOMINANT, DirectLedger, DirectRule, judge
 from .isa_coverage import IsaCoverage
 
 FAILING_KINDS = ("fidelity", "crash", "contract")  # the kinds that break fidelity
@@ -251,7 +251,7 @@ def run_cell(args: tuple) -> Cell:
         # the verdict: each innocuous instruction's direct share, from the host's record
         ledger = DirectLedger.from_json(rule, status["direct_ledger"])
         if ledger.judged():
-            shares = {n: ledger.share(n) for n, k in ledger.executions.items() if k >= ENOUGH_EXECUTIONS}
+            shares = ledger.shares()  # per instruction, and per instruction in each declared mode
             lowest = min(shares, key=lambda n: (shares[n], n))
             judged.update(
                 observed_efficient=not ledger.emulated(threshold),

@@ -83,15 +83,17 @@ class PopfLosesOverflow(OutsiderTE):
 
 
 class UndefinedAsPrivileged(OutsiderTE):
-    """An undefined opcode (not 0: zeroed storage is handled) is reflected
-    to the guest as a privileged-instruction trap, not as ILLEGAL: the
-    VMM takes unknown opcodes for privileged extensions."""
+    """In the guest's kernel, an opcode past the profile's table is
+    reflected as a privileged-instruction trap, not as ILLEGAL: the VMM
+    takes opcodes beyond the table for privileged extensions of a later
+    machine, which its guest kernel may not use."""
 
     name = "outsider-undefined-as-privileged"
 
     def handle_host_trap(self, cause: int, info: int) -> None:
         words = self.next_words()
-        if cause == Cause.ILLEGAL and words and (words[0] >> 8) and (words[0] >> 8) not in self.vcpu.profile.by_opcode:
+        past = words is not None and (words[0] >> 8) > max(self.vcpu.profile.by_opcode)
+        if cause == Cause.ILLEGAL and past and self.vcpu.S[st.MODE] == st.SUPERVISOR:
             self.reflect(Cause.PRIVILEGED, info)
             return
         super().handle_host_trap(cause, info)
