@@ -67,6 +67,7 @@ USER_ROOM = USER_DATA // ILEN
 EPILOGUE_LEN = 17  # at most
 
 
+END_MARK = 0xE1D  # the last word of a storage that ends inside a page (`GuestCase.image`)
 # The name of a generated word that no instruction decodes (its first word
 # is ``imm``, its second 0): the undefined-opcode trap a VMM must reflect as
 # such (`popek.fuzz.families.undefined_words`).
@@ -176,6 +177,11 @@ class GuestCase:
                 words[USER_PSW + k] = word
         for k, w in enumerate(self.kdata):
             words[KDATA + k] = w & mask
+        if self.memsize % prof.arch.page_size:
+            # storage ends inside a page: its last word holds a mark, which a
+            # VMM that loads, maps or reports storage a whole page at a time
+            # loses (a zero there would look the same either way)
+            words[self.memsize - 1] = END_MARK & mask
         if self.page_perms is not None:
             page = prof.arch.page_size
             for k, perm in enumerate(self.page_perms):
