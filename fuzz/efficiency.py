@@ -121,12 +121,15 @@ class EmulatedInnocuous:
     modes: tuple[str, ...]  # the virtual modes the guest executed it in
     direct: int  # times the host retired it
     executions: int  # times the guest retired it on the bare machine, in those modes
+    late: bool = False  # counted in the last chunk of long runs only (`DirectLedger`)
+
+    @property
+    def where(self) -> str:
+        """Where it was judged, in words."""
+        return f"in virtual {' or '.join(self.modes)} mode" + (" late in long runs" if self.late else "")
 
     def describe(self) -> str:
-        return (
-            f"{self.insn} in virtual {' or '.join(self.modes)} mode ran emulated "
-            f"({self.direct} of {self.executions} executions direct)"
-        )
+        return f"{self.insn} {self.where} ran emulated ({self.direct} of {self.executions} executions direct)"
 
 
 def paged(bare: IsaCoverage) -> bool:
@@ -201,7 +204,24 @@ class DirectLedger:
         self.direct: Counter = Counter()
         self.mode_executions: Counter = Counter()
         self.mode_direct: Counter = Counter()
+        # the same, over the last chunk of long runs only (`add_late`)
+        self.late_executions: Counter = Counter()
+        self.late_direct: Counter = Counter()
         self.cases = 0  # cases judged (faithful, and paged only if the rule covers it)
+
+    def add_late(self, whole: IsaCoverage, last: IsaCoverage, host_direct_last: Mapping[str, int]) -> None:
+        """The last chunk of a long run: its bare counts (``last``) against
+        what the host retired directly in it.  A design that turns slow
+        after a while (a counter trips, a cache fills) passes on the whole
+        run's counts, since short runs are most of a campaign; the end of a
+        long run is where it shows.  ``whole``: the case's counts, for
+        whether it is judged at all (paging)."""
+        if not self.rule.paged and paged(whole):
+            return
+        for name, modes in declared_executions(self.rule, last).items():
+            n = sum(modes.values())
+            self.late_executions[name] += n
+            self.late_direct[name] += min(n, host_direct_last.get(name, 0))
 
     def add(self, bare: IsaCoverage, host_direct: Mapping[str, int]) -> None:
         if not self.rule.paged and paged(bare):
@@ -226,6 +246,8 @@ class DirectLedger:
         self.direct.update(other.direct)
         self.mode_executions.update(other.mode_executions)
         self.mode_direct.update(other.mode_direct)
+        self.late_executions.update(other.late_executions)
+        self.late_direct.update(other.late_direct)
         self.cases += other.cases
 
     def shares(self) -> dict[str, float]:
@@ -238,6 +260,9 @@ class DirectLedger:
                 if k >= ENOUGH_EXECUTIONS:
                     name, _, mode = key.partition("@")
                     out[f"{name} ({mode})"] = self.mode_direct[key] / k
+        for name, k in self.late_executions.items():
+            if k >= ENOUGH_EXECUTIONS:
+                out[f"{name} (late)"] = self.late_direct[name] / k
         return out
 
     def share(self, name: str) -> float | None:
@@ -258,7 +283,10 @@ class DirectLedger:
                 if n >= ENOUGH_EXECUTIONS and self.mode_direct[key] < threshold * n:
                     name, _, mode = key.partition("@")
                     out.append(EmulatedInnocuous(name, (mode,), self.mode_direct[key], n))
-        return sorted(out, key=lambda e: (e.direct / e.executions, e.insn, e.modes))
+        for name, n in self.late_executions.items():  # the end of long runs on its own
+            if n >= ENOUGH_EXECUTIONS and self.late_direct[name] < threshold * n:
+                out.append(EmulatedInnocuous(name, modes, self.late_direct[name], n, late=True))
+        return sorted(out, key=lambda e: (e.direct / e.executions, e.insn, e.modes, e.late))
 
     def judged(self) -> int:
         """How many instructions had enough executions to be judged."""
@@ -285,7 +313,8 @@ class DirectLedger:
 
     def to_json(self) -> dict:
         return {"cases": self.cases, "executions": dict(self.executions), "direct": dict(self.direct),
-                "mode_executions": dict(self.mode_executions), "mode_direct": dict(self.mode_direct)}
+                "mode_executions": dict(self.mode_executions), "mode_direct": dict(self.mode_direct),
+                "late_executions": dict(self.late_executions), "late_direct": dict(self.late_direct)}
 
     @classmethod
     def from_json(cls, rule: DirectRule, d: dict) -> "DirectLedger":
@@ -295,4 +324,6 @@ class DirectLedger:
         ledger.direct.update({str(k): int(v) for k, v in d.get("direct", {}).items()})
         ledger.mode_executions.update({str(k): int(v) for k, v in d.get("mode_executions", {}).items()})
         ledger.mode_direct.update({str(k): int(v) for k, v in d.get("mode_direct", {}).items()})
+        ledger.late_executions.update({str(k): int(v) for k, v in d.get("late_executions", {}).items()})
+        ledger.late_direct.update({str(k): int(v) for k, v in d.get("late_direct", {}).items()})
         return ledger

@@ -24,6 +24,7 @@ from hypothesis.errors import InvalidArgument
 from popek.spec import profiles as _profiles
 from popek.spec import state as st
 from popek.spec.profiles import Profile
+from popek.spec.sem import ILEN
 
 from . import guest as g
 from .families import ADDRESS, FAMILIES, INFO, JUMP, UNDEFINED_FAMILY, VALUE, Shape, by_family, undefined_words
@@ -189,6 +190,7 @@ class _Plan:
             self.families += (UNDEFINED_FAMILY,)
             self.groups[UNDEFINED_FAMILY] = (_UNDEFINED,)
         self.undefined = undefined_words(profile)
+        self.long_loop = vary and all(n in have for n in ("li", "call", "pop", "addi", "cmpi", "jz", "jr"))
         self.scenarios = tuple(
             (name, build) for name, build in (_scenarios(profile, exclude) if self.can_handle else ())
             if not {op.name for op in build(memsize)} & exclude
@@ -424,6 +426,16 @@ def _scenarios(profile: Profile, exclude: frozenset[str] = frozenset()) -> tuple
 
 
 TICK_AT_CUT = 2  # the timer the tick-at-cut scenario sets
+# Long runs: 1 case in LONG_ONE_IN (with ``vary`` and split runs) is a kernel
+# loop of innocuous instructions run for LONG_STEPS steps, the last
+# LONG_TAIL of them in a run() slice of their own.  A VMM that turns slow
+# after a while passes on short runs; the efficiency ledger judges the last
+# slice of a run that starts at LATE_FROM steps or later on its own
+# (`popek.fuzz.efficiency.DirectLedger.add_late`).
+LONG_ONE_IN = 64
+LONG_STEPS = 4000
+LONG_TAIL = 1000
+LATE_FROM = 1000
 PAGING_OFF_MARK = 0x0BAD  # what the paging-off scenario stores with paging off
 PAGING_REG = 6  # the register a kernel that turns paging on first loads PTBR from
 REMAP_REG = 5  # and the one it writes a page-table entry from
@@ -431,6 +443,18 @@ REMAP_REG = 5  # and the one it writes a page-table entry from
 # Where a drawn instruction goes: 0-1 kernel, 2 handler, 3-5 user program.
 KERNEL, HANDLER, USER = 0, 2, 3
 SECTION_TAGS = 5
+
+
+def _long_loop(mask: int) -> tuple[g.Op, ...]:
+    """A kernel loop of innocuous instructions that outlasts `LONG_STEPS`:
+    ``call`` to the next instruction and ``pop`` give the loop's address
+    (code is placed wherever the kernel puts it), then decrement, compare,
+    leave when zero, ``jr`` back."""
+    r5, r6 = REMAP_REG, PAGING_REG
+    count = LONG_STEPS // 4 + 1  # four instructions an iteration
+    return (g.Op("li", st.SP, 0, g.KSTACK), g.Op("li", r5, 0, count), g.Op("call", 0, 0, 0, 0),
+            g.Op("pop", r6), g.Op("addi", r6, 0, 2 * ILEN),  # r6: the loop's first instruction
+            g.Op("addi", r5, 0, mask), g.Op("cmpi", r5, 0, 0), g.Op("jz", 0, 0, 0, 1), g.Op("jr", 0, r6))  # fmt: skip
 
 
 @hs.composite
@@ -584,6 +608,14 @@ def _guests(
         if handler is not None and not paged:
             handler = _with_remaps(draw, plan, handler, len(page_perms))[: max(0, max_instructions // 4)]
     chunks: tuple[int, ...] = ()
+    if split_runs and plan.long_loop and draw(hs.integers(0, LONG_ONE_IN - 1)) == LONG_ONE_IN - 1:
+        # a long run (shrinks away from it): the loop first, the rest after it
+        kernel = (_long_loop(plan.mask) + kernel)[: g.KERNEL_ROOM - 1]
+        return g.GuestCase(
+            plan.profile.name, kernel, handler, user, user_ie=user_ie, user_bound=user_bound,
+            trap_limit=trap_limit, timer=timer, kdata=kdata, page_perms=page_perms,
+            memsize=memsize, steps=LONG_STEPS, chunks=(LONG_STEPS - LONG_TAIL, LONG_TAIL),
+        )  # fmt: skip
     # Checkpoints: the run under the VMM is split into several run() calls and
     # compared at each boundary, which also catches differences that a later
     # instruction would overwrite before the end (a register read then reused).

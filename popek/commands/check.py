@@ -284,9 +284,10 @@ def print_witness(path: str) -> None:
         doc = findings.read(path)
     except (OSError, ValueError):
         return  # the path printed is what there is
-    if doc.get("report"):
-        print(doc["report"].rstrip())
-    if doc.get("replay"):
+    report = (doc.get("report") or "").rstrip()
+    if report:
+        print(report)
+    if doc.get("replay") and doc["replay"] not in report:
         print(f"replay: {doc['replay']}")
 
 

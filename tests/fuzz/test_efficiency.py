@@ -100,3 +100,35 @@ def test_one_declared_mode_is_judged_as_before():
     for _ in range(10):
         ledger.add(IsaCoverage({("add", "user", RETIRED): 3}), {"add": 3})
     assert ledger.shares() == {"add": 1.0} and ledger.emulated(0.5) == []
+
+
+def test_the_end_of_long_runs_is_judged_on_its_own():
+    """A design that turns slow after a while: direct over the whole of
+    every run (short ones are most of a campaign), emulated at the end of
+    long ones; the late counts show it, and a long case from the generator
+    has its last slice counted on both sides."""
+    from popek.fuzz import strategies
+    from popek.fuzz.efficiency import DirectLedger, DirectRule
+    from popek.fuzz.execute import run_bare
+    from popek.fuzz.isa_coverage import RETIRED, IsaCoverage
+
+    rule = DirectRule(frozenset({"addi"}))
+    ledger = DirectLedger(rule)
+    whole = IsaCoverage({("addi", "supervisor", RETIRED): 100})
+    ledger.add(whole, {"addi": 70})
+    ledger.add_late(whole, IsaCoverage({("addi", "supervisor", RETIRED): 30}), {})
+    assert ledger.share("addi") == 0.7
+    (late,) = ledger.emulated(0.5)
+    assert late.late and (late.direct, late.executions) == (0, 30) and "late in long runs" in late.describe()
+    shares = DirectLedger.from_json(rule, ledger.to_json()).shares()
+    assert shares == {"addi": 0.7, "addi (supervisor)": 0.7, "addi (late)": 0.0}
+    # the generator's long loop: the last slice is the loop, counted apart
+    from popek.fuzz import guest as g
+
+    ops = strategies._long_loop(0xFFFF)
+    case = g.GuestCase("pg", ops, steps=strategies.LONG_STEPS,
+                       chunks=(strategies.LONG_STEPS - strategies.LONG_TAIL, strategies.LONG_TAIL))
+    run = run_bare(case, coverage=IsaCoverage())
+    assert run.steps == [strategies.LONG_STEPS - strategies.LONG_TAIL, strategies.LONG_TAIL] and not run.halted
+    assert sum(run.last.counts.values()) == strategies.LONG_TAIL
+    assert {name for name, _m, _o in run.last.counts} == {"addi", "cmpi", "jz", "jr"}
