@@ -76,7 +76,7 @@ def prime_values(profile: Profile) -> list[int]:
     return sorted(set(v & mask for v in vals), key=vals.index)
 
 
-PRIME_ONE_IN = 3  # how often a sensitive instruction's operand is primed
+PRIME_ONE_IN = 2  # how often a sensitive instruction's operand is primed
 
 
 def _reads_stack(profile: Profile, name: str) -> bool:
