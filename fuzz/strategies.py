@@ -440,13 +440,13 @@ def _scenarios(profile: Profile, exclude: frozenset[str] = frozenset()) -> tuple
 
 
 TICK_AT_CUT = 2  # the timer the tick-at-cut scenario sets
-# Long runs: 1 case in LONG_ONE_IN (with ``vary`` and split runs) is a kernel
+# Long runs: 1 case in 2**LONG_FLIPS (with ``vary`` and split runs) is a kernel
 # loop of innocuous instructions run for LONG_STEPS steps, the last
 # LONG_TAIL of them in a run() slice of their own.  A VMM that turns slow
 # after a while passes on short runs; the efficiency ledger judges the last
 # slice of a run that starts at LATE_FROM steps or later on its own
 # (`popek.fuzz.efficiency.DirectLedger.add_late`).
-LONG_ONE_IN = 128
+LONG_FLIPS = 7  # 1 case in 2**7 = 128
 LONG_STEPS = 3000
 LONG_TAIL = 1000
 LATE_FROM = 1000
@@ -627,7 +627,9 @@ def _guests(
         if handler is not None and not paged:
             handler = _with_remaps(draw, plan, handler, len(page_perms))[: max(0, max_instructions // 4)]
     chunks: tuple[int, ...] = ()
-    if split_runs and plan.long_loop and draw(hs.integers(0, LONG_ONE_IN - 1)) == LONG_ONE_IN - 1:
+    # (a run of coin flips: Hypothesis draws an integer of a range far from
+    # uniformly, and the top of 0..127 seldom: no long run in 1,000 cases)
+    if split_runs and plan.long_loop and all(draw(hs.booleans()) for _ in range(LONG_FLIPS)):
         # a long run (shrinks away from it): the loop first, the rest after it
         kernel = (_long_loop(plan.mask) + kernel)[: g.KERNEL_ROOM - 1]
         return g.GuestCase(
