@@ -526,6 +526,10 @@ def _guests(
     os_scaffold: bool,
     split_runs: bool,
 ) -> g.GuestCase:
+    # a long run (`LONG_FLIPS`), decided first: drawn last, after a case's
+    # many choices, it was seldom reached (no long run in a campaign's 1,000
+    # cases); coin flips, as Hypothesis seldom draws the top of a wide range
+    long_run = split_runs and plan.long_loop and all(draw(hs.booleans()) for _ in range(LONG_FLIPS))
     # swarm: which families this case may use (shrinks toward fewer)
     chosen = [f for f in plan.families if not draw(hs.booleans())]
     if not chosen:
@@ -627,9 +631,7 @@ def _guests(
         if handler is not None and not paged:
             handler = _with_remaps(draw, plan, handler, len(page_perms))[: max(0, max_instructions // 4)]
     chunks: tuple[int, ...] = ()
-    # (a run of coin flips: Hypothesis draws an integer of a range far from
-    # uniformly, and the top of 0..127 seldom: no long run in 1,000 cases)
-    if split_runs and plan.long_loop and all(draw(hs.booleans()) for _ in range(LONG_FLIPS)):
+    if long_run:
         # a long run (shrinks away from it): the loop first, the rest after it
         kernel = (_long_loop(plan.mask) + kernel)[: g.KERNEL_ROOM - 1]
         return g.GuestCase(
