@@ -406,6 +406,7 @@ class _Status:
         # [seconds, cases, ISA coverage, situation coverage] after each batch:
         # the report's coverage-over-time plot (popek.report)
         self.timeline: list[list[float]] = []
+        self.late_witness = None  # (case, Problem): a long run whose end ran emulated
 
     def mark(self, profile) -> None:
         """One point of the timeline, after a batch."""
@@ -697,28 +698,78 @@ def worker_index() -> int:
     return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
 
 
+def _long_run(case) -> bool:
+    """Is the last chunk of ``case`` late enough in its run to be judged on
+    its own for efficiency (`DirectLedger.add_late`)?"""
+    from .strategies import LATE_FROM
+
+    return len(case.chunks) > 1 and sum(case.chunks[:-1]) >= LATE_FROM
+
+
+def _keep_late_witness(status: "_Status", rule, case, outcome, threshold: float) -> None:
+    """A long run whose last chunk ran innocuous instructions emulated
+    (below ``threshold`` of their executions there) is the witness of a
+    late-efficiency verdict: no short guest can show it."""
+    from .efficiency import declared_executions
+    from .execute import Problem
+
+    want = declared_executions(rule, outcome.reference.last)
+    low = [
+        (name, sum(modes.values()), outcome.run.last.get(name, 0)) for name, modes in sorted(want.items())
+        if outcome.run.last.get(name, 0) < threshold * sum(modes.values())
+    ]  # fmt: skip
+    if low:
+        at = sum(case.chunks[:-1])
+        said = "; ".join(f"{n} ran directly in {min(d, k)} of {k} executions" for n, k, d in low[:3])
+        status.late_witness = (case, Problem("efficiency", f"after guest step {at} (the last {case.chunks[-1]} "
+                                                           f"steps of {sum(case.chunks)}): {said}"))  # fmt: skip
+
+
 def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, findings_dir: Path) -> None:
     """The campaign's cases judged an innocuous instruction emulated (its
     direct share below ``innocuous_share``): find a short guest that shows
     it and write it as a finding, like any other (`popek.fuzz.witness`)."""
-    from .witness import describe_share, efficiency_witness
+    from .efficiency import DirectRule
+    from .witness import describe_share
 
     low = status.ledger.emulated(config.innocuous_share)
     if not low:
         return
     worst = low[0]
+    if worst.late and status.late_witness is not None:  # the long run itself is the witness
+        found = status.late_witness
+    else:
+        found = _short_witness(status, vmm_cls, config, worst)
+    verdict = (
+        f"not efficient: {describe_share(worst)} over {status.ledger.cases} faithful cases "
+        f"(needs {config.innocuous_share:.0%})"
+    )
+    _write_efficiency_finding(status, config, findings_dir, low, worst, found, verdict)
+
+
+def _short_witness(status: "_Status", vmm_cls, config: CampaignConfig, worst):
+    """A short guest in which ``worst``'s instruction ran emulated, or None."""
+    from .efficiency import DirectRule
+    from .witness import efficiency_witness
+
     try:
+        rule = status.ledger.rule  # the witness is sought in the modes the share was judged in
+        rule = DirectRule(rule.innocuous, frozenset(worst.modes), rule.paged)
         found = efficiency_witness(
-            vmm_cls, config.profile, status.ledger.rule, worst.insn, steps=config.steps, seed=config.seed,
+            vmm_cls, config.profile, rule, worst.insn, steps=config.steps, seed=config.seed,
             label=config.vmm,
         )  # fmt: skip
     except Exception as e:  # a harness failure: said, and the verdict stands without a witness
         status.errors.append(f"efficiency witness search failed: {type(e).__name__}: {e}")
         found = None
-    verdict = (
-        f"not efficient: {describe_share(worst)} over {status.ledger.cases} faithful cases "
-        f"(needs {config.innocuous_share:.0%})"
-    )
+    return found
+
+
+def _write_efficiency_finding(status: "_Status", config: CampaignConfig, findings_dir: Path, low, worst, found,
+                              verdict: str) -> None:  # fmt: skip
+    """Write the efficiency verdict's finding (with its witness, if any)."""
+    from .witness import describe_share
+
     entry = {
         "path": None, "kind": "efficiency", "requirement": "efficiency", "message": verdict,
         "instructions": None, "uses": [], "culprit": None, "emulated_insn": worst.insn,
@@ -732,7 +783,7 @@ def _efficiency_finding(status: "_Status", vmm_cls, config: CampaignConfig, find
         path = _finding_path(findings_dir, config, "efficiency", tag, case)
         doc = fnd.write(
             path, vmm=config.vmm, case=case, problem=problem, seconds=entry["seconds_to_detection"],
-            cases=status.cases, shrunk=True, reference="bare",
+            cases=status.cases, shrunk=not worst.late, reference="bare",  # a long run is kept whole
         )  # fmt: skip
         entry.update(path=str(path), message=doc["message"], instructions=doc["instructions"], uses=doc["uses"])
         if not doc.get("saved", True):
@@ -883,6 +934,10 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                         and outcome.run.observed is not None \
                         and not any(p.kind in properties.TRUSTED for p in outcome.problems):
                     ledger.add(outcome.bare, outcome.run.observed.direct)  # a faithful case: judged
+                    if _long_run(case) and outcome.reference.last is not None and outcome.run.last is not None:
+                        ledger.add_late(outcome.bare, outcome.reference.last, outcome.run.last)
+                        if status.late_witness is None:
+                            _keep_late_witness(status, ledger.rule, case, outcome, config.innocuous_share)
                 seen = {}
                 for p in outcome.problems:
                     seen.setdefault(requirement_of(p.kind), p)

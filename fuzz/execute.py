@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,9 @@ class Run:
     refused: str | None = None
     # what the host itself recorded (with the safety watch on)
     observed: Observed | None = None
+    # the last chunk alone, in a run of several: the bare side's ISA counts
+    # (when counted), or what the host retired directly (with the watch on)
+    last: Any = None
 
 
 def checkpoints(case: GuestCase) -> tuple[int, ...]:
@@ -116,11 +120,16 @@ def run_bare(case: GuestCase, *, coverage: IsaCoverage | None = None) -> Run:
     machine = _bare_machine(prof, case.memsize)
     machine.load(case.image(prof))
     states, steps, halted = [], [], False
-    for chunk in checkpoints(case):
+    chunks = checkpoints(case)
+    before = None
+    for k, chunk in enumerate(chunks):
+        if coverage is not None and k == len(chunks) - 1 and k:
+            before = Counter(coverage.counts)
         n, halted = run_observed(machine, chunk, coverage)
         steps.append(n)
         states.append(GuestState.from_machine(machine))
-    return Run(states, steps, halted)
+    last = IsaCoverage(coverage.counts - before) if before is not None else None
+    return Run(states, steps, halted, last=last)
 
 
 # --------------------------------------------------------------------------
@@ -153,18 +162,24 @@ def run_vmm(
     halted = False
     counters = None
     observed = None
+    last = None
     label = getattr(vmm_cls, "name", vmm_cls.__name__)
     try:
         with Session(vmm_cls, prof, label=label, timeout=timeout, watch=safety, canary=safety, hot=HOST_HOT) as s:
             observed = s.observed if safety else None
             try:
                 s.load(case.image(prof), memsize=case.memsize)
-                for chunk in checkpoints(case):
+                chunks = checkpoints(case)
+                for k, chunk in enumerate(chunks):
+                    if observed is not None and k == len(chunks) - 1 and k:
+                        before = Counter(observed.direct)
                     r = s.run(chunk)
                     steps.append(r.steps)
                     halted = r.halted
                     states.append(s.state())
                 counters = s.counters()
+                if observed is not None and len(chunks) > 1 and len(steps) == len(chunks):
+                    last = observed.direct - before
                 if safety:
                     problems += [Problem("safety", v) for v in s.safety_problems()]
             except SessionError as e:
@@ -174,4 +189,4 @@ def run_vmm(
         return Run([], [], False, None, [], refused=str(e) or type(e).__name__)
     except SessionError as e:  # the VMM could not even be built
         problems.append(Problem(e.kind, str(e)))
-    return Run(states, steps, halted, counters, problems, observed=observed)
+    return Run(states, steps, halted, counters, problems, observed=observed, last=last)

@@ -122,3 +122,21 @@ def by_family(profile: Profile) -> dict[str, tuple[Shape, ...]]:
         s = shape(insn, profile.arch)
         groups[s.family].append(s)
     return {f: tuple(v) for f, v in groups.items()}
+
+
+# Words that decode as no instruction: not a family of the spec's, so not
+# in `FAMILIES`; the generator draws them as one more (`strategies`).
+UNDEFINED_FAMILY = "undefined"
+
+
+@lru_cache(maxsize=None)
+def undefined_words(profile: Profile) -> tuple[int, ...]:
+    """First words whose opcode the profile does not assign (besides 0,
+    which zeroed storage already holds): the lowest, one from the middle
+    and the highest free opcode.  Running one must raise the
+    undefined-instruction trap, and a VMM must reflect it as that cause:
+    a word no guest compiler emits is still one a guest can run."""
+    opcodes = 1 << (profile.arch.word - 8)
+    free = [o for o in range(1, opcodes) if o not in profile.by_opcode]
+    picks = sorted({free[0], free[len(free) // 2], free[-1]}) if free else []
+    return tuple(o << 8 for o in picks)

@@ -32,7 +32,7 @@ from popek.spec.asm import disassemble
 from popek.spec.stored import StoredError
 
 from .execute import Problem
-from .guest import SMALL_MEMSIZE, GuestCase, Op
+from .guest import SMALL_MEMSIZE, UNDEFINED, GuestCase, Op
 from .report import format_problem, replay_command
 
 DEFAULT_DIR = Path(".popek") / "findings"
@@ -169,7 +169,7 @@ def _ops(value: Any, *, file: str, field: str, prof, nullable: bool) -> tuple[Op
         if len(op) < 1:
             raise StoredError(file, "an instruction is [name, rd, rs, imm, skip]", at)
         name = stored.text(op[0], file=file, field=at + ".name", max_len=40)
-        if name not in prof.by_name:
+        if name not in prof.by_name and name != UNDEFINED:
             raise StoredError(file, f"profile {prof.name!r} has no instruction {name!r}", at + ".name")
         rd = stored.integer(op[1], 0, nregs - 1, file=file, field=at + ".rd") if len(op) > 1 else 0
         rs = stored.integer(op[2], 0, nregs - 1, file=file, field=at + ".rs") if len(op) > 2 else 0

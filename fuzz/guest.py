@@ -67,6 +67,13 @@ USER_ROOM = USER_DATA // ILEN
 EPILOGUE_LEN = 17  # at most
 
 
+END_MARK = 0xE1D  # the last word of a storage that ends inside a page (`GuestCase.image`)
+# The name of a generated word that no instruction decodes (its first word
+# is ``imm``, its second 0): the undefined-opcode trap a VMM must reflect as
+# such (`popek.fuzz.families.undefined_words`).
+UNDEFINED = "<undefined>"
+
+
 class Op(NamedTuple):
     """One generated instruction.  For an instruction whose immediate is a
     jump target, ``skip`` says how many following instructions it jumps over
@@ -131,13 +138,17 @@ class GuestCase:
             everything = list(ops) + tail
             end_index = len(ops)  # jumps never leave the generated part
             for k, op in enumerate(everything):
+                addr = base + ILEN * k
+                if op.name == UNDEFINED:
+                    words[addr], words[addr + 1] = op.imm & mask, 0
+                    code.add(addr)
+                    continue
                 insn = prof.by_name[op.name]
                 imm = op.imm
                 if op.skip is not None and shape(insn, prof.arch).imm_role == JUMP:
                     target = min(k + 1 + op.skip, max(end_index, k + 1))
                     imm = vbase + ILEN * target
                 w0, w1 = encode(prof, insn, op.rd, op.rs, imm & mask)
-                addr = base + ILEN * k
                 words[addr], words[addr + 1] = w0, w1
                 code.add(addr)
             symbols[section] = vbase
@@ -166,6 +177,11 @@ class GuestCase:
                 words[USER_PSW + k] = word
         for k, w in enumerate(self.kdata):
             words[KDATA + k] = w & mask
+        if self.memsize % prof.arch.page_size:
+            # storage ends inside a page: its last word holds a mark, which a
+            # VMM that loads, maps or reports storage a whole page at a time
+            # loses (a zero there would look the same either way)
+            words[self.memsize - 1] = END_MARK & mask
         if self.page_perms is not None:
             page = prof.arch.page_size
             for k, perm in enumerate(self.page_perms):

@@ -24,9 +24,10 @@ from hypothesis.errors import InvalidArgument
 from popek.spec import profiles as _profiles
 from popek.spec import state as st
 from popek.spec.profiles import Profile
+from popek.spec.sem import ILEN
 
 from . import guest as g
-from .families import ADDRESS, FAMILIES, INFO, JUMP, VALUE, Shape, by_family
+from .families import ADDRESS, FAMILIES, INFO, JUMP, UNDEFINED_FAMILY, VALUE, Shape, by_family, undefined_words
 
 DEFAULT_STEPS = 400
 MAX_STEPS = 100_000
@@ -60,6 +61,50 @@ def interesting_values(profile: Profile, memsize: int) -> list[int]:
     vals += [g.KSTACK, g.KDATA, g.PTABLE, g.USER_BASE, g.USER_SIZE, g.HANDLER, g.USER_DATA]
     vals += [memsize, memsize - 1, 1 << (word - 1), (1 << (word - 1)) - 1, mask, mask - 1]
     return sorted(set(v & mask for v in vals), key=vals.index)
+
+
+def prime_values(profile: Profile) -> list[int]:
+    """Values a register is loaded with right before a sensitive
+    instruction reads it (or pushed right before one pops it): all ones,
+    the sign bit, 0xFFFF, the flag masks (N|V, all four, V alone) and a PSW
+    with IE and V.  A VMM that emulates the instruction sees exactly these
+    values; drawn at random, a register seldom holds one when it counts."""
+    mask, word = profile.arch.mask, profile.arch.word
+    flags = st.FLAG_N | st.FLAG_Z | st.FLAG_C | st.FLAG_V
+    vals = [mask, 1 << (word - 1), 0xFFFF, st.FLAG_N | st.FLAG_V, flags, st.FLAG_V,
+            (1 << st.PSW_IE_BIT) | st.FLAG_V, mask - 1]  # fmt: skip
+    return sorted(set(v & mask for v in vals), key=vals.index)
+
+
+PRIME_ONE_IN = 2  # how often a sensitive instruction's operand is primed
+
+
+def _reads_stack(profile: Profile, name: str) -> bool:
+    """Does instruction ``name`` read storage at sp (it pops its operand)?"""
+    from popek.spec.trace import trace
+
+    from .families import _mem_addrs, _walk
+
+    fx = trace(profile.by_name[name], profile.arch)
+    exprs = list(fx.field_writes.values()) + list(fx.outputs) + [v for _r, v in fx.reg_writes]
+    exprs += [v for _a, v in fx.mem_writes]
+    return any(
+        x.op == "reg" and x.args[0].op == "const" and x.args[0].args[0] == st.SP
+        for e in exprs for a in _mem_addrs(e) for x in _walk(a)
+    )  # fmt: skip
+
+
+def _moves_the_guest(profile: Profile, name: str) -> bool:
+    """Does ``name`` change how addresses translate or which mode runs (R,
+    the page-table base, guest mode)?  Its operand is not primed: all ones
+    as a table base or a bound sends the guest's next fetches astray, and
+    the cases that do are cases of nothing else (binary translation then
+    emulates most of its guest: 30% of `call` ran directly on pg, against
+    71% without)."""
+    from popek.spec.trace import trace
+
+    moved = {st.BASE, st.BOUND, st.PTBR, st.MODE, st.GUEST, st.NPTBR, st.VMCS}
+    return bool(moved & set(trace(profile.by_name[name], profile.arch).field_writes))
 
 
 def kernel_addresses(profile: Profile, memsize: int) -> list[int]:
@@ -103,7 +148,11 @@ def user_bounds(profile: Profile, memsize: int) -> list[int]:
 # Storage sizes and run lengths a case may have besides the ones asked for
 # (``vary``): a small one and one that is not a power of two (both at least
 # the layout's `guest.SMALL_MEMSIZE`), a large one; shorter and longer runs.
-OTHER_MEMSIZES = (0x340, 0x600, 0x1000)
+# The one past 1024 is not a whole number of pages either (23 3/4 pages of
+# 64 words): storage that ends inside a page is legal, and a VMM that
+# thinks in pages (copies, maps or reports storage a page at a time) must
+# still stop at the last word.
+OTHER_MEMSIZES = (0x340, 0x5F0, 0x1000)
 OTHER_STEPS = (1 / 4, 2)  # times the step budget asked for
 
 
@@ -121,7 +170,7 @@ class _Plan:
     """Everything a draw needs, computed once per strategy."""
 
     def __init__(self, profile: Profile, families: Sequence[str], memsize: int, exclude: frozenset[str],
-                 vary: bool = False, steps: int = DEFAULT_STEPS):  # fmt: skip
+                 vary: bool = False, steps: int = DEFAULT_STEPS, default_families: bool = False):  # fmt: skip
         self.profile = profile
         groups = {f: tuple(s for s in v if s.insn.name not in exclude) for f, v in by_family(profile).items()}
         self.families = tuple(f for f in families if groups[f])
@@ -138,15 +187,53 @@ class _Plan:
         needed = ("li", "ld", "st", "addi", "cmpi", "jz", "rti", "halt")
         self.can_handle = all(n in profile.by_name for n in needed)
         # scenarios that use an excluded instruction are left out with it
+        # a sensitive instruction's operand primed with a `prime_values` value
+        # (``li rs`` before one that reads rs; ``li; push`` before one that pops)
+        self.primes = prime_values(profile)
+        have = profile.by_name
+        self.prime_reg = {
+            s.insn.name for s in self.groups.get("system", ())
+            if "rs" in s.insn.fields and not _moves_the_guest(profile, s.insn.name)
+        } if "li" in have else set()  # fmt: skip
+        self.prime_stack = {
+            s.insn.name for s in self.groups.get("system", ())
+            if not s.insn.fields and _reads_stack(profile, s.insn.name)
+        } if {"li", "push"} <= set(have) else set()  # fmt: skip
+        # words no instruction decodes: one more family, in the default swarm only
+        if default_families and vary and undefined_words(profile):
+            self.families += (UNDEFINED_FAMILY,)
+            self.groups[UNDEFINED_FAMILY] = (_UNDEFINED,)
+        self.undefined = undefined_words(profile)
+        self.long_loop = vary and all(n in have for n in ("li", "call", "pop", "addi", "cmpi", "jz", "jr"))
         self.scenarios = tuple(
             (name, build) for name, build in (_scenarios(profile, exclude) if self.can_handle else ())
             if not {op.name for op in build(memsize)} & exclude
         )
 
 
+_UNDEFINED = object()  # the undefined family's one "shape": a word that does not decode
+
+
 @hs.composite
-def _op(draw, plan: _Plan, shapes: Sequence[Shape], user: bool, regs: Sequence[int], pools: _Pools) -> g.Op:
+def _op(
+    draw, plan: _Plan, shapes: Sequence[Shape], user: bool, regs: Sequence[int], pools: _Pools
+) -> tuple[g.Op, ...]:
+    """One drawn instruction, with (sometimes) what primes its operand before it."""
     s = draw(hs.sampled_from(shapes))
+    if s is _UNDEFINED:
+        return (g.Op(g.UNDEFINED, 0, 0, draw(hs.sampled_from(plan.undefined))),)
+    op = draw(_plain_op(plan, s, user, regs, pools))
+    name = s.insn.name
+    if name in plan.prime_reg and not draw(hs.integers(0, PRIME_ONE_IN - 1)):
+        return (g.Op("li", op.rs, 0, draw(hs.sampled_from(plan.primes))), op)
+    if name in plan.prime_stack and not draw(hs.integers(0, PRIME_ONE_IN - 1)):
+        r = draw(hs.sampled_from(regs))
+        return (g.Op("li", r, 0, draw(hs.sampled_from(plan.primes))), g.Op("push", 0, r), op)
+    return (op,)
+
+
+@hs.composite
+def _plain_op(draw, plan: _Plan, s: Shape, user: bool, regs: Sequence[int], pools: _Pools) -> g.Op:
     fields = s.insn.fields
     reg = hs.sampled_from(regs)
     rd = draw(reg) if "rd" in fields else 0
@@ -256,6 +343,26 @@ def _scenarios(profile: Profile, exclude: frozenset[str] = frozenset()) -> tuple
                                 g.Op("st", r6, r5, 0)] + touch  # fmt: skip
 
             out.append(("unmap-data", unmap))
+    if ok("lptb", "ld", "st") and "paging" in profile.features:
+        # paging on, then off, then on again, touching one page each time:
+        # its entry is first moved to another frame and read through, so a
+        # VMM that keeps what it derived from the table (shadow entries,
+        # cached translations) after paging goes off reads and writes the
+        # other frame; the write made with paging off then shows through
+        # the table again
+        xpage = g.KDATA // page
+        word = g.KDATA + 1
+
+        def paging_off(memsize: int) -> list[g.Op]:
+            touch = [g.Op("li", r6, 0, word), g.Op("ld", r5, r6, 0)]
+            return [g.Op("li", r6, 0, g.PTABLE + xpage), g.Op("li", r5, 0, (xpage + 1) * page | 7),
+                    g.Op("st", r6, r5, 0), *touch,
+                    g.Op("li", r6, 0, 0), g.Op("lptb", 0, r6),  # paging off
+                    g.Op("li", r6, 0, word), g.Op("li", r5, 0, PAGING_OFF_MARK), g.Op("st", r6, r5, 0),
+                    g.Op("ld", r5, r6, 0),
+                    g.Op("li", r6, 0, g.PTABLE), g.Op("lptb", 0, r6), *touch]  # fmt: skip
+
+        out.append(("paging-off", paging_off))
     if ok("call", "pop", "mov", "nop"):
         # self-modifying code: store a `mov` over the `nop` two instructions on
         from popek.spec.encoding import encode
@@ -333,6 +440,17 @@ def _scenarios(profile: Profile, exclude: frozenset[str] = frozenset()) -> tuple
 
 
 TICK_AT_CUT = 2  # the timer the tick-at-cut scenario sets
+# Long runs: 1 case in 2**LONG_FLIPS (with ``vary`` and split runs) is a kernel
+# loop of innocuous instructions run for LONG_STEPS steps, the last
+# LONG_TAIL of them in a run() slice of their own.  A VMM that turns slow
+# after a while passes on short runs; the efficiency ledger judges the last
+# slice of a run that starts at LATE_FROM steps or later on its own
+# (`popek.fuzz.efficiency.DirectLedger.add_late`).
+LONG_FLIPS = 7  # 1 case in 2**7 = 128
+LONG_STEPS = 3000
+LONG_TAIL = 1000
+LATE_FROM = 1000
+PAGING_OFF_MARK = 0x0BAD  # what the paging-off scenario stores with paging off
 PAGING_REG = 6  # the register a kernel that turns paging on first loads PTBR from
 REMAP_REG = 5  # and the one it writes a page-table entry from
 
@@ -341,10 +459,22 @@ KERNEL, HANDLER, USER = 0, 2, 3
 SECTION_TAGS = 5
 
 
+def _long_loop(mask: int) -> tuple[g.Op, ...]:
+    """A kernel loop of innocuous instructions that outlasts `LONG_STEPS`:
+    ``call`` to the next instruction and ``pop`` give the loop's address
+    (code is placed wherever the kernel puts it), then decrement, compare,
+    leave when zero, ``jr`` back."""
+    r5, r6 = REMAP_REG, PAGING_REG
+    count = LONG_STEPS // 4 + 1  # four instructions an iteration
+    return (g.Op("li", st.SP, 0, g.KSTACK), g.Op("li", r5, 0, count), g.Op("call", 0, 0, 0, 0),
+            g.Op("pop", r6), g.Op("addi", r6, 0, 2 * ILEN),  # r6: the loop's first instruction
+            g.Op("addi", r5, 0, mask), g.Op("cmpi", r5, 0, 0), g.Op("jz", 0, 0, 0, 1), g.Op("jr", 0, r6))  # fmt: skip
+
+
 @hs.composite
 def _tagged_op(draw, plan: _Plan, shapes: Sequence[Shape], regs: Sequence[int], pools: _Pools):
     tag = draw(hs.integers(0, SECTION_TAGS))
-    return tag, draw(_op(plan, shapes, tag >= USER, regs, pools))
+    return [(tag, op) for op in draw(_op(plan, shapes, tag >= USER, regs, pools))]
 
 
 def _draw_sections(draw, plan: _Plan, shapes, regs, max_size: int, pools: _Pools) -> list[tuple[int, g.Op]]:
@@ -358,7 +488,7 @@ def _draw_sections(draw, plan: _Plan, shapes, regs, max_size: int, pools: _Pools
     only a handful of elements."""
     run = hs.lists(_tagged_op(plan, shapes, regs, pools), max_size=8)
     runs = draw(hs.lists(run, max_size=max(1, max_size // 4)))
-    return [t for r in runs for t in r]
+    return [t for r in runs for ops in r for t in ops]
 
 
 def _with_remaps(draw, plan: _Plan, section: tuple[g.Op, ...], pages: int) -> tuple[g.Op, ...]:
@@ -396,10 +526,19 @@ def _guests(
     os_scaffold: bool,
     split_runs: bool,
 ) -> g.GuestCase:
+    # a long run (`LONG_FLIPS`), decided first: drawn last, after a case's
+    # many choices, it was seldom reached (no long run in a campaign's 1,000
+    # cases); coin flips, as Hypothesis seldom draws the top of a wide range
+    long_run = split_runs and plan.long_loop and all(draw(hs.booleans()) for _ in range(LONG_FLIPS))
     # swarm: which families this case may use (shrinks toward fewer)
     chosen = [f for f in plan.families if not draw(hs.booleans())]
     if not chosen:
         chosen = list(plan.families)
+    # words that decode as nothing trap, and the handler runs for each:
+    # in 1 case in 4 rather than 1 in 2, so that they do not cost a
+    # campaign a third more guest steps
+    if UNDEFINED_FAMILY in chosen and len(chosen) > 1 and draw(hs.booleans()):
+        chosen.remove(UNDEFINED_FAMILY)
     shapes = [s for f in chosen for s in plan.groups[f]]
     # swarm over registers too: a case that uses few registers passes values
     # from one instruction to the next far more often (li then stimer, wrr,
@@ -466,7 +605,7 @@ def _guests(
             if draw(hs.booleans()):
                 user_bound = draw(hs.sampled_from(pools.ubounds))
     # the scenario that re-protects the handler's page needs paging on
-    paged = scenario in ("reprotect-handler", "user-traps", "unmap-data")
+    paged = scenario in ("reprotect-handler", "user-traps", "unmap-data", "paging-off")
     if os_scaffold and (paged or draw(hs.booleans())):
         kdata = tuple(draw(hs.lists(hs.sampled_from(pools.values), max_size=4)))
         if plan.paging:
@@ -492,6 +631,14 @@ def _guests(
         if handler is not None and not paged:
             handler = _with_remaps(draw, plan, handler, len(page_perms))[: max(0, max_instructions // 4)]
     chunks: tuple[int, ...] = ()
+    if long_run:
+        # a long run (shrinks away from it): the loop first, the rest after it
+        kernel = (_long_loop(plan.mask) + kernel)[: g.KERNEL_ROOM - 1]
+        return g.GuestCase(
+            plan.profile.name, kernel, handler, user, user_ie=user_ie, user_bound=user_bound,
+            trap_limit=trap_limit, timer=timer, kdata=kdata, page_perms=page_perms,
+            memsize=memsize, steps=LONG_STEPS, chunks=(LONG_STEPS - LONG_TAIL, LONG_TAIL),
+        )  # fmt: skip
     # Checkpoints: the run under the VMM is split into several run() calls and
     # compared at each boundary, which also catches differences that a later
     # instruction would overwrite before the end (a register read then reused).
@@ -559,7 +706,7 @@ def from_profile(
     unknown_names = excluded - set(prof.by_name)
     if unknown_names:
         raise InvalidArgument(f"exclude={sorted(unknown_names)}: not instructions of {prof.name!r}")
-    plan = _Plan(prof, fams, memsize, excluded, vary, steps)
+    plan = _Plan(prof, fams, memsize, excluded, vary, steps, default_families=families is None)
     if not plan.families:
         raise InvalidArgument(f"profile {prof.name!r} has no instructions in families {fams!r}")
     strategy = _guests(plan, max_instructions, os_scaffold, split_runs)

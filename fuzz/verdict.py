@@ -105,6 +105,10 @@ class Cell:
     # after each batch, and each innocuous instruction's direct share
     timeline: list | None = None
     direct_shares: dict | None = None
+    fidelity_message: str | None = None  # what the first fidelity-breaking finding said
+    # declared capabilities (snapshot, migration, ...) whose checks failed on
+    # this profile (`popek check` fills it in after the campaign)
+    capabilities_failed: list | None = None
 
     def agrees(self) -> dict[str, bool]:
         """Per requirement: does what was observed agree with the declaration?"""
@@ -113,16 +117,30 @@ class Cell:
             # not judged (too small a sample): the cell rests on the others
             "efficiency": self.observed_efficient in (None, self.expected_efficient),
             "safety": self.observed_safe == self.expected_safe,
+            "capabilities": not self.capabilities_failed,
         }
 
     @property
     def match(self) -> bool:
-        """All three agree, and the campaign ran as asked (an error in it
-        leaves the verdict unfounded: no MATCH)."""
-        return all(self.agrees().values()) and not self.errors
+        """All three agree, the declared capabilities held, the plug-in kept
+        the contract, and the campaign ran as asked (an error in it leaves the
+        verdict unfounded: no MATCH)."""
+        return all(self.agrees().values()) and not self.errors and not self.contract_broken
+
+    @property
+    def contract_broken(self) -> bool:
+        """The fidelity finding is the plug-in breaking the contract (or
+        crashing), not a guest that ran differently."""
+        return self.kind in ("contract", "crash")
 
     def verdict_text(self) -> str:
+        """MATCH only when every observation agrees with the declaration;
+        else the requirements (or the contract, or the capabilities) that do not."""
         wrong = [r for r, ok in self.agrees().items() if not ok] + (["error"] if self.errors else [])
+        if self.contract_broken:
+            wrong = ["contract" if r == "fidelity" else r for r in wrong]
+            if "contract" not in wrong:  # declared unfaithful: a broken contract is still no match
+                wrong.insert(0, "contract")
         return "MATCH" if not wrong else f"MISMATCH ({', '.join(wrong)})"
 
     def cases_text(self) -> str:
@@ -154,6 +172,9 @@ class Cell:
         """The fidelity column."""
         if self.observed_faithful:
             return f"faithful ({self.cases_text()})"
+        if self.contract_broken:
+            word = "contract broken" if self.kind == "contract" else "plug-in crashed"
+            return f"{word} ({self.counterexample} insns, {message_head(self.fidelity_message or '')})"
         what = f"unfaithful ({self.counterexample} insns"
         if self.culprit:
             what += f", {self.culprit}"
@@ -242,14 +263,14 @@ def run_cell(args: tuple) -> Cell:
         judged.update(innocuous_direct=round(fig.lowest_share, 4), lowest_direct=fig.lowest_insn)
     judged["efficiency_figures"] = fig.to_json()
     if ledger is not None:
-        judged["direct_shares"] = ledger.shares()
+        judged["direct_shares"] = ledger.grid()
     return Cell(
         design=design, profile=profile,
         expected_faithful=support.faithful, expected_efficient=support.efficient, reason=support.reason,
         expected_promise=support.promise(),
         observed_faithful=first is None,
         counterexample=first["instructions"] if first else None, culprit=culprit,
-        kind=first["kind"] if first else None,
+        kind=first["kind"] if first else None, fidelity_message=first.get("message") if first else None,
         efficiency=(status.get("direct", 0) / steps) if steps else None,
         safety_findings=len(unsafe),
         cases=result["cases"], seconds=round(time.time() - started, 1),

@@ -247,6 +247,17 @@ class RemoteSession:
     def steps(self) -> int:
         return self._op("steps")
 
+    @property
+    def memsize(self) -> int | None:
+        """The size of the guest the session checks `state()` against."""
+        return self._op("memsize")
+
+    @memsize.setter
+    def memsize(self, value: int | None) -> None:
+        # a guest placed by restore rather than load (`popek.fuzz.stateful`):
+        # the session in the plug-in's process must know its size too
+        self._op("set_memsize", value)
+
     def close(self, *, quiet: bool = False) -> None:
         """End the session in the child.  What closing met (a finalizer
         that raised) is raised here; with ``quiet`` (an error is already on

@@ -409,6 +409,11 @@ class Session:
         if self._watch is not None:
             self._alloc = self.allocation()
 
+    def set_memsize(self, memsize: int | None) -> None:
+        """A guest placed by ``restore`` (not ``load``) has ``memsize`` words:
+        what `state` checks the storage it reports against."""
+        self.memsize = memsize
+
     # -- the multi-guest capability: the session knows each guest's size -------
     def add_guest(self, image: Image, *, memsize: int) -> Any:
         gid = self.call("add_guest", self.vmm.add_guest, image, memsize=memsize)
@@ -417,7 +422,9 @@ class Session:
 
     def select_guest(self, gid: Any) -> None:
         self.call("select_guest", self.vmm.select_guest, gid)
-        self.memsize = self._memsizes.get(gid, self._first_memsize)
+        first = self.memsize if self._first_memsize is None else self._first_memsize
+        self._first_memsize = first
+        self.memsize = self._memsizes.get(gid, first)
 
     def guests(self) -> list:
         return list(self.call("guests", self.vmm.guests, returns=(list, tuple)))

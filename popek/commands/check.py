@@ -24,6 +24,8 @@ requirements) and the capabilities hold, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -191,15 +193,17 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout < 1e6:  # nan and inf fail this too
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     cls = load_vmm(args.vmm, timeout=args.timeout)
-    registered = {p.name for p in all_profiles()}
-    profiles = args.profile or [p for p in cls.supports if p in registered]
+    unknown = unknown_profiles(cls.supports)
+    if unknown:  # a misspelt declaration must not quietly shrink what is checked
+        known = ", ".join(sorted(p.name for p in all_profiles()))
+        raise UserError(f"VMM {args.vmm!r} declares {', '.join(map(repr, unknown))} in `supports`, "
+                        f"which is no registered profile (known profiles: {known})")  # fmt: skip
+    profiles = args.profile or list(cls.supports)
     for p in profiles:
         if p not in cls.supports:
             raise UserError(f"VMM {args.vmm!r} does not declare profile {p!r} in `supports`")
-        if p not in registered:
-            raise UserError(f"profile {p!r} is not registered")
     if not profiles:
-        raise UserError(f"VMM {args.vmm!r} declares no registered profile")
+        raise UserError(f"VMM {args.vmm!r} declares no profile")
     opts = table_options(args)
     undeclared = [p for p in profiles if cls.supports[p].efficient and cls.supports[p].direct_modes is None]
     if undeclared:  # the deprecation path of Support.direct_modes
@@ -219,29 +223,25 @@ def run(args: argparse.Namespace) -> int:
     cells = run_table(
         [(args.vmm, p) for p in profiles], progress=progress, innocuous=innocuous, **opts
     )  # fmt: skip
+    # the capabilities are checked before the table is printed, so that a
+    # profile where one failed cannot show MATCH
+    failed: dict[str, list[str]] = {}
+    section = io.StringIO()
+    with contextlib.redirect_stdout(section):
+        if cls.capabilities:
+            capabilities_section(cls, profiles, failed=failed, timeout=args.timeout)
+        if "multi-guest" in cls.capabilities:  # several guests: isolation and starvation (fuzz/multi_guest.py)
+            for p in profiles:
+                for passed, line in multi_guest_lines(cls, p, args.seed, args.timeout):
+                    print(line)
+                    if not passed:
+                        failed.setdefault(p, []).append("multi-guest")
+    for c in cells:
+        c.capabilities_failed = sorted(set(failed.get(c.profile, [])))
     print(format_table(cells))
     for line in notes(cells):
         print(line)
-    stateful_ok = True
-    if cls.capabilities:
-        stateful_ok = capabilities_section(cls, profiles, timeout=args.timeout)
-    if "multi-guest" in cls.capabilities:  # several guests: isolation and starvation (fuzz/multi_guest.py)
-        from popek.fuzz.multi_guest import check_section
-        from popek.isolation import is_isolated, run_remote
-
-        from popek.session import SessionError
-
-        if is_isolated(cls):  # the guests' host, and its storage, are in the plug-in's process
-            try:
-                section = run_remote(cls, "popek.fuzz.multi_guest:check_section", profiles,
-                                     timeout=args.timeout, seed_value=args.seed)  # fmt: skip
-            except SessionError as e:  # its process died, or a call never returned
-                section = [(False, f"multi-guest: FAILED: {e}")]
-        else:
-            section = check_section(cls, profiles, seed_value=args.seed)
-        for passed, line in section:
-            print(line)
-            stateful_ok = stateful_ok and passed
+    print(section.getvalue(), end="")
     print_findings(cells)
     if args.json:
         Path(args.json).write_text(json.dumps([c.to_json() for c in cells], indent=1) + "\n")
@@ -249,25 +249,73 @@ def run(args: argparse.Namespace) -> int:
         from popek.report import document, files
 
         files.print_paths(files.write(args.report, document.from_cells("check", args.argv, cells, seed=args.seed)))
-    return 0 if all(c.match for c in cells) and stateful_ok else 1
+    return 0 if all(c.match for c in cells) and not failed else 1
+
+
+def multi_guest_lines(cls, profile: str, seed: int, timeout: float) -> list[tuple[bool, str]]:
+    """`popek.fuzz.multi_guest.check_section` on one profile; for an
+    isolated plug-in in its own process, where the guests' host is."""
+    from popek.fuzz.multi_guest import check_section
+    from popek.isolation import is_isolated, run_remote
+    from popek.session import SessionError
+
+    if not is_isolated(cls):
+        return check_section(cls, [profile], seed_value=seed)
+    try:
+        return run_remote(cls, "popek.fuzz.multi_guest:check_section", [profile], timeout=timeout,
+                          seed_value=seed)  # fmt: skip
+    except SessionError as e:  # its process died, or a call never returned
+        return [(False, f"multi-guest on {profile}: FAILED: {e}")]
+
+
+def unknown_profiles(supports) -> list[str]:
+    """The profile names in ``supports`` that no one registers: not the
+    shipped ones, not the plug-in's own (registered as it was imported),
+    not a ``popek.profiles`` entry point's.  Each is a declaration popek
+    could not check, so it is an error, not a row left out."""
+    from popek import registry
+    from popek.registry import PluginError
+    from popek.spec.profiles import ProfileError
+
+    out = []
+    for name in supports:
+        try:
+            registry.profile(name)
+        except (ProfileError, PluginError):
+            out.append(name)
+    return out
 
 
 def print_findings(cells) -> None:
-    """Where each cell's witnesses are; a safety finding's report in full
-    (every design is declared safe, so each one is a MISMATCH)."""
-    from popek.fuzz import findings
-
+    """Each cell's witnesses in full: where it is saved, its report (what
+    differed, the guest as assembly) and the line that replays it.  A user
+    who sees a verdict must see its evidence without opening a file."""
     for c in cells:
         if c.finding:
-            print(f"counterexample for {c.design} on {c.profile} ({c.kind}): {c.finding}")
+            what = "contract broken" if c.kind == "contract" else "counterexample"
+            print(f"{what} for {c.design} on {c.profile} ({c.kind}): {c.finding}")
+            print_witness(c.finding)
         if c.efficiency_finding:
             print(f"efficiency finding for {c.design} on {c.profile}: {c.efficiency_finding}")
+            print_witness(c.efficiency_finding)
         if c.safety_finding:
             print(f"safety finding for {c.design} on {c.profile}: {c.safety_finding}")
-            try:
-                print(findings.read(c.safety_finding)["report"])
-            except (OSError, ValueError, KeyError):
-                pass  # the path above is what there is
+            print_witness(c.safety_finding)
+
+
+def print_witness(path: str) -> None:
+    """A saved finding's report (with its guest as assembly) and replay line."""
+    from popek.fuzz import findings
+
+    try:
+        doc = findings.read(path)
+    except (OSError, ValueError):
+        return  # the path printed is what there is
+    report = (doc.get("report") or "").rstrip()
+    if report:
+        print(report)
+    if doc.get("replay") and doc["replay"] not in report:
+        print(f"replay: {doc['replay']}")
 
 
 def accepting(cls, profile: str, guests, refusals: list[str]):
@@ -319,8 +367,10 @@ def capabilities_table(cls) -> list[str]:
     ]
 
 
-def capabilities_section(cls, profiles: list[str], examples: int = 40, *, shrink: bool = True,
-                         timeout: float = GUEST_CHECK_TIMEOUT) -> bool:  # fmt: skip
+def capabilities_section(
+    cls, profiles: list[str], examples: int = 40, *, shrink: bool = True,
+    failed: dict[str, list[str]] | None = None, timeout: float = GUEST_CHECK_TIMEOUT,
+) -> bool:
     """The declared capabilities (snapshot/restore, several guests), each
     interleaved with guest execution by `popek.fuzz.stateful`, on every
     profile the design is faithful on (elsewhere fidelity already fails).
@@ -345,6 +395,8 @@ def capabilities_section(cls, profiles: list[str], examples: int = 40, *, shrink
         else:
             passed, lines = capabilities_on(cls, p, examples, shrink)
         ok = ok and passed
+        if not passed and failed is not None:
+            failed.setdefault(p, []).extend(sorted(cls.capabilities))
         for line in lines:
             print(line)
     return ok

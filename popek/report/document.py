@@ -163,9 +163,9 @@ def from_campaign(argv: list[str], report: "CampaignReport", support: "Support |
         if several:
             campaigns.append({"design": cfg.vmm, "profile": cfg.profile, "cases": report.cases,
                               "seconds": round(report.seconds, 2), "cases_per_second": None, "timeline": [],
-                              "direct_shares": ledger.shares()})  # fmt: skip
+                              "direct_shares": ledger.grid()})  # fmt: skip
         elif campaigns:
-            campaigns[0]["direct_shares"] = ledger.shares()
+            campaigns[0]["direct_shares"] = ledger.grid()
     paths = [(cfg.vmm, cfg.profile, f["path"]) for f in report.findings if f.get("path") and f.get("saved", True)]
     return document("fuzz", argv, seed=cfg.seed, rows=[row], campaigns=campaigns, finding_paths=paths)
 

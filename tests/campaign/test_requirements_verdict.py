@@ -260,3 +260,24 @@ def test_a_found_requirement_is_counted_not_raised_again(tmp_path):
     assert [f["requirement"] for f in result["findings"]] == ["fidelity"]
     assert result["problem_cases"]["fidelity"] > 1 and "safety" not in result["problem_cases"]
     assert len(list((tmp_path / "found").glob("*.json"))) == 1
+
+
+def test_a_broken_contract_or_capability_never_matches():
+    """A contract finding is named as such (not "unfaithful"), and a failed
+    capability makes the row a MISMATCH: a found violation never prints MATCH."""
+    from popek.fuzz.verdict import Cell
+
+    base = dict(
+        design="d", profile="x86", expected_faithful=False, expected_efficient=True, reason="",
+        observed_faithful=True, counterexample=None, culprit=None, kind=None, efficiency=None,
+        safety_findings=0, cases=10, seconds=1.0, finding=None, observed_efficient=True, innocuous_direct=0.9,
+    )  # fmt: skip
+    broken = Cell(**{**base, "observed_faithful": False, "counterexample": 2, "kind": "contract",
+                     "fidelity_message": "VMM 'd': guest_state() has 1023 words of storage, the guest was given 1024"})
+    assert broken.observed_text() == "contract broken (2 insns, VMM 'd': guest_state has 1023 words of storage, the guest...)"
+    # declared unfaithful, but a broken contract is no agreement with that
+    assert not broken.match and broken.verdict_text() == "MISMATCH (contract)"
+    faithful = Cell(**{**base, "expected_faithful": True})
+    assert faithful.match and faithful.verdict_text() == "MATCH"
+    failed = Cell(**{**base, "expected_faithful": True, "capabilities_failed": ["snapshot"]})
+    assert not failed.match and failed.verdict_text() == "MISMATCH (capabilities)"

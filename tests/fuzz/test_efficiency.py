@@ -61,3 +61,74 @@ def test_an_interpreter_emulates_every_innocuous_step(case):
     innocuous = {"add", "addi", "li", "ld", "st", "nop", "cmpi", "jmp", "jz", "jnz", "mov"}
     e = judge(cov, steps=run.counters.guest_steps, direct=run.counters.direct, innocuous=innocuous)
     assert e.emulated_innocuous == e.innocuous
+
+
+def test_each_declared_mode_is_judged_on_its_own():
+    """A design that runs its guest's kernel directly and interprets the
+    user program passes on the campaign-wide count (kernels execute more),
+    but not on the cases where the instruction ran in user mode only."""
+    from popek.fuzz.efficiency import DirectLedger, DirectRule
+    from popek.fuzz.isa_coverage import RETIRED, IsaCoverage
+
+    rule = DirectRule(frozenset({"add"}))  # both modes declared
+    ledger = DirectLedger(rule)
+    for _ in range(10):  # kernel-only cases: all 5 direct
+        ledger.add(IsaCoverage({("add", "supervisor", RETIRED): 5}), {"add": 5})
+    for _ in range(10):  # user-only cases: 3 executions, none direct
+        ledger.add(IsaCoverage({("add", "user", RETIRED): 3}), {})
+    assert ledger.share("add") == 50 / 80  # a majority overall ...
+    low = ledger.emulated(0.5)
+    assert [(e.insn, e.modes, e.direct, e.executions) for e in low] == [("add", ("user",), 0, 30)]  # ... not in user mode
+    assert ledger.shares() == {"add": 50 / 80, "add (supervisor)": 1.0, "add (user)": 0.0}
+    # a case with both modes says nothing about either mode alone
+    mixed = DirectLedger(rule)
+    for _ in range(30):
+        mixed.add(IsaCoverage({("add", "user", RETIRED): 3, ("add", "supervisor", RETIRED): 5}), {"add": 5})
+    assert mixed.emulated(0.5) == [] and not mixed.mode_executions
+    # the JSON form keeps the per-mode counts
+    again = DirectLedger.from_json(rule, ledger.to_json())
+    assert again.shares() == ledger.shares()
+
+
+def test_one_declared_mode_is_judged_as_before():
+    """Declaring user mode only (a hybrid VMM): the kernel's executions
+    are not judged at all, so there is nothing to split."""
+    from popek.fuzz.efficiency import DirectLedger, DirectRule
+    from popek.fuzz.isa_coverage import RETIRED, IsaCoverage
+
+    ledger = DirectLedger(DirectRule(frozenset({"add"}), frozenset({"user"})))
+    for _ in range(10):
+        ledger.add(IsaCoverage({("add", "user", RETIRED): 3}), {"add": 3})
+    assert ledger.shares() == {"add": 1.0} and ledger.emulated(0.5) == []
+
+
+def test_the_end_of_long_runs_is_judged_on_its_own():
+    """A design that turns slow after a while: direct over the whole of
+    every run (short ones are most of a campaign), emulated at the end of
+    long ones; the late counts show it, and a long case from the generator
+    has its last slice counted on both sides."""
+    from popek.fuzz import strategies
+    from popek.fuzz.efficiency import DirectLedger, DirectRule
+    from popek.fuzz.execute import run_bare
+    from popek.fuzz.isa_coverage import RETIRED, IsaCoverage
+
+    rule = DirectRule(frozenset({"addi"}))
+    ledger = DirectLedger(rule)
+    whole = IsaCoverage({("addi", "supervisor", RETIRED): 100})
+    ledger.add(whole, {"addi": 70})
+    ledger.add_late(whole, IsaCoverage({("addi", "supervisor", RETIRED): 30}), {})
+    assert ledger.share("addi") == 0.7
+    (late,) = ledger.emulated(0.5)
+    assert late.late and (late.direct, late.executions) == (0, 30) and "late in long runs" in late.describe()
+    shares = DirectLedger.from_json(rule, ledger.to_json()).shares()
+    assert shares == {"addi": 0.7, "addi (late)": 0.0}  # (one case: too few for a per-mode share)
+    # the generator's long loop: the last slice is the loop, counted apart
+    from popek.fuzz import guest as g
+
+    ops = strategies._long_loop(0xFFFF)
+    case = g.GuestCase("pg", ops, steps=strategies.LONG_STEPS,
+                       chunks=(strategies.LONG_STEPS - strategies.LONG_TAIL, strategies.LONG_TAIL))
+    run = run_bare(case, coverage=IsaCoverage())
+    assert run.steps == [strategies.LONG_STEPS - strategies.LONG_TAIL, strategies.LONG_TAIL] and not run.halted
+    assert sum(run.last.counts.values()) == strategies.LONG_TAIL
+    assert {name for name, _m, _o in run.last.counts} == {"addi", "cmpi", "jz", "jr"}
