@@ -35,6 +35,7 @@ as refused, never as faithful.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -467,13 +468,16 @@ def search(
     max_instructions: int = 12,
     steps: int = 120,
     exclude: Sequence[str] = (),
-    shrink_seconds: float = 10.0,
+    shrink_tries: int = 300,
 ) -> SearchResult:
     """Draw up to ``cases`` inner guests (of ``steps`` steps: every inner
     trap costs the monitor some 60 steps, so cases are shorter than a
-    campaign's) and ``check`` each; the first finding is shrunk by
-    Hypothesis and returned.  Refusals are counted,
-    never passed off as faithful."""
+    campaign's) and ``check`` each; the first finding is shrunk and
+    returned.  Refusals are counted, never passed off as faithful.
+
+    Shrinking spends a budget of ``shrink_tries`` runs, not of seconds, so
+    that one seed gives one counterexample on a quiet and on a loaded
+    machine (`popek nest` promises no end time, unlike `--time`)."""
     result = SearchResult()
     shrinking = [False]
     t = time.perf_counter()
@@ -501,11 +505,16 @@ def search(
     if result.finding is not None and result.finding.case is not None:
         kind = result.finding.kind
 
+        tries = [0]
+
         def still_fails(case: g.GuestCase) -> bool:
+            tries[0] += 1
+            if tries[0] > shrink_tries:
+                return False
             found = check(case)
             return found is not None and found.kind == kind
 
-        small = minimize(result.finding.case, still_fails, seconds=shrink_seconds)
+        small = minimize(result.finding.case, still_fails, seconds=math.inf)
         result.finding = check(small) or result.finding
     result.seconds = time.perf_counter() - t
     return result

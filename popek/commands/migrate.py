@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="guest steps run on the target afterwards, compared with the bare machine (default 1000)")
     p.add_argument("--memsize", type=int, default=DEFAULT_MEMSIZE, help=f"guest storage (default {DEFAULT_MEMSIZE})")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only whether the guest ran on as if never moved (and any traffic over the cap)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -87,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
                "traffic_cap": link.cap, "faithful": not diffs}  # fmt: skip
         print(json.dumps(doc, indent=1))
     else:
-        print(f"{args.file}: {cls.name} on {profile.name}, memsize {args.memsize}, migrated at guest step "
-              f"{args.at} over a link of {args.bandwidth} words per guest step")  # fmt: skip
-        print(report.text())
+        if not args.quiet:
+            print(f"{args.file}: {cls.name} on {profile.name}, memsize {args.memsize}, migrated at guest step "
+                  f"{args.at} over a link of {args.bandwidth} words per guest step")  # fmt: skip
+            print(report.text())
         if diffs:
             print(f"after {args.then} more steps on the target: DIFFERS from the unmigrated run: {diffs}")
         else:

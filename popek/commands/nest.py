@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="the --program's step budget")
     p.add_argument("--cases", type=int, default=DEFAULT_CASES, help=f"generated inner guests (default {DEFAULT_CASES})")
     p.add_argument("--seed", type=int, default=0, help="the search's seed")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only the verdict and any counterexample, not what was run")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     where = "on the bare machine"
     if vmm is not None:
         where = f"under {args.under}" + (f", {args.depth} monitors deep" if args.depth > 1 else "")
-    print(f"nest: monitor {args.monitor} on {profile.name}, {where}")
+    say = (lambda text: None) if args.quiet else print
+    say(f"nest: monitor {args.monitor} on {profile.name}, {where}")
     try:
         if args.program:
             image = load_program(args.program, profile)
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                        f" ({result.refused} refused by the monitor: timer or paging)")  # fmt: skip
     except N.NestingError as e:
         raise UserError(str(e)) from None
-    print(summary)
+    say(summary)
     if finding is None:
         print("  faithful: every compared run matched the bare machine")
         return 0

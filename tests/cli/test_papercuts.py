@@ -79,6 +79,8 @@ def test_version(capsys):
     ["check", "emulator"],
     ["verify"],
     ["equiv", "emulator", "trap-and-emulate"],
+    ["nest", "--profile", "pg"],
+    ["migrate", "g.s", "--vmm", "emulator", "--at", "5"],
 ])  # fmt: skip
 @pytest.mark.parametrize("flag", ["-q", "--quiet"])
 def test_every_long_command_takes_quiet(argv, flag):

@@ -62,6 +62,11 @@ def test_migrate_prints_the_report_and_the_guest_is_unchanged(capsys):
     assert "identical to the unmigrated run" in out
 
 
+def test_migrate_quiet_says_only_whether_the_guest_is_unchanged(capsys):
+    rc, out, _ = popek(capsys, "migrate", TIMER, "--vmm", "hybrid", "--profile", "pg", "--at", 40, "-q")
+    assert rc == 0 and out.splitlines() == ["after 1000 more steps on the target: identical to the unmigrated run"]
+
+
 def test_migrate_json(capsys):
     rc, out, _ = popek(capsys, "migrate", TIMER, "--vmm", "trap-and-emulate", "--at", 10, "--max-rounds", 0, "--json")
     doc = json.loads(out)

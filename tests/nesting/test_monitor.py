@@ -165,3 +165,20 @@ def test_an_inner_guest_outside_its_storage_is_refused_with_a_message():
     image = assemble("        .org 0x500\nstart: halt\n", PG)
     with pytest.raises(N.NestingError, match="outside its 1024 words"):
         N.nest(monitor(), image, 0x400)
+
+
+def test_shrinking_spends_runs_not_seconds(monkeypatch):
+    """One seed, one counterexample, however loaded the machine: the shrink
+    budget counts runs.  A clock that races (every reading a second later)
+    stands in for a very loaded machine."""
+    check = lambda c: N.compare_inner(c, monitor(X86))  # noqa: E731
+    quiet = N.search(check, X86, cases=40, seed_value=2).finding
+    unshrunk = N.search(check, X86, cases=40, seed_value=2, shrink_tries=0).finding
+    assert unshrunk.case.instructions > quiet.case.instructions  # the budget is what shrinks it
+
+    import popek.fuzz.minimize as M
+
+    clock = iter(range(10**9))
+    monkeypatch.setattr(M.time, "monotonic", lambda: float(next(clock)))
+    loaded = N.search(check, X86, cases=40, seed_value=2).finding
+    assert loaded.case == quiet.case

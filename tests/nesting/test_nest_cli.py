@@ -52,3 +52,14 @@ def test_mistakes_are_one_line(capsys, argv, message):
     assert main(["nest", "--profile", "pg", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_quiet_prints_the_verdict_and_the_counterexample_only(capsys, tmp_path):
+    argv = ["nest", "--profile", "pg", "--program", str(GUESTS / "syscall.s"), "--memsize", "4096", "-q"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == ["  faithful: every compared run matched the bare machine"]
+    prog = tmp_path / "pushf.s"
+    prog.write_text("start: li sp, 0x300\n        pushf\n        halt\n")
+    assert main(["nest", "--profile", "x86", "--program", str(prog), "--steps", "10", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "nest:" not in out and "FIDELITY" in out and "pushf" in out
