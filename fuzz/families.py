@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
 
 from popek.spec import state as st
-from popek.spec.bits import Expr, Slot, inputs, walk
+from popek.spec.bits import Expr, inputs, load_addresses, slot_of
 from popek.spec.footprint import always_traps, falls_through, footprint
 from popek.spec.instructions import Insn
 from popek.spec.profiles import Profile
@@ -47,48 +46,25 @@ class Shape:
     imm_role: str | None  # None: no immediate
 
 
-def _walk(e: Expr) -> Iterator[Expr]:
-    """`popek.spec.bits.walk` from one root (fuzz/strategies.py imports this name)."""
-    return walk([e])
-
-
-def _vars(e: Expr) -> set[str]:
-    return inputs([e])
-
-
-def _vars_outside_addresses(e: Expr) -> set[str]:
-    """Free inputs of ``e`` that reach its value other than by choosing a
-    storage address (translation reads R and PTBR; that is not revealing them)."""
-    return inputs([e], into=lambda x: x.op != "mem")
-
-
-def _mem_addrs(e: Expr) -> list[Expr]:
-    return [x.args[0] for x in walk([e]) if x.op == "mem"]
-
-
-def exprs_use_imm(fx) -> bool:
-    values = list(fx.field_writes.values()) + list(fx.outputs)
-    values += [x for pair in fx.reg_writes for x in pair] + [x for pair in fx.mem_writes for x in pair]
-    return any("imm" in _vars(e) for e in values)
-
-
 @lru_cache(maxsize=None)
 def shape(insn: Insn, arch: st.Arch = st.ARCH) -> Shape:
     fx = trace(insn, arch)
     exprs: list[Expr] = list(fx.field_writes.values()) + list(fx.outputs)
     exprs += [x for pair in fx.reg_writes for x in pair]
     exprs += [x for pair in fx.mem_writes for x in pair]
-    resources = {Slot(slot) for slot in st.RESOURCES}
     # mode is read by every definition that checks privilege or translates an
-    # address; what counts is a resource reaching a written value.
+    # address; what counts is a resource reaching a written value other than
+    # by choosing a storage address (translation reads R and PTBR; that is
+    # not revealing them).
     values = list(fx.field_writes.values()) + list(fx.outputs)
     values += [v for _r, v in fx.reg_writes] + [v for _a, v in fx.mem_writes]
-    value_reads = set().union(*(_vars_outside_addresses(e) for e in values)) if values else set()
+    value_reads = inputs(values, into=lambda x: x.op != "mem")
+    reads_resource = any(slot_of(name) in st.RESOURCES for name in value_reads)
     writes_resource = footprint(fx).resources
     pc = fx.field_writes.get(st.PC)
     jumps = not falls_through(fx)
-    touches_memory = bool(fx.mem_writes) or any(_mem_addrs(e) for e in exprs)
-    if writes_resource or fx.outputs or (value_reads & resources):
+    touches_memory = bool(fx.mem_writes) or bool(load_addresses(exprs))
+    if writes_resource or fx.outputs or reads_resource:
         family = "system"
     elif always_traps(fx):
         family = "trap"
@@ -101,13 +77,11 @@ def shape(insn: Insn, arch: st.Arch = st.ARCH) -> Shape:
 
     role = None
     if "imm" in insn.fields:
-        if pc is not None and "imm" in _vars(pc) and jumps:
+        if pc is not None and "imm" in inputs([pc]) and jumps:
             role = JUMP
-        elif any("imm" in _vars(a) for e in exprs for a in _mem_addrs(e)) or any(
-            "imm" in _vars(a) for a, _v in fx.mem_writes
-        ):
+        elif "imm" in inputs(load_addresses(exprs) + [a for a, _v in fx.mem_writes]):
             role = ADDRESS
-        elif "imm" in set().union(*(_vars(i) for _c, _k, i in fx.traps)) and not exprs_use_imm(fx):
+        elif "imm" in inputs(i for _c, _k, i in fx.traps) and "imm" not in inputs(exprs):
             role = INFO
         else:
             role = VALUE

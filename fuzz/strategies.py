@@ -23,6 +23,7 @@ from hypothesis.errors import InvalidArgument
 
 from popek.spec import profiles as _profiles
 from popek.spec import state as st
+from popek.spec.bits import inputs, load_addresses, reads_at, slot_of, walk
 from popek.spec.profiles import Profile
 from popek.spec.sem import ILEN
 
@@ -83,15 +84,10 @@ def _reads_stack(profile: Profile, name: str) -> bool:
     """Does instruction ``name`` read storage at sp (it pops its operand)?"""
     from popek.spec.trace import trace
 
-    from .families import _mem_addrs, _walk
-
     fx = trace(profile.by_name[name], profile.arch)
     exprs = list(fx.field_writes.values()) + list(fx.outputs) + [v for _r, v in fx.reg_writes]
     exprs += [v for _a, v in fx.mem_writes]
-    return any(
-        x.op == "reg" and x.args[0].op == "const" and x.args[0].args[0] == st.SP
-        for e in exprs for a in _mem_addrs(e) for x in _walk(a)
-    )  # fmt: skip
+    return any(reads_at(x, "reg", st.SP) for x in walk(load_addresses(exprs)))
 
 
 def _moves_the_guest(profile: Profile, name: str) -> bool:
@@ -257,17 +253,15 @@ def _ie_source(profile: Profile, name: str) -> str | None:
     sp), ``"old-psw"`` (the PSW a trap saved); None if none of these."""
     from popek.spec.trace import trace
 
-    from .families import _walk
-
     e = trace(profile.by_name[name], profile.arch).field_writes.get(st.IE)
     if e is None:
         return None
     if e.op == "const":
         return "none"
-    nodes = list(_walk(e))
-    if any(x.op == "mem" and x.args[0].op == "const" and x.args[0].args[0] == st.OLD_PSW for x in nodes):
+    nodes = list(walk([e]))
+    if any(reads_at(x, "mem", st.OLD_PSW) for x in nodes):
         return "old-psw"
-    if any(x.op == "reg" and x.args[0].op == "const" and x.args[0].args[0] == st.SP for x in nodes):
+    if any(reads_at(x, "reg", st.SP) for x in nodes):
         return "stack"
     return None
 
@@ -278,15 +272,13 @@ def _mode_reader(profile: Profile, exclude: frozenset[str] = frozenset()) -> str
     (or it is excluded)."""
     from popek.spec.trace import trace
 
-    from .families import _vars
-
     for name, insn in profile.by_name.items():
         if name in exclude or insn.fields[:1] != ("rd",):
             continue
         fx = trace(insn, profile.arch)
         if fx.mem_writes or fx.outputs or set(fx.field_writes) - {st.PC} or len(fx.reg_writes) != 1:
             continue
-        if f"S{st.MODE}" in _vars(fx.reg_writes[0][1]):
+        if any(slot_of(n) == st.MODE for n in inputs([fx.reg_writes[0][1]])):
             return name
     return None
 

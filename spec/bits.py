@@ -21,8 +21,9 @@ from typing import Callable, Iterable, Iterator, Mapping, Union
 
 # Operation names, by arity.  Every back end (the compiler in
 # ``popek.model.codegen``, the Z3 translation in ``popek.proofs.symbolic``,
-# the abstract interpreter in ``popek.model.analysis.reach``) has a table of
-# handlers keyed by these names; adding an operation is one entry in each,
+# the abstract interpreter in ``popek.model.analysis.reach`` and its interval
+# arithmetic, ``popek.model.analysis.intervals``) has a table of handlers
+# keyed by these names; adding an operation is one entry in each,
 # and `missing_handlers` (held by tests/spec/test_backends.py) names the
 # back ends that lack one.
 BINARY = ("add", "sub", "and", "or", "xor", "shl", "lshr", "eq", "ult", "slt")
@@ -115,6 +116,13 @@ def reads_slot(e: Expr, slot: int) -> bool:
     return e.op == "var" and slot_of(e.args[0]) == slot
 
 
+def reads_at(e: Expr, op: str, index: int) -> bool:
+    """``e`` reads general register (``op`` "reg") or storage word (``op``
+    "mem") ``index``, named by a constant: how the guest generator tells a
+    pop (a storage read at sp) or a return from a trap (the saved PSW)."""
+    return e.op == op and e.args[0].op == "const" and e.args[0].args[0] == index
+
+
 def missing_handlers(table: Mapping[str, object], ops: Iterable[str] = OPERATIONS) -> list[str]:
     """The operations of ``ops`` a back end's handler table has no entry for."""
     return [op for op in ops if op not in table]
@@ -149,6 +157,14 @@ def walk(roots: Iterable[Expr], *, into: Callable[[Expr], bool] | None = None) -
 def inputs(roots: Iterable[Expr], *, into: Callable[[Expr], bool] | None = None) -> set[str]:
     """The names of the free inputs ``roots`` read (state slots are `Slot`)."""
     return {e.args[0] for e in walk(roots, into=into) if e.op == "var"}
+
+
+def load_addresses(roots: Iterable[Expr]) -> list[Expr]:
+    """The address of every storage read in ``roots``, in `walk` order:
+    what a definition loads from (the shadow pager compiles the table reads
+    of a translation from them, the generator asks which operand an address
+    depends on)."""
+    return [e.args[0] for e in walk(roots) if e.op == "mem"]
 
 
 def _coerce(o: Operand, width: int) -> Expr:

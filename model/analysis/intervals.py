@@ -8,7 +8,10 @@ over-approximates the bit-vector operation of the same name in
 ``popek.spec.bits`` (the result contains every value the operation can give
 on members of its operands): that is what makes the analysis sound.  Small
 operands are computed exactly, member by member, by `concrete`, which
-follows the machine's own arithmetic (``popek.model.codegen``).
+follows the machine's own arithmetic (``popek.model.codegen``); larger ones
+by the operation's rule in `RULES`.  Both are tables keyed by the operation,
+as every back end of the spec is (tests/spec/test_backends.py holds them to
+``popek.spec.bits.BINARY``).
 
 The empty tuple is the empty set: a value on a path that cannot happen.
 """
@@ -89,7 +92,7 @@ def show(a: Values) -> str:
 
 
 # -- the operations of spec.bits, over-approximated ---------------------------
-def _slt(x: int, y: int, mask: int, in_width: int) -> int:
+def _slt_member(x: int, y: int, mask: int, in_width: int) -> int:
     sign = 1 << (in_width - 1)
     return int((x ^ sign) < (y ^ sign))
 
@@ -106,7 +109,7 @@ CONCRETE: dict[str, Callable[[int, int, int, int], int]] = {
     "lshr": lambda x, y, m, w: x >> y,
     "eq": lambda x, y, m, w: int(x == y),
     "ult": lambda x, y, m, w: int(x < y),
-    "slt": _slt,
+    "slt": _slt_member,
 }
 
 
@@ -158,52 +161,98 @@ def _pairwise(a: Values, b: Values, f: Callable[[int, int, int, int], list]) -> 
 
 
 def binary(op: str, a: Values, b: Values, width: int, in_width: int) -> Values:
-    """Over-approximation of ``op`` on every pair of members."""
+    """Over-approximation of ``op`` on every pair of members: exact, member
+    by member, while the pairs are few (`EXACT`), else ``op``'s rule in
+    `RULES`."""
     if not a or not b:
         return ()
-    mask = (1 << width) - 1
     if size(a) * size(b) <= EXACT:
         return make(
             (v, v) for v in {concrete(op, x, y, width, in_width) for x in members(a) for y in members(b)}
         )
-    if op == "add":
-        return _pairwise(a, b, lambda x0, x1, y0, y1: _wrap(x0 + y0, x1 + y1, width))
-    if op == "sub":
-        return _pairwise(a, b, lambda x0, x1, y0, y1: _wrap(x0 - y1, x1 - y0, width))
-    if op == "and":
-        if is_const(b):
-            return make(_and_const(p, b[0][0], mask) for p in a)
-        if is_const(a):
-            return make(_and_const(p, a[0][0], mask) for p in b)
-        return ((0, min(a[-1][1], b[-1][1])),)
-    if op == "or":
-        return _pairwise(a, b, lambda x0, x1, y0, y1: [(max(x0, y0), min(x1 + y1, mask))])
-    if op == "xor":
-        top = max(a[-1][1], b[-1][1])
-        return ((0, (1 << top.bit_length()) - 1),)
-    if op == "shl":
-        if is_const(b):
-            k = b[0][0]
-            if all((hi << k) <= mask for _lo, hi in a):
-                return make((lo << k, hi << k) for lo, hi in a)
-        return full(width)
-    if op == "lshr":
-        k = b[0][0]  # the smallest shift gives the largest result
-        if is_const(b):
-            return make((lo >> k, hi >> k) for lo, hi in a)
-        return ((0, a[-1][1] >> k),)
-    # comparisons
-    if op == "eq":
-        return BOTH if overlaps(a, b) else FALSE
-    if op == "ult":
-        if a[-1][1] < b[0][0]:
-            return TRUE
-        if a[0][0] >= b[-1][1]:
-            return FALSE
-        return BOTH
-    if op == "slt":
-        return binary("ult", flip_sign(a, in_width), flip_sign(b, in_width), 1, in_width)
-    raise ValueError(f"unknown operation {op!r}")
+    rule = RULES.get(op)
+    if rule is None:
+        raise ValueError(f"unknown operation {op!r}")
+    return rule(a, b, width, in_width)
+
+
+# One rule per binary operation, for operands too large to enumerate:
+# (a, b, result width, operand width) -> a set containing every result.
+Rule = Callable[[Values, Values, int, int], Values]
+
+
+def _add(a: Values, b: Values, width: int, in_width: int) -> Values:
+    return _pairwise(a, b, lambda x0, x1, y0, y1: _wrap(x0 + y0, x1 + y1, width))
+
+
+def _sub(a: Values, b: Values, width: int, in_width: int) -> Values:
+    return _pairwise(a, b, lambda x0, x1, y0, y1: _wrap(x0 - y1, x1 - y0, width))
+
+
+def _and(a: Values, b: Values, width: int, in_width: int) -> Values:
+    mask = (1 << width) - 1
+    if is_const(b):
+        return make(_and_const(p, b[0][0], mask) for p in a)
+    if is_const(a):
+        return make(_and_const(p, a[0][0], mask) for p in b)
+    return ((0, min(a[-1][1], b[-1][1])),)
+
+
+def _or(a: Values, b: Values, width: int, in_width: int) -> Values:
+    mask = (1 << width) - 1
+    return _pairwise(a, b, lambda x0, x1, y0, y1: [(max(x0, y0), min(x1 + y1, mask))])
+
+
+def _xor(a: Values, b: Values, width: int, in_width: int) -> Values:
+    top = max(a[-1][1], b[-1][1])
+    return ((0, (1 << top.bit_length()) - 1),)
+
+
+def _shl(a: Values, b: Values, width: int, in_width: int) -> Values:
+    mask = (1 << width) - 1
+    if is_const(b):
+        k = b[0][0]
+        if all((hi << k) <= mask for _lo, hi in a):
+            return make((lo << k, hi << k) for lo, hi in a)
+    return full(width)
+
+
+def _lshr(a: Values, b: Values, width: int, in_width: int) -> Values:
+    k = b[0][0]  # the smallest shift gives the largest result
+    if is_const(b):
+        return make((lo >> k, hi >> k) for lo, hi in a)
+    return ((0, a[-1][1] >> k),)
+
+
+def _eq(a: Values, b: Values, width: int, in_width: int) -> Values:
+    return BOTH if overlaps(a, b) else FALSE
+
+
+def _ult(a: Values, b: Values, width: int, in_width: int) -> Values:
+    if a[-1][1] < b[0][0]:
+        return TRUE
+    if a[0][0] >= b[-1][1]:
+        return FALSE
+    return BOTH
+
+
+def _slt(a: Values, b: Values, width: int, in_width: int) -> Values:
+    """Signed order is unsigned order with the sign bits flipped."""
+    return binary("ult", flip_sign(a, in_width), flip_sign(b, in_width), 1, in_width)
+
+
+RULES: dict[str, Rule] = {
+    "add": _add,
+    "sub": _sub,
+    "and": _and,
+    "or": _or,
+    "xor": _xor,
+    "shl": _shl,
+    "lshr": _lshr,
+    "eq": _eq,
+    "ult": _ult,
+    "slt": _slt,
+}
 
 
 def _and_const(p: tuple[int, int], c: int, mask: int) -> tuple[int, int]:

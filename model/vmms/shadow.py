@@ -41,7 +41,7 @@ from popek.model import codegen
 from popek.model.machine import Machine
 from popek.model.window import Window
 from popek.spec import state as st
-from popek.spec.bits import Expr, var, walk
+from popek.spec.bits import load_addresses, var
 from popek.spec.image import Image
 from popek.spec.memory import translate
 from popek.spec.sem import Sem
@@ -100,10 +100,6 @@ class TrackingWindow(Window):
 Walk = Callable[[int], tuple]
 
 
-def _mem_reads(roots: list[Expr]) -> list[Expr]:
-    return [e.args[0] for e in walk(roots) if e.op == "mem"]
-
-
 def compile_walk(arch: st.Arch, *, write: bool) -> Callable:
     """``make(S, M, MS)`` returning ``walk(va) -> (physical, cause, info, reads)``:
     the spec's `translate` of virtual address ``va`` on state ``S`` and
@@ -113,7 +109,7 @@ def compile_walk(arch: st.Arch, *, write: bool) -> Callable:
     phys = translate(s, var("VA", arch.word), write=write)
 
     em = codegen.Emitter(arch, codegen.state_binder({"VA": "va"}), "w")
-    reads = _mem_reads([phys] + [c for c, _, _ in s.fx.traps])
+    reads = load_addresses([phys] + [c for c, _, _ in s.fx.traps])
     for cond, _cause, info in s.fx.traps:
         em.count(cond)
         em.count(info)

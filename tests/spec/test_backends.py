@@ -28,8 +28,10 @@ def test_every_back_end_handles_every_operation(name: str) -> None:
     assert missing_handlers(BACK_ENDS[name]) == [], f"{name} lacks a handler"
 
 
-def test_the_interval_arithmetic_has_every_binary_operation() -> None:
-    assert missing_handlers(intervals.CONCRETE, BINARY) == []
+@pytest.mark.parametrize("table", ["CONCRETE", "RULES"])
+def test_the_interval_arithmetic_has_every_binary_operation(table: str) -> None:
+    """Member by member (CONCRETE) and past that, by rule (RULES)."""
+    assert missing_handlers(getattr(intervals, table), BINARY) == []
 
 
 def test_the_emitter_uses_its_table() -> None:

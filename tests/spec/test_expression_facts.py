@@ -8,10 +8,10 @@ from popek.fuzz.families import shape
 from popek.model.analysis.may_be_sensitive import footprint as may_be_sensitive_footprint
 from popek.model.codebook import ends_block
 from popek.spec import profiles
-from popek.spec.bits import Slot, const, inputs, slot_of, var, walk
+from popek.spec.bits import Slot, const, inputs, load_addresses, reads_at, slot_of, var, walk
 from popek.spec.footprint import falls_through, footprint
 from popek.spec.sem import Sem
-from popek.spec.state import PC, field_width
+from popek.spec.state import PC, SP, field_width
 from popek.spec.trace import trace
 
 
@@ -53,3 +53,16 @@ def test_footprint_reads_slots_and_storage() -> None:
     p = profiles.get("pg")
     fp = footprint(trace(p.by_name["popf"], p.arch))
     assert fp.loads and PC in fp.reads and not fp.stores
+
+
+def test_load_addresses_and_constant_reads() -> None:
+    """The generator and the shadow pager ask which storage words a
+    definition reads, and which fixed register or word it reads."""
+    p = profiles.get("pg")
+    fx = trace(p.by_name["pop"], p.arch)
+    addresses = load_addresses(fx.roots())
+    assert addresses and any(reads_at(x, "reg", SP) for x in walk(addresses))
+    assert load_addresses([var("x", 8) + 1]) == []
+    s = Sem()
+    assert reads_at(s.sp, "reg", SP)
+    assert not reads_at(s.sp, "reg", SP + 1) and not reads_at(s.sp, "mem", SP)
