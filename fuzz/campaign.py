@@ -22,25 +22,30 @@ written to the findings directory the moment it is seen.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from . import findings as fnd
+from .campaign_config import (
+    CONFIG_ENV,
+    REQUIREMENTS,
+    CampaignConfig,
+    breakable,
+    new_campaign_id,
+    requirement_of,
+    split_cases,
+)
+from .example_db import check_database, check_directory, is_redis, make_database, register_settings_profile
 
-CONFIG_ENV = "POPEK_CAMPAIGN_CONFIG"
-SETTINGS_PROFILE = "popek-campaign"
 BATCH = 50  # cases per Hypothesis run (the first run is smaller, for a quick first line)
 FOCUS_ABOVE = 6  # counterexamples longer than this get a focused search (`_focus`)
 FOCUS_EXAMPLES = 300
@@ -50,314 +55,6 @@ MINIMIZE_CAP = 30.0  # seconds: a cap for a very slow VMM, not the budget
 EMPTY_BATCHES = 5  # batches in a row that ran no case: the worker gives up
 SHRINK_GRACE = 3.0  # seconds past the deadline a finding may still be shrunk (most need one or two)
 WORKER_FILE = Path(__file__).with_name("worker.py")
-
-
-@dataclass
-class CampaignConfig:
-    vmm: str  # registry name or package.module:Class
-    profile: str
-    seconds: float = 60.0
-    workers: int = 1
-    db: str | None = None  # directory, or redis://host:port[/n]; None: .popek/examples
-    shard: tuple[int, int] = (0, 1)  # (index, count), index from 0
-    findings_dir: str = str(fnd.DEFAULT_DIR)
-    status_dir: str = ""
-    seed: int = 0
-    efficiency: float | None = None  # threshold; None: measure only
-    max_instructions: int = 24
-    steps: int = 400
-    code_coverage: bool = False
-    reuse_only: bool = False  # only replay the example database
-    # after a fidelity finding: exclude its culprit instruction and go on to
-    # find the next distinct one (True), or count fidelity as found (False)
-    distinct: bool = True
-    # stop at the first finding of any kind (True), or go on until every
-    # requirement the campaign can break has a finding (False: see
-    # `run_worker`).  None: as before findings were kept per requirement, a
-    # non-distinct campaign stops at its first finding (callers that predate
-    # the change, e.g. tests/quality, rely on it; new callers say False)
-    first: bool | None = None
-    # compare against this VMM instead of the bare machine (popek equiv)
-    reference: str | None = None
-    # stop once every one of these has been a finding's culprit (tests use it)
-    stop_culprits: tuple[str, ...] = ()
-    # the case budget, per worker: the worker stops after exactly this many
-    # cases (``seconds`` is then only a cap, reported when it cuts the run
-    # short); None: until the deadline
-    max_cases: int | None = None
-    # the campaign's case budget, shared among its workers (`split_cases`);
-    # when set, it decides each worker's ``max_cases``
-    cases: int | None = None
-    # efficiency per instruction: what the design's declaration promises
-    # (`popek.fuzz.efficiency.DirectRule.to_json`), given by a caller that
-    # knows the innocuous instructions (the proofs name them); None: not judged
-    direct: dict | None = None
-    innocuous_share: float = 0.5  # the direct share each innocuous instruction needs
-    # in every finding's file name: unique across processes and machines, so
-    # campaigns with the same seed never overwrite each other (`new_campaign_id`)
-    campaign_id: str = ""
-    # the wall-clock time (time.time()) at which the whole campaign ends, set
-    # by `run_campaign` when it starts: the workers' own clocks start after
-    # pytest has, and a budget counted from there ran seconds past --time
-    deadline: float | None = None
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["shard"] = list(self.shard)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "CampaignConfig":
-        d = dict(d)
-        d["shard"] = tuple(d["shard"])
-        d["stop_culprits"] = tuple(d.get("stop_culprits", ()))
-        return cls(**d)
-
-
-def new_campaign_id() -> str:
-    """Random, not derived from the seed: two campaigns with ``--seed 7`` at
-    once, or one after the other, still name their findings apart."""
-    return uuid.uuid4().hex[:10]
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``i/n`` with 1 <= i <= n, as users write it; stored from 0."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 1/4") from None
-    if not 1 <= i <= n:
-        raise ValueError(f"--shard {text!r}: need 1 <= i <= n")
-    return i - 1, n
-
-
-def parse_cases(text: str) -> int:
-    """``--cases N``: a positive whole number of cases (``2000``, ``2k``)."""
-    t = str(text).strip().lower()
-    try:
-        value = int(t[:-1]) * 1000 if t.endswith("k") else int(t)
-    except ValueError:
-        raise ValueError(f"--cases {text!r}: expected a whole number of cases, e.g. 2000") from None
-    if value <= 0:
-        raise ValueError(f"--cases {text!r} must be at least 1")
-    return value
-
-
-def split_cases(total: int, workers: int) -> list[int]:
-    """A campaign's case budget shared among its workers, the first ones
-    taking the remainder: the shares add up to ``total``."""
-    return [total // workers + (1 if k < total % workers else 0) for k in range(workers)]
-
-
-# Which requirement each kind of problem (`popek.fuzz.execute.Problem.kind`)
-# breaks.  A crash or a broken contract means the VMM's answers cannot be
-# trusted at all, so, as before safety had a verdict of its own, it counts
-# against fidelity: the guest did not get what the bare machine gives it.
-REQUIREMENT = {
-    "fidelity": "fidelity",
-    "crash": "fidelity",
-    "contract": "fidelity",
-    "safety": "safety",
-    "efficiency": "efficiency",
-}
-REQUIREMENTS = ("fidelity", "efficiency", "safety")
-
-
-def requirement_of(kind: str) -> str:
-    """The requirement a problem of ``kind`` breaks (an unknown kind: fidelity,
-    the cell's trust)."""
-    return REQUIREMENT.get(kind, "fidelity")
-
-
-def breakable(config: "CampaignConfig") -> tuple[str, ...]:
-    """The requirements a campaign's cases can break: fidelity and safety
-    always; efficiency when it produces efficiency problems (a per-case
-    threshold, ``popek fuzz --min-direct-share``)."""
-    reqs = ["fidelity", "safety"]
-    if config.efficiency is not None:
-        reqs.append("efficiency")
-    return tuple(reqs)
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``10m``, ``1h`` -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    t = text.strip().lower()
-    try:
-        if t and t[-1] in units:
-            value = float(t[:-1]) * units[t[-1]]
-        else:
-            value = float(t)
-    except ValueError:
-        raise ValueError(f"--time {text!r}: expected seconds or e.g. 30s, 10m, 1h") from None
-    if value <= 0:
-        raise ValueError(f"--time {text!r} must be positive")
-    return value
-
-
-# --------------------------------------------------------------------------
-# The example database
-# --------------------------------------------------------------------------
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-REDIS_CONNECT_TIMEOUT = 3.0  # seconds: a black-holed address fails fast
-MAX_DB_ENTRY = 1 << 20  # bytes; Hypothesis's entries are choice sequences of a few kB
-DEFAULT_DB = str(Path(".popek") / "examples")
-
-
-class DatabaseError(ValueError):
-    """An example database popek cannot use: one line saying which and why."""
-
-
-def is_redis(spec: str | None) -> bool:
-    return bool(spec) and spec.startswith(REDIS_SCHEMES)
-
-
-def _redis_client(spec: str):
-    """A Redis client for ``spec`` that has answered a PING, or
-    `DatabaseError`.  A ``--db`` the user named is what they asked for: a
-    server that does not answer stops the campaign (exit 2) rather than
-    falling back to a local directory that other machines do not share."""
-    try:
-        import redis
-    except ImportError:
-        raise DatabaseError(f"--db {spec}: a Redis database needs the redis client library, "
-                            f"which is not installed: pip install 'popek[redis]'") from None
-    try:
-        client = redis.Redis.from_url(
-            spec, socket_connect_timeout=REDIS_CONNECT_TIMEOUT, socket_timeout=REDIS_CONNECT_TIMEOUT,
-        )  # fmt: skip
-        client.ping()
-    except Exception as e:  # connection refused, bad port or host, TLS, a server that is not Redis
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DatabaseError(f"--db {spec}: no Redis server answers there: {reason[:200]}") from None
-    return client
-
-
-def check_database(spec: str | None) -> None:
-    """Before the first case: a Redis database answers, a directory database
-    is a directory popek can write (created if missing)."""
-    if is_redis(spec):
-        _redis_client(spec).close()
-        return
-    path = Path(spec or DEFAULT_DB)
-    if path.exists() and not path.is_dir():
-        raise DatabaseError(f"--db {path}: not a directory (an example database is a directory or redis://HOST:PORT)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".popek-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise DatabaseError(f"--db {path}: cannot write the example database there: {e.strerror or e}") from None
-
-
-def _checked_directory_database(path: str):
-    """Hypothesis's directory database, reading only what it could have
-    written: an entry that is not a regular file (a FIFO would block the
-    campaign), is larger than `MAX_DB_ENTRY`, or does not decode as a choice
-    sequence is skipped, counted in ``skipped`` and named in ``warnings``."""
-    from hypothesis.database import DirectoryBasedExampleDatabase, choices_from_bytes
-
-    class CheckedDirectoryDatabase(DirectoryBasedExampleDatabase):
-        def __init__(self, path: str):
-            super().__init__(path)
-            self.skipped = 0
-            self.warnings: list[str] = []
-
-        def fetch(self, key: bytes):
-            # where Hypothesis keeps ``key`` (its own `_key_path`, not ours to call)
-            kp = self.path / hashlib.sha384(key).hexdigest()[:16]
-            try:
-                names = os.listdir(kp) if kp.is_dir() else []
-            except OSError:
-                return
-            for name in names:
-                entry = kp / name
-                try:
-                    info = os.lstat(entry)
-                    if not stat.S_ISREG(info.st_mode):
-                        raise ValueError("not a regular file")
-                    if info.st_size > MAX_DB_ENTRY:
-                        raise ValueError(f"{info.st_size} bytes, more than {MAX_DB_ENTRY}")
-                    with open(entry, "rb") as f:
-                        data = f.read(MAX_DB_ENTRY + 1)
-                    if len(data) > MAX_DB_ENTRY or choices_from_bytes(data) is None:
-                        raise ValueError("not an entry Hypothesis wrote")
-                except FileNotFoundError:
-                    continue  # deleted meanwhile (another worker shrank it)
-                except (OSError, ValueError) as e:
-                    self.skipped += 1
-                    if len(self.warnings) < 5:
-                        self.warnings.append(f"example database entry {entry} skipped: {e}")
-                    continue
-                yield data
-
-    return CheckedDirectoryDatabase(path)
-
-
-def make_database(spec: str | None):
-    """A Hypothesis example database for ``--db`` (`check_database` first:
-    a `DatabaseError` for one popek cannot use)."""
-    check_database(spec)
-    if is_redis(spec):
-        from hypothesis.extra.redis import RedisExampleDatabase
-
-        return ordered_database(RedisExampleDatabase(_redis_client(spec), key_prefix=b"popek-example:"))
-    return ordered_database(_checked_directory_database(spec or DEFAULT_DB))
-
-
-def ordered_database(inner):
-    """``inner`` whose ``fetch`` gives its entries sorted.
-
-    Hypothesis replays a sample of the entries it fetches, drawn with the
-    run's seeded random, so the sample depends on the order they come in: a
-    Redis set's order changes as the server rehashes it, a directory's with
-    the file system.  Sorted, the same seed replays the same entries from
-    any database, so a campaign on Redis (a cluster's) draws the same cases
-    as one on a local directory."""
-    from hypothesis.database import ExampleDatabase
-
-    class Ordered(ExampleDatabase):
-        def fetch(self, key: bytes):
-            return iter(sorted(inner.fetch(key)))
-
-        def save(self, key: bytes, value: bytes) -> None:
-            inner.save(key, value)
-
-        def delete(self, key: bytes, value: bytes) -> None:
-            inner.delete(key, value)
-
-        def move(self, src: bytes, dest: bytes, value: bytes) -> None:
-            inner.move(src, dest, value)
-
-        def __repr__(self) -> str:
-            return f"ordered({inner!r})"
-
-        wrapped = property(lambda self: inner)  # the database whose entries these are
-        skipped = property(lambda self: getattr(inner, "skipped", 0))  # corrupt entries seen
-        warnings = property(lambda self: getattr(inner, "warnings", []))
-
-    return Ordered()
-
-
-def register_settings_profile(database, batch: int, reuse_only: bool = False):
-    """The ``popek-campaign`` settings profile (Hypothesis's ``ci`` profile
-    turns the database off; a campaign lives on it)."""
-    from hypothesis import HealthCheck, Phase, settings
-
-    phases = [Phase.reuse] if reuse_only else [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]
-    settings.register_profile(
-        SETTINGS_PROFILE,
-        database=database,
-        max_examples=batch,
-        deadline=None,
-        derandomize=False,
-        phases=phases,
-        suppress_health_check=list(HealthCheck),
-        report_multiple_bugs=False,
-        print_blob=False,
-    )
-    return settings.get_profile(SETTINGS_PROFILE)
 
 
 # --------------------------------------------------------------------------
@@ -1070,6 +767,7 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
     }  # fmt: skip
 
 
+
 # --------------------------------------------------------------------------
 # The parent
 # --------------------------------------------------------------------------
@@ -1306,18 +1004,6 @@ def progress_line(statuses: list[dict], profile, started: float) -> str:
     )
 
 
-def _check_findings_dir(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise DatabaseError(f"findings directory {path}: not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".popek-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise DatabaseError(f"findings directory {path}: cannot write there: {e.strerror or e}") from None
-
-
 def report_from_statuses(config: CampaignConfig, elapsed: float, statuses: list[dict], *,
                          interrupted: bool = False) -> CampaignReport:
     """The report of a campaign from its workers' last status documents,
@@ -1361,7 +1047,7 @@ def run_campaign(
         config.deadline = time.time() + config.seconds
     # before the first case: where findings and examples go must take them
     check_database(config.db)
-    _check_findings_dir(Path(config.findings_dir))
+    check_directory(Path(config.findings_dir), "findings directory")
     cfg_path = status_dir / "config.json"
     cfg_path.write_text(json.dumps(config.to_json()), encoding="utf-8")
     (status_dir / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")

@@ -38,7 +38,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
-from .campaign import CampaignConfig, run_worker
+from .campaign_config import CampaignConfig
+from .campaign import run_worker
 
 POLL = 0.25  # seconds between looks at the child's files
 STATUS_EVERY = 1.0  # seconds between two status messages of one task (findings go at once)

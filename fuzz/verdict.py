@@ -37,7 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .campaign import CampaignConfig, requirement_of
+from .campaign_config import CampaignConfig, requirement_of
 from .efficiency import DOMINANT, DirectLedger, DirectRule, Figures, figures, judge
 from .isa_coverage import IsaCoverage
 

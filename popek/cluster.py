@@ -259,7 +259,7 @@ class _Mirror:
         (a finding still being shrunk when its worker was lost, which the
         task's next attempt did not find again under that name): a finding
         sent is a finding kept."""
-        from popek.fuzz.campaign import requirement_of
+        from popek.fuzz.campaign_config import requirement_of
 
         gone = set().union(*self.gone.values()) if self.gone else set()
         out = []

@@ -60,7 +60,7 @@ def counterexample(design: str, profile: str, path: str) -> dict | None:
     """A finding file as the report shows it; one that cannot be read back
     is listed by path and reason rather than dropped."""
     from popek.fuzz import findings
-    from popek.fuzz.campaign import requirement_of
+    from popek.fuzz.campaign_config import requirement_of
     from popek.spec.stored import StoredError
 
     try:
@@ -122,7 +122,7 @@ def from_cells(
 def from_campaign(argv: list[str], report: "CampaignReport", support: "Support | None") -> dict:
     """`popek.fuzz.campaign.CampaignReport` as a one-row report; ``support``:
     what the VMM declares on the profile (None: nothing declared)."""
-    from popek.fuzz.campaign import requirement_of
+    from popek.fuzz.campaign_config import requirement_of
 
     cfg = report.config
     fig = report.efficiency_figures()

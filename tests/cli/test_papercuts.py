@@ -173,7 +173,8 @@ def test_every_help_example_parses(command):
 
 # -- the seed, in every summary ------------------------------------------------------
 def test_campaign_summary_names_its_seed():
-    from popek.fuzz.campaign import CampaignConfig, report_from_statuses
+    from popek.fuzz.campaign_config import CampaignConfig
+    from popek.fuzz.campaign import report_from_statuses
 
     config = CampaignConfig(vmm="emulator", profile="pg", seed=424242)
     report = report_from_statuses(config, 1.0, [])
@@ -188,7 +189,7 @@ def test_equiv_prints_its_seed(capsys, tmp_path):
 
 # -- --time: the deadline is the campaign's, and it stops a batch ----------------------
 def _worker_config(tmp_path, **kw):
-    from popek.fuzz.campaign import CampaignConfig
+    from popek.fuzz.campaign_config import CampaignConfig
 
     return CampaignConfig(
         vmm="emulator", profile="pg", seconds=3600, status_dir=str(tmp_path / "status"),

@@ -18,7 +18,8 @@ import pytest
 
 from planted_bugs import BUGS, Bug
 from popek.commands.fuzz import DEFAULT_TIME
-from popek.fuzz.campaign import CampaignConfig, parse_duration, requirement_of, run_worker
+from popek.fuzz.campaign_config import CampaignConfig, parse_duration, requirement_of
+from popek.fuzz.campaign import run_worker
 
 
 @pytest.mark.campaign
