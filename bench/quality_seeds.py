@@ -38,7 +38,7 @@ def _no_shrinking() -> None:
     """Turn off what only runs after detection (see the module docstring)."""
     from hypothesis import Phase, settings
 
-    from popek.fuzz import campaign, example_db
+    from popek.fuzz import example_db, worker_findings, worker_loop
 
     def profile(database, batch, reuse_only=False):
         from hypothesis import HealthCheck
@@ -50,9 +50,9 @@ def _no_shrinking() -> None:
         )  # fmt: skip
         return settings.get_profile(example_db.SETTINGS_PROFILE)
 
-    campaign.register_settings_profile = profile  # the name the worker loop calls
-    campaign._minimize = lambda *a, **k: None
-    campaign._focus = lambda *a, **k: None
+    worker_loop.register_settings_profile = profile  # the name the worker loop calls
+    worker_findings.minimize_finding = lambda *a, **k: None
+    worker_findings.focus = lambda *a, **k: None
 
 
 def measure(job: tuple[str, str, int, int]) -> tuple[str, int, int | None, str | None]:
@@ -62,7 +62,7 @@ def measure(job: tuple[str, str, int, int]) -> tuple[str, int, int | None, str |
         sys.path.insert(0, str(QUALITY))
     _no_shrinking()
     from popek.fuzz.campaign_config import CampaignConfig
-    from popek.fuzz.campaign import run_worker
+    from popek.fuzz.worker_loop import run_worker
 
     with tempfile.TemporaryDirectory() as tmp:
         config = CampaignConfig(

@@ -3,7 +3,7 @@
 ``popek fuzz`` runs ``pytest -n N --dist each`` on this file: every xdist
 worker runs this one test, which reads the campaign's configuration from
 the file named by the environment and fuzzes until its budget or the
-deadline ends (`popek.fuzz.campaign.run_worker`).  Findings
+deadline ends (`popek.fuzz.worker_loop.run_worker`).  Findings
 are the campaign's results, not test failures: the test fails only if the
 worker could not run.
 """
@@ -12,7 +12,7 @@ import json
 import os
 
 from popek.fuzz.campaign_config import CONFIG_ENV, CampaignConfig
-from popek.fuzz.campaign import run_worker, worker_index
+from popek.fuzz.worker_loop import run_worker, worker_index
 
 
 def test_campaign_worker() -> None:

@@ -139,7 +139,7 @@ def test_the_cases_drawn_do_not_depend_on_speed(tmp_path, monkeypatch):
     fast one under a case budget, shrinking included."""
     from popek.fuzz import properties
     from popek.fuzz.campaign_config import CampaignConfig
-    from popek.fuzz.campaign import run_worker
+    from popek.fuzz.worker_loop import run_worker
 
     check = properties.check
 
@@ -251,7 +251,7 @@ def test_a_found_requirement_is_counted_not_raised_again(tmp_path):
     budget looking for a safety finding that never comes."""
     sys.path.insert(0, str(HERE.parent / "fuzz"))  # tiny_vmms
     from popek.fuzz.campaign_config import CampaignConfig
-    from popek.fuzz.campaign import run_worker
+    from popek.fuzz.worker_loop import run_worker
 
     config = CampaignConfig(
         vmm="tiny_vmms:OddR3", profile="pg", seconds=300, seed=1, max_cases=300, distinct=False, first=False,

@@ -24,7 +24,7 @@ CHILD = r"""
 import importlib, json, sys
 from popek.fuzz import properties
 from popek.fuzz.campaign_config import CampaignConfig
-from popek.fuzz.campaign import run_worker
+from popek.fuzz.worker_loop import run_worker
 
 work = sys.argv[1]
 check = properties.check

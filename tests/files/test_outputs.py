@@ -23,7 +23,7 @@ from popek.fuzz import example_db, findings
 from popek.fuzz.campaign_config import CampaignConfig
 from popek.fuzz.campaign import CampaignReport
 from popek.fuzz.example_db import DatabaseError, check_database
-from popek.fuzz.campaign import run_worker
+from popek.fuzz.worker_loop import run_worker
 from popek.fuzz.isa_coverage import IsaCoverage
 from popek.spec import stored
 from popek.writable import ensure_writable_file

@@ -19,7 +19,7 @@ import pytest
 from planted_bugs import BUGS, Bug
 from popek.commands.fuzz import DEFAULT_TIME
 from popek.fuzz.campaign_config import CampaignConfig, parse_duration, requirement_of
-from popek.fuzz.campaign import run_worker
+from popek.fuzz.worker_loop import run_worker
 
 
 @pytest.mark.campaign
