@@ -376,8 +376,8 @@ def _failure(future) -> str | None:
 
 def run_campaign(config, address: str, *, progress: TextIO | None = sys.stderr):
     """``popek fuzz`` on the cluster: one task per campaign worker; the
-    same `popek.fuzz.campaign.CampaignReport` as `run_campaign` returns."""
-    from popek.fuzz.campaign import progress_line, report_from_statuses
+    same `popek.fuzz.campaign_report.CampaignReport` as `run_campaign` returns."""
+    from popek.fuzz.campaign_report import progress_line, report_from_statuses
     from popek.spec import profiles
 
     prof = profiles.get(config.profile)

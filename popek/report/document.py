@@ -19,7 +19,7 @@ from popek.report import FORMAT, VERSION
 from popek.version import version
 
 if TYPE_CHECKING:
-    from popek.fuzz.campaign import CampaignReport
+    from popek.fuzz.campaign_report import CampaignReport
     from popek.fuzz.verdict import Cell
     from popek.vmm import Support
 
@@ -120,7 +120,7 @@ def from_cells(
 
 # -- from one campaign (fuzz) ------------------------------------------------------
 def from_campaign(argv: list[str], report: "CampaignReport", support: "Support | None") -> dict:
-    """`popek.fuzz.campaign.CampaignReport` as a one-row report; ``support``:
+    """`popek.fuzz.campaign_report.CampaignReport` as a one-row report; ``support``:
     what the VMM declares on the profile (None: nothing declared)."""
     from popek.fuzz.campaign_config import requirement_of
 

@@ -174,7 +174,7 @@ def test_every_help_example_parses(command):
 # -- the seed, in every summary ------------------------------------------------------
 def test_campaign_summary_names_its_seed():
     from popek.fuzz.campaign_config import CampaignConfig
-    from popek.fuzz.campaign import report_from_statuses
+    from popek.fuzz.campaign_report import report_from_statuses
 
     config = CampaignConfig(vmm="emulator", profile="pg", seed=424242)
     report = report_from_statuses(config, 1.0, [])

@@ -21,7 +21,7 @@ from hypothesis import strategies as hs
 from popek.cli import main
 from popek.fuzz import example_db, findings
 from popek.fuzz.campaign_config import CampaignConfig
-from popek.fuzz.campaign import CampaignReport
+from popek.fuzz.campaign_report import CampaignReport
 from popek.fuzz.example_db import DatabaseError, check_database
 from popek.fuzz.worker_loop import run_worker
 from popek.fuzz.isa_coverage import IsaCoverage
