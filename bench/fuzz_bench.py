@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from popek import registry
 from popek.fuzz import properties, strategies
-from popek.fuzz.campaign import CampaignConfig, run_campaign
+from popek.fuzz.campaign import run_campaign
+from popek.fuzz.campaign_config import CampaignConfig
 from popek.fuzz.isa_coverage import IsaCoverage
 
 PROFILE = "pg"

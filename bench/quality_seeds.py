@@ -38,21 +38,21 @@ def _no_shrinking() -> None:
     """Turn off what only runs after detection (see the module docstring)."""
     from hypothesis import Phase, settings
 
-    from popek.fuzz import campaign
+    from popek.fuzz import example_db, worker_findings, worker_loop
 
     def profile(database, batch, reuse_only=False):
         from hypothesis import HealthCheck
 
         settings.register_profile(
-            campaign.SETTINGS_PROFILE, database=database, max_examples=batch, deadline=None,
+            example_db.SETTINGS_PROFILE, database=database, max_examples=batch, deadline=None,
             derandomize=False, phases=[Phase.explicit, Phase.reuse, Phase.generate],
             suppress_health_check=list(HealthCheck), report_multiple_bugs=False, print_blob=False,
         )  # fmt: skip
-        return settings.get_profile(campaign.SETTINGS_PROFILE)
+        return settings.get_profile(example_db.SETTINGS_PROFILE)
 
-    campaign.register_settings_profile = profile
-    campaign._minimize = lambda *a, **k: None
-    campaign._focus = lambda *a, **k: None
+    worker_loop.register_settings_profile = profile  # the name the worker loop calls
+    worker_findings.minimize_finding = lambda *a, **k: None
+    worker_findings.focus = lambda *a, **k: None
 
 
 def measure(job: tuple[str, str, int, int]) -> tuple[str, int, int | None, str | None]:
@@ -61,7 +61,8 @@ def measure(job: tuple[str, str, int, int]) -> tuple[str, int, int | None, str |
     if str(QUALITY) not in sys.path:
         sys.path.insert(0, str(QUALITY))
     _no_shrinking()
-    from popek.fuzz.campaign import CampaignConfig, run_worker
+    from popek.fuzz.campaign_config import CampaignConfig
+    from popek.fuzz.worker_loop import run_worker
 
     with tempfile.TemporaryDirectory() as tmp:
         config = CampaignConfig(

@@ -14,7 +14,9 @@ See docs/fuzzing.md.  The modules, in the order data flows through them:
 `families` (instruction groups read off the spec), `guest` (a generated
 guest and its layout), `strategies`, `execute` (bare and VMM runs, safety
 watches), `properties`, `report` and `findings` (counterexamples),
-`minimize`, `isa_coverage`, `campaign` and `worker` (``popek fuzz``),
+`minimize`, `isa_coverage`; ``popek fuzz``'s campaigns: `campaign_config`,
+`campaign` (the parent process), `worker` and `worker_loop` (a worker),
+`worker_status`, `worker_findings`, `example_db`, `campaign_report`;
 `stateful`, `verdict` (``popek verify``).
 """
 

@@ -18,7 +18,7 @@ Nothing here knows about Dask: ``emit`` and ``cancelled`` are the cluster's
 (`popek.cluster`), which keeps the layers one way.
 
 Messages (dicts): ``{"type": "status", "attempt", "index", "doc"}`` with a
-worker's status document (`popek.fuzz.campaign`), and ``{"type": "file",
+worker's status document (`popek.fuzz.worker_status`), and ``{"type": "file",
 "attempt", "index", "name", "text"}`` with a finding file's whole text
 (``text`` None: the file was removed, e.g. the finding shrank to another
 kind under another name).
@@ -38,7 +38,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
-from .campaign import CampaignConfig, run_worker
+from .campaign_config import CampaignConfig
+from .worker_loop import run_worker
 
 POLL = 0.25  # seconds between looks at the child's files
 STATUS_EVERY = 1.0  # seconds between two status messages of one task (findings go at once)

@@ -1,6 +1,6 @@
 """The verdict table: every design on every profile it declares, from runs.
 
-Each cell is one fuzzing campaign (`popek.fuzz.campaign.run_worker`, in a
+Each cell is one fuzzing campaign (`popek.fuzz.worker_loop.run_worker`, in a
 process of its own so that cells run side by side): what the design
 *declares* (`popek.vmm.Support`: faithful, efficient; every design is
 declared safe) against what the campaign *observed*, for each of Popek and
@@ -37,7 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .campaign import CampaignConfig, requirement_of
+from .campaign_config import CampaignConfig, requirement_of
 from .efficiency import DOMINANT, DirectLedger, DirectRule, Figures, figures, judge
 from .isa_coverage import IsaCoverage
 
@@ -214,7 +214,7 @@ def run_cell(args: tuple) -> Cell:
     time cap; without, a time budget of ``seconds``."""
     from popek import isolation
 
-    from .campaign import run_worker
+    from .worker_loop import run_worker
 
     design, profile, seconds, findings_dir, db, seed, innocuous, threshold, *rest = args
     cases = rest[0] if rest else None

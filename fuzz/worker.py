@@ -2,7 +2,8 @@
 
 ``popek fuzz`` runs ``pytest -n N --dist each`` on this file: every xdist
 worker runs this one test, which reads the campaign's configuration from
-the file named by the environment and fuzzes until the deadline.  Findings
+the file named by the environment and fuzzes until its budget or the
+deadline ends (`popek.fuzz.worker_loop.run_worker`).  Findings
 are the campaign's results, not test failures: the test fails only if the
 worker could not run.
 """
@@ -10,7 +11,8 @@ worker could not run.
 import json
 import os
 
-from popek.fuzz.campaign import CONFIG_ENV, CampaignConfig, run_worker, worker_index
+from popek.fuzz.campaign_config import CONFIG_ENV, CampaignConfig
+from popek.fuzz.worker_loop import run_worker, worker_index
 
 
 def test_campaign_worker() -> None:

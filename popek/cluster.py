@@ -259,7 +259,7 @@ class _Mirror:
         (a finding still being shrunk when its worker was lost, which the
         task's next attempt did not find again under that name): a finding
         sent is a finding kept."""
-        from popek.fuzz.campaign import requirement_of
+        from popek.fuzz.campaign_config import requirement_of
 
         gone = set().union(*self.gone.values()) if self.gone else set()
         out = []
@@ -376,8 +376,8 @@ def _failure(future) -> str | None:
 
 def run_campaign(config, address: str, *, progress: TextIO | None = sys.stderr):
     """``popek fuzz`` on the cluster: one task per campaign worker; the
-    same `popek.fuzz.campaign.CampaignReport` as `run_campaign` returns."""
-    from popek.fuzz.campaign import progress_line, report_from_statuses
+    same `popek.fuzz.campaign_report.CampaignReport` as `run_campaign` returns."""
+    from popek.fuzz.campaign_report import progress_line, report_from_statuses
     from popek.spec import profiles
 
     prof = profiles.get(config.profile)

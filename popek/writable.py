@@ -59,7 +59,7 @@ def check_campaign_outputs(findings_dir: str | Path, db: str | None, json_path: 
     """Everything a campaign command writes, checked before its first case:
     the findings directory, the example database (a directory, or a Redis
     server that answers), and the ``--json`` file."""
-    from popek.fuzz.campaign import DatabaseError, check_database
+    from popek.fuzz.example_db import DatabaseError, check_database
 
     ensure_writable_dir(findings_dir, "findings directory")
     try:

@@ -97,7 +97,7 @@ def budget_options(args: argparse.Namespace, default_cases: int | None) -> tuple
     """(case budget, seconds) from ``--cases`` and ``--time``: a case budget
     capped by time (the default), or, with ``--time`` alone, a time budget
     (case budget None)."""
-    from popek.fuzz.campaign import parse_cases, parse_duration
+    from popek.fuzz.campaign_config import parse_cases, parse_duration
 
     try:
         if args.cases is not None:

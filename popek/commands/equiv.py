@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from popek.fuzz import findings
-    from popek.fuzz.campaign import CampaignConfig, requirement_of, run_worker
+    from popek.fuzz.campaign_config import CampaignConfig, requirement_of
+    from popek.fuzz.worker_loop import run_worker
     from popek.fuzz.verdict import message_head
     from popek.spec.profiles import all_profiles
     from popek.vmm_runner import load_vmm

@@ -75,7 +75,7 @@ def add_campaign_arguments(p: argparse.ArgumentParser, *, vmm: bool = True, vmm_
 def config_from_args(args: argparse.Namespace, vmm: str, profile: str):
     from popek.cli import deprecated_option
     from popek.fuzz import findings
-    from popek.fuzz.campaign import CampaignConfig, parse_cases, parse_duration, parse_shard
+    from popek.fuzz.campaign_config import CampaignConfig, parse_cases, parse_duration, parse_shard
 
     try:
         cases = None if args.cases is None else parse_cases(args.cases)

@@ -19,7 +19,7 @@ from popek.report import FORMAT, VERSION
 from popek.version import version
 
 if TYPE_CHECKING:
-    from popek.fuzz.campaign import CampaignReport
+    from popek.fuzz.campaign_report import CampaignReport
     from popek.fuzz.verdict import Cell
     from popek.vmm import Support
 
@@ -60,7 +60,7 @@ def counterexample(design: str, profile: str, path: str) -> dict | None:
     """A finding file as the report shows it; one that cannot be read back
     is listed by path and reason rather than dropped."""
     from popek.fuzz import findings
-    from popek.fuzz.campaign import requirement_of
+    from popek.fuzz.campaign_config import requirement_of
     from popek.spec.stored import StoredError
 
     try:
@@ -120,9 +120,9 @@ def from_cells(
 
 # -- from one campaign (fuzz) ------------------------------------------------------
 def from_campaign(argv: list[str], report: "CampaignReport", support: "Support | None") -> dict:
-    """`popek.fuzz.campaign.CampaignReport` as a one-row report; ``support``:
+    """`popek.fuzz.campaign_report.CampaignReport` as a one-row report; ``support``:
     what the VMM declares on the profile (None: nothing declared)."""
-    from popek.fuzz.campaign import requirement_of
+    from popek.fuzz.campaign_config import requirement_of
 
     cfg = report.config
     fig = report.efficiency_figures()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from popek.commands.fuzz import DEFAULT_TIME
-from popek.fuzz.campaign import CampaignConfig, parse_duration, run_worker
+from popek.fuzz.campaign_config import CampaignConfig, parse_duration
+from popek.fuzz.worker_loop import run_worker
 
 
 def campaign(tmp_path, vmm: str, profile: str, *, seed: int, stop: tuple[str, ...] = (), distinct=True):

@@ -80,7 +80,7 @@ def test_a_fidelity_finding_does_not_hide_a_safety_one(tmp_path):
 
 
 def test_requirements_of_each_kind():
-    from popek.fuzz.campaign import CampaignConfig, breakable, requirement_of
+    from popek.fuzz.campaign_config import CampaignConfig, breakable, requirement_of
 
     assert [requirement_of(k) for k in ("fidelity", "crash", "contract", "safety", "efficiency")] == [
         "fidelity", "fidelity", "fidelity", "safety", "efficiency",
@@ -139,7 +139,8 @@ def test_the_cases_drawn_do_not_depend_on_speed(tmp_path, monkeypatch):
     """A slow machine (every case run 3 ms slower) draws the same cases as a
     fast one under a case budget, shrinking included."""
     from popek.fuzz import properties
-    from popek.fuzz.campaign import CampaignConfig, run_worker
+    from popek.fuzz.campaign_config import CampaignConfig
+    from popek.fuzz.worker_loop import run_worker
 
     check = properties.check
 
@@ -250,7 +251,8 @@ def test_a_found_requirement_is_counted_not_raised_again(tmp_path):
     later fidelity problems counted, and the campaign spends its whole case
     budget looking for a safety finding that never comes."""
     sys.path.insert(0, str(HERE.parent / "fuzz"))  # tiny_vmms
-    from popek.fuzz.campaign import CampaignConfig, run_worker
+    from popek.fuzz.campaign_config import CampaignConfig
+    from popek.fuzz.worker_loop import run_worker
 
     config = CampaignConfig(
         vmm="tiny_vmms:OddR3", profile="pg", seconds=300, seed=1, max_cases=300, distinct=False, first=False,

@@ -23,7 +23,8 @@ CASES = 20  # the first batch of a campaign (`max_cases` stops after it)
 CHILD = r"""
 import importlib, json, sys
 from popek.fuzz import properties
-from popek.fuzz.campaign import CampaignConfig, run_worker
+from popek.fuzz.campaign_config import CampaignConfig
+from popek.fuzz.worker_loop import run_worker
 
 work = sys.argv[1]
 check = properties.check

@@ -175,7 +175,8 @@ def test_every_help_example_parses(command):
 
 # -- the seed, in every summary ------------------------------------------------------
 def test_campaign_summary_names_its_seed():
-    from popek.fuzz.campaign import CampaignConfig, report_from_statuses
+    from popek.fuzz.campaign_config import CampaignConfig
+    from popek.fuzz.campaign_report import report_from_statuses
 
     config = CampaignConfig(vmm="emulator", profile="pg", seed=424242)
     report = report_from_statuses(config, 1.0, [])
@@ -190,7 +191,7 @@ def test_equiv_prints_its_seed(capsys, tmp_path):
 
 # -- --time: the deadline is the campaign's, and it stops a batch ----------------------
 def _worker_config(tmp_path, **kw):
-    from popek.fuzz.campaign import CampaignConfig
+    from popek.fuzz.campaign_config import CampaignConfig
 
     return CampaignConfig(
         vmm="emulator", profile="pg", seconds=3600, status_dir=str(tmp_path / "status"),
@@ -201,7 +202,7 @@ def _worker_config(tmp_path, **kw):
 def test_a_worker_stops_at_the_campaigns_deadline_not_its_own(tmp_path):
     """The campaign's clock starts before pytest's workers do: a worker that
     timed itself from its own start ran seconds past --time."""
-    from popek.fuzz.campaign import worker_deadline
+    from popek.fuzz.worker_status import worker_deadline
 
     start = 1_000.0
     assert worker_deadline(_worker_config(tmp_path, deadline=start + 5), start) == start + 5
@@ -211,7 +212,7 @@ def test_a_worker_stops_at_the_campaigns_deadline_not_its_own(tmp_path):
 def test_a_worker_started_past_the_deadline_runs_one_case(tmp_path):
     """On a loaded machine pytest's workers can start after a short --time
     has run out: each still runs its first case, then stops, time capped."""
-    from popek.fuzz.campaign import run_worker
+    from popek.fuzz.worker_loop import run_worker
 
     result = run_worker(_worker_config(tmp_path, deadline=time.time() - 1), 0)
     assert result["cases"] == 1 and result["time_capped"]
@@ -220,7 +221,7 @@ def test_a_worker_started_past_the_deadline_runs_one_case(tmp_path):
 def test_a_deadline_that_passes_mid_batch_ends_the_batch(tmp_path, monkeypatch):
     """Batches were whole (20 cases, then 50, and their shrinking): the
     deadline passes after the third case, and the worker stops there."""
-    from popek.fuzz import campaign
+    from popek.fuzz import worker_loop
 
     real_check = properties.check
     calls = []
@@ -240,8 +241,8 @@ def test_a_deadline_that_passes_mid_batch_ends_the_batch(tmp_path, monkeypatch):
             return time.time() + clock["offset"]
 
     monkeypatch.setattr(properties, "check", check)
-    monkeypatch.setattr(campaign, "time", Clock())
-    result = campaign.run_worker(_worker_config(tmp_path, deadline=time.time() + 600), 0)
+    monkeypatch.setattr(worker_loop, "time", Clock())
+    result = worker_loop.run_worker(_worker_config(tmp_path, deadline=time.time() + 600), 0)
     assert result["cases"] == 3 and result["time_capped"]
 
 

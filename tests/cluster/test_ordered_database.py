@@ -9,7 +9,7 @@ import random
 
 from hypothesis.database import InMemoryExampleDatabase
 
-from popek.fuzz.campaign import make_database, ordered_database
+from popek.fuzz.example_db import make_database, ordered_database
 
 
 class Shuffling(InMemoryExampleDatabase):

@@ -19,8 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from popek.cli import main
-from popek.fuzz import campaign, findings
-from popek.fuzz.campaign import CampaignConfig, CampaignReport, DatabaseError, check_database, run_worker
+from popek.fuzz import example_db, findings
+from popek.fuzz.campaign_config import CampaignConfig
+from popek.fuzz.campaign_report import CampaignReport
+from popek.fuzz.example_db import DatabaseError, check_database
+from popek.fuzz.worker_loop import run_worker
 from popek.fuzz.isa_coverage import IsaCoverage
 from popek.spec import stored
 from popek.writable import ensure_writable_file
@@ -159,14 +162,14 @@ def http_server():
     "rediss://127.0.0.1:{http}",  # TLS to a server that does not speak it
 ])  # fmt: skip
 def test_redis_faults_are_one_line_exit_2(capsys, tmp_path, monkeypatch, silent_server, http_server, url):
-    monkeypatch.setattr(campaign, "REDIS_CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(example_db, "REDIS_CONNECT_TIMEOUT", 0.5)
     db = url.format(free=_free_port(), silent=silent_server, http=http_server)
     one_line(*popek(capsys, *FUZZ, "--db", db, "--findings", tmp_path / "f"), f"--db {db}", "no Redis server")
 
 
 def test_rediss_is_not_taken_for_a_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(campaign, "REDIS_CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(example_db, "REDIS_CONNECT_TIMEOUT", 0.5)
     with pytest.raises(DatabaseError, match="no Redis server"):
         check_database(f"rediss://127.0.0.1:{_free_port()}")
     assert not (tmp_path / "rediss:").exists()
@@ -174,11 +177,11 @@ def test_rediss_is_not_taken_for_a_directory(tmp_path, monkeypatch):
 
 # -- the example database's entries ---------------------------------------------------
 def test_corrupt_database_entries_are_skipped_counted_and_named(tmp_path):
-    db = campaign.make_database(str(tmp_path / "db"))
+    db = example_db.make_database(str(tmp_path / "db"))
     db.save(b"key", b"\x00")  # a valid entry
     key_dir = db.wrapped._key_path(b"key")
     (key_dir / "junk").write_bytes(b"\xff\xff\xff\xff")  # does not decode
-    (key_dir / "big").write_bytes(b"\x00" * (campaign.MAX_DB_ENTRY + 1))
+    (key_dir / "big").write_bytes(b"\x00" * (example_db.MAX_DB_ENTRY + 1))
     if hasattr(os, "mkfifo"):
         os.mkfifo(key_dir / "fifo")  # reading it would block the campaign
     fetched = list(db.fetch(b"key"))
@@ -195,7 +198,7 @@ def test_mutated_database_entries_are_replayed_or_skipped(tmp_path_factory, entr
     or skipped and counted; fetching never raises."""
     from hypothesis.database import choices_from_bytes, choices_to_bytes
 
-    db = campaign.make_database(str(tmp_path_factory.mktemp("db")))
+    db = example_db.make_database(str(tmp_path_factory.mktemp("db")))
     good = choices_to_bytes((True, 5, b"ab", "x", 1.5))
     for raw in [good[: len(good) - cut], *entries]:
         db.save(b"k", raw)

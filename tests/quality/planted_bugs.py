@@ -532,7 +532,7 @@ class ShadowChecksFrameOnly(BinaryTranslationVMM):
 
 
 # The kinds of finding a campaign can report (`popek.fuzz.execute`), and the
-# requirement each breaks (`popek.fuzz.campaign.requirement_of`: a crash or a
+# requirement each breaks (`popek.fuzz.campaign_config.requirement_of`: a crash or a
 # broken contract counts against fidelity).
 KINDS = ("fidelity", "safety", "contract", "crash", "efficiency")
 

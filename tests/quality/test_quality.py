@@ -20,7 +20,8 @@ import pytest
 
 from planted_bugs import BUGS, Bug
 from popek.commands.fuzz import CASES_CAP
-from popek.fuzz.campaign import CampaignConfig, parse_duration, requirement_of, run_worker
+from popek.fuzz.campaign_config import CampaignConfig, parse_duration, requirement_of
+from popek.fuzz.worker_loop import run_worker
 
 
 # every bug is found within 1,550 cases at seeds 1-10 (docs/fuzzing.md)
