@@ -322,9 +322,11 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
     the shadow table maps guest-linear pages to host frames in the
     allocation, one table for both modes (an entry's user bit is the guest's
     own answer for user mode).  Entries are built when a page fault exits;
-    the guest's page-table pages are write-protected and a write to one
-    (emulated) drops the entries built from a table word it changed (with
-    the host's decodes fetched through them); an ``lptb`` drops the table.
+    the guest's page-table pages are write-protected, and every write the
+    virtual CPU makes to one (an emulated step, a delivered trap, a step of
+    the guest's own nested guest) drops the entries built from a table word
+    it changed (with the host's decodes fetched through them); an ``lptb``
+    drops the table.
     """
 
     name: ClassVar[str] = "hardware-assisted+shadow"
@@ -397,11 +399,27 @@ class HardwareAssistedShadowVMM(HardwareAssistedVMM):
         if reason == Cause.PAGE:
             self.counts.extra["shadow_emulated_faults"] += 1
             reason = Cause.VMEXIT
-        n = super().handle_exit(reason, qual)
+        return super().handle_exit(reason, qual)
+
+    # -- what the virtual CPU writes ---------------------------------------------
+    # The virtual CPU steps the guest on two paths: to finish a step that
+    # exited (`handle_exit`), and to interpret the guest's own guest mode
+    # (`run`: a nested guest's stores, and its VM exit's save into the
+    # guest's VMCS).  Both write guest storage that shadow entries may have
+    # been built from, so both go through these two, and the shadow table is
+    # current before the guest next runs in guest mode.
+    def emulate_step(self) -> int:
+        n = super().emulate_step()
         self._after_vcpu()
         return n
 
+    def reflect(self, cause: int, info: int) -> None:
+        super().reflect(cause, info)
+        self._after_vcpu()
+
     def _after_vcpu(self) -> None:
+        """Drop the shadow entries built from a guest table word the virtual
+        CPU has changed (with the host's decodes fetched through them)."""
         dirty = set(self.window.dirty)
         self.window.forget()
         if dirty & self._pt_pages:
