@@ -205,14 +205,6 @@ class _Plan:
             (name, build) for name, build in (_scenarios(profile, exclude) if self.can_handle else ())
             if not {op.name for op in build(memsize)} & exclude
         )
-        # one more scenario, drawn rather than fixed: the user program starts
-        # with an instruction of the system family.  Theorem 1 is about these
-        # (a sensitive instruction that does not trap in user mode), and a
-        # user program drawn from every family seldom runs one before it
-        # traps or halts.  Three times as likely as a fixed scenario: only
-        # the few that do not trap in user mode show anything
-        if self.can_handle and self.groups.get("system"):
-            self.scenarios += ((USER_SYSTEM, None),) * 3
 
 
 _UNDEFINED = object()  # the undefined family's one "shape": a word that does not decode
@@ -440,7 +432,6 @@ def _scenarios(profile: Profile, exclude: frozenset[str] = frozenset()) -> tuple
 
 
 TICK_AT_CUT = 2  # the timer the tick-at-cut scenario sets
-USER_SYSTEM = "user-system"  # the drawn scenario: a user program that starts with a system instruction
 # Long runs: 1 case in 2**LONG_FLIPS (with ``vary`` and split runs) is a kernel
 # loop of innocuous instructions run for LONG_STEPS steps, the last
 # LONG_TAIL of them in a run() slice of their own.  A VMM that turns slow
@@ -583,11 +574,7 @@ def _guests(
     scenario, room, cut, user_ops = None, kernel_room, None, ()
     if plan.scenarios and draw(hs.integers(0, 2)):
         scenario, build = draw(hs.sampled_from(plan.scenarios))
-        if scenario == USER_SYSTEM:
-            system = plan.groups["system"]
-            ops = draw(_op(plan, system, True, regs, pools))
-        else:
-            ops = tuple(build(memsize))
+        ops = tuple(build(memsize))
         if scenario.startswith("user-"):
             user_ops, ops = ops, ()
         at = 0 if scenario == "tick-at-cut" else draw(hs.integers(0, min(2, len(kernel))))
