@@ -302,6 +302,14 @@ class DirectLedger:
         executions (the report's grid; the verdict reads `shares`)."""
         return {n: round(self.direct[n] / k, 4) for n, k in sorted(self.executions.items()) if k}
 
+    def label(self, e: EmulatedInnocuous) -> str:
+        """``e`` named as `shares` names it: ``add``, ``add (user)``, ``add (late)``."""
+        if e.late:
+            return f"{e.insn} (late)"
+        if len(self.rule.modes) > 1 and len(e.modes) == 1:
+            return f"{e.insn} ({e.modes[0]})"
+        return e.insn
+
     def judged(self) -> int:
         """How many instructions had enough executions to be judged."""
         return sum(n >= ENOUGH_EXECUTIONS for n in self.executions.values())
@@ -313,9 +321,9 @@ class DirectLedger:
             return f"innocuous instructions: none executed {ENOUGH_EXECUTIONS} times in {self.cases} faithful cases"
         low = self.emulated(threshold)
         if low:
-            worst = ", ".join(f"{e.insn} {e.direct}/{e.executions}" for e in low[:4])
+            worst = ", ".join(f"{self.label(e)} {e.direct}/{e.executions}" for e in low[:4])
             return (
-                f"innocuous instructions: {len(low)} of {judged} ran directly in under {threshold:.0%} "
+                f"innocuous instructions: {len({e.insn for e in low})} of {judged} ran directly in under {threshold:.0%} "
                 f"of their executions ({worst}): NOT efficient"
             )
         shares = self.shares()

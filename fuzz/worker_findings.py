@@ -76,6 +76,24 @@ def conclude(entry: dict[str, Any], vmm_cls: type[VMM], config: CampaignConfig,
     return req, culprit
 
 
+def keep_as_found(entry: dict[str, Any], config: CampaignConfig, findings_dir: Path, status: WorkerStatus) -> None:
+    """A finding the campaign is interrupted before it concludes (Ctrl-C
+    while it shrinks): kept as it stands, the smallest case so far, not
+    shrunk further, and entered in the worker's status, so that the summary
+    names it and the command does not end as if nothing were found."""
+    if entry.get("case") is None or entry.get("problem") is None:
+        return
+    path = entry.get("path")
+    if path is None or entry.get("path_kind") != entry["problem"].kind:
+        path = finding_path(findings_dir, config, entry["problem"].kind, entry["tag"], entry["case"])
+    doc = fnd.write(
+        path, vmm=config.vmm, case=entry["case"], problem=entry["problem"],
+        seconds=entry["seconds"], cases=entry["cases"], shrunk=False,
+        reference=config.reference or "bare",
+    )  # fmt: skip
+    status.findings.append(_status_entry(doc, str(path), requirement_of(doc["kind"]), None, status))
+
+
 def _status_entry(doc: dict, path: str, req: str, culprit: dict | None, status: WorkerStatus) -> dict:
     """A finding as the worker reports it.  One that could not be saved
     carries its whole report (assembly, and a replay line with the case

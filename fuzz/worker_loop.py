@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import findings as fnd
 from .campaign_config import CampaignConfig, breakable, new_campaign_id, requirement_of, split_cases
 from .example_db import make_database, register_settings_profile
-from .worker_findings import conclude, efficiency_finding, finding_path, keep_late_witness, long_run
+from .worker_findings import (
+    conclude, efficiency_finding, finding_path, keep_as_found, keep_late_witness, long_run,
+)
 from .worker_status import WorkerStatus
 
 if TYPE_CHECKING:
@@ -242,6 +244,13 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
                 found = True
             except _OutOfTime:
                 out_of_time = True
+            except KeyboardInterrupt:
+                for req, entry in (("", current), *pending.items()):
+                    if req in done or (req and req == current["req"]):
+                        continue
+                    entry.setdefault("tag", tag + "p")
+                    keep_as_found(entry, config, findings_dir, status)
+                raise
             except Exception as e:  # a harness bug: record it, do not spin
                 status.errors.append(f"{type(e).__name__}: {e}")
                 break

@@ -232,6 +232,10 @@ def run(args: argparse.Namespace) -> int:
 
         doc = document.from_campaign(args.argv, report, cls.supports.get(args.profile))
         report_files.print_paths(report_files.write(args.report, doc))
-    if report.errors and not report.findings:
+    if report.findings:
+        return 1
+    if report.interrupted:  # nothing found before Ctrl-C: not a clean bill
+        return 130
+    if report.errors:
         raise UserError("the campaign could not run: " + report.errors[0].splitlines()[0])
-    return 1 if report.findings else 0
+    return 0

@@ -65,6 +65,11 @@ def test_interrupted_campaign_keeps_its_findings(tmp_path):
     assert files, err
     for f in files:
         assert json.loads(f.read_text())["kind"] == "fidelity"
+    # the summary names what was found (as shrunk so far), and the exit
+    # status says a finding, not a clean run
+    assert "interrupted" in out and "findings: none" not in out, out
+    assert any(f.name in out for f in files), out
+    assert p.returncode == 1, out + err
 
 
 def test_killed_campaign_keeps_its_findings(tmp_path):

@@ -132,3 +132,18 @@ def test_the_end_of_long_runs_is_judged_on_its_own():
     assert run.steps == [strategies.LONG_STEPS - strategies.LONG_TAIL, strategies.LONG_TAIL] and not run.halted
     assert sum(run.last.counts.values()) == strategies.LONG_TAIL
     assert {name for name, _m, _o in run.last.counts} == {"addi", "cmpi", "jz", "jr"}
+
+
+def test_the_summary_line_names_each_share_as_judged():
+    """An instruction judged short both overall and in one mode is one
+    instruction, named twice with where it was judged: "1 of 2", not "2 of
+    2", and never "addi 0/20, addi 0/20"."""
+    from popek.fuzz.efficiency import DirectLedger, DirectRule
+    from popek.fuzz.isa_coverage import RETIRED, IsaCoverage
+
+    ledger = DirectLedger(DirectRule(frozenset({"add", "addi"}), frozenset({"user", "supervisor"})))
+    for _ in range(5):
+        ledger.add(IsaCoverage({("addi", "user", RETIRED): 4, ("add", "user", RETIRED): 4}), {"add": 4})
+    line = ledger.describe(0.5)
+    assert "1 of 2 ran directly in under 50%" in line, line
+    assert "addi 0/20" in line and "addi (user) 0/20" in line, line
