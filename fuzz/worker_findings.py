@@ -76,11 +76,21 @@ def conclude(entry: dict[str, Any], vmm_cls: type[VMM], config: CampaignConfig,
     return req, culprit
 
 
-def keep_as_found(entry: dict[str, Any], config: CampaignConfig, findings_dir: Path, status: WorkerStatus) -> None:
-    """A finding the campaign is interrupted before it concludes (Ctrl-C
-    while it shrinks): kept as it stands, the smallest case so far, not
-    shrunk further, and entered in the worker's status, so that the summary
+def keep_unconcluded(current: dict[str, Any], pending: dict[str, dict], done: set[str], tag: str,
+                     config: CampaignConfig, findings_dir: Path, status: WorkerStatus) -> None:
+    """Ctrl-C before a batch's findings are concluded (while Hypothesis or
+    our own pass shrinks them): each is kept as it stands, the smallest
+    case so far, and entered in the worker's status, so that the summary
     names it and the command does not end as if nothing were found."""
+    entered = {f["path"] for f in status.findings}
+    for req, entry in (("", current), *pending.items()):
+        if req in done or (req and req == current["req"]) or str(entry.get("path")) in entered:
+            continue
+        entry.setdefault("tag", tag + "p")
+        _keep_as_found(entry, config, findings_dir, status)
+
+
+def _keep_as_found(entry: dict[str, Any], config: CampaignConfig, findings_dir: Path, status: WorkerStatus) -> None:
     if entry.get("case") is None or entry.get("problem") is None:
         return
     path = entry.get("path")

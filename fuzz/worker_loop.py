@@ -32,7 +32,7 @@ from . import findings as fnd
 from .campaign_config import CampaignConfig, breakable, new_campaign_id, requirement_of, split_cases
 from .example_db import make_database, register_settings_profile
 from .worker_findings import (
-    conclude, efficiency_finding, finding_path, keep_as_found, keep_late_witness, long_run,
+    conclude, efficiency_finding, finding_path, keep_late_witness, keep_unconcluded, long_run,
 )
 from .worker_status import WorkerStatus
 
@@ -245,30 +245,30 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             except _OutOfTime:
                 out_of_time = True
             except KeyboardInterrupt:
-                for req, entry in (("", current), *pending.items()):
-                    if req in done or (req and req == current["req"]):
-                        continue
-                    entry.setdefault("tag", tag + "p")
-                    keep_as_found(entry, config, findings_dir, status)
+                keep_unconcluded(current, pending, done, tag, config, findings_dir, status)
                 raise
             except Exception as e:  # a harness bug: record it, do not spin
                 status.errors.append(f"{type(e).__name__}: {e}")
                 break
             concluded = []
-            if current["path"] is not None:
-                concluded.append(conclude(
-                    current, vmm_cls, config, reference, excluded, shrunk=found, status=status,
-                ))  # fmt: skip
-            for req, entry in pending.items():  # not shrunk by Hypothesis: by `minimize` only
-                if req in done or req == current["req"]:
-                    continue
-                entry["tag"] = tag + "p"  # "p": seen while another finding was shrunk
-                entry["path"] = finding_path(findings_dir, config, entry["problem"].kind, entry["tag"],
-                                              entry["case"])  # fmt: skip
-                entry["path_kind"] = entry["problem"].kind
-                concluded.append(conclude(
-                    entry, vmm_cls, config, reference, excluded, shrunk=False, status=status,
-                ))  # fmt: skip
+            try:
+                if current["path"] is not None:
+                    concluded.append(conclude(
+                        current, vmm_cls, config, reference, excluded, shrunk=found, status=status,
+                    ))  # fmt: skip
+                for req, entry in pending.items():  # not shrunk by Hypothesis: by `minimize` only
+                    if req in done or req == current["req"]:
+                        continue
+                    entry["tag"] = tag + "p"  # "p": seen while another finding was shrunk
+                    entry["path"] = finding_path(findings_dir, config, entry["problem"].kind, entry["tag"],
+                                                  entry["case"])  # fmt: skip
+                    entry["path_kind"] = entry["problem"].kind
+                    concluded.append(conclude(
+                        entry, vmm_cls, config, reference, excluded, shrunk=False, status=status,
+                    ))  # fmt: skip
+            except KeyboardInterrupt:  # in our own shrinking pass: the same
+                keep_unconcluded(current, pending, done, tag, config, findings_dir, status)
+                raise
             for req, culprit in concluded:
                 if req == "fidelity" and config.distinct and culprit and culprit["insn"] in prof.by_name \
                         and culprit["insn"] not in excluded:

@@ -126,3 +126,29 @@ def test_code_coverage_is_combined_across_workers(tmp_path):
     assert report["workers"] == 2 and not report["errors"]
     assert 5 < report["code_coverage"] < 100
     assert "code coverage (popek packages):" in r.stdout
+
+
+def test_ctrl_c_in_our_own_shrinking_pass_keeps_the_finding(tmp_path, monkeypatch):
+    """Ctrl-C after Hypothesis has shrunk a finding, while popek's own pass
+    runs: the worker's report still names the finding, as shrunk so far."""
+    from campaign_helpers import TINY
+
+    from popek.fuzz import worker_findings
+    from popek.fuzz.campaign_config import CampaignConfig
+    from popek.fuzz.worker_loop import run_worker
+
+    monkeypatch.syspath_prepend(TINY)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker_findings, "minimize_finding", interrupted)
+    config = CampaignConfig(
+        vmm="tiny_vmms:OddR3", profile="pg", seconds=120, status_dir=str(tmp_path / "status"),
+        findings_dir=str(tmp_path / "found"), db=str(tmp_path / "db"), seed=1, distinct=False, first=True,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(config, 0)
+    (status,) = [json.loads(p.read_text()) for p in (tmp_path / "status").glob("worker-*.json")]
+    (finding,) = status["findings"]
+    assert finding["kind"] == "fidelity" and os.path.exists(finding["path"])
