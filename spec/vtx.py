@@ -150,17 +150,17 @@ def nested(s: Sem, gpa: Expr, *, write: bool, when: Expr | None = None) -> Expr:
 
 
 # -- saving and loading state ------------------------------------------------
-def _state_words(s: Sem, pc: Expr) -> list[Expr]:
+def state_words(s: Sem, pc: Expr) -> list[Expr]:
     """The current state in `SAVED` order (``pc`` is the PC to save)."""
     regs = [s.reg(s.regnum(k)) for k in range(s.arch.nregs)]
     return [*regs, pc, current_psw(s), s.get(BASE), s.get(BOUND), s.get(PTBR), s.get(TIMER), zext(s.get(PEND), s.arch.word)]
 
 
-def _read_state(s: Sem, at: Expr) -> dict[str, Expr]:
+def read_state_area(s: Sem, at: Expr) -> dict[str, Expr]:
     return {name: s.load_host(at + k) for k, name in enumerate(SAVED)}
 
 
-def _load_state(s: Sem, v: dict[str, Expr], keep: Expr | None = None, timer: Expr | None = None) -> None:
+def load_state(s: Sem, v: dict[str, Expr], keep: Expr | None = None, timer: Expr | None = None) -> None:
     """Make the values ``v`` current; where ``keep`` holds, registers keep theirs."""
 
     def pick(new: Expr, old: Expr) -> Expr:
@@ -210,11 +210,11 @@ def _vmrun(s: Sem, i: Operands) -> None:
     v = s.reg(i.rs)
     end = v + SIZE
     s.trap_if(ult(end, v) | ult(s.memsize, end), Cause.MEMORY, v)
-    for k, word in enumerate(_state_words(s, s.next_pc)):
+    for k, word in enumerate(state_words(s, s.next_pc)):
         s.store_host(v + HOST_AREA + k, word)
-    g = _read_state(s, v + GUEST_AREA)
+    g = read_state_area(s, v + GUEST_AREA)
     t = g["timer"]
-    _load_state(s, g, timer=ite(eq(t, 0) | eq(t, s.arch.mask), t, t + 1))  # see module doc
+    load_state(s, g, timer=ite(eq(t, 0) | eq(t, s.arch.mask), t, t + 1))  # see module doc
     load_psw(s, g["psw"], g["pc"], g["base"], g["bound"])
     s.set(XCTL, s.load_host(v + CTRL))
     s.set(NPTBR, s.load_host(v + NPT))
@@ -270,7 +270,7 @@ def enter_trap_or_exit(s: Sem, cause: Expr, info: Expr) -> None:
     )
 
     vmcs = s.get(VMCS)
-    exit_stores = [(vmcs + GUEST_AREA + k, v) for k, v in enumerate(_state_words(s, s.get(PC)))]
+    exit_stores = [(vmcs + GUEST_AREA + k, v) for k, v in enumerate(state_words(s, s.get(PC)))]
     exit_stores += [(vmcs + REASON, cause), (vmcs + QUAL, info)]
     pg_values = (current_psw(s), s.get(PC), s.get(BASE), s.get(BOUND), cause, info)
     pg_stores = [(addr, v) for (addr, _), v in zip(pg_writes, pg_values)]
@@ -278,9 +278,9 @@ def enter_trap_or_exit(s: Sem, cause: Expr, info: Expr) -> None:
         pa, pv = pg_stores[min(k, len(pg_stores) - 1)]
         s.store_host(ite(exits, ea, pa), ite(exits, ev, pv))
 
-    h = _read_state(s, vmcs + HOST_AREA)
+    h = read_state_area(s, vmcs + HOST_AREA)
     new = [s.load_host(addr) for addr, _ in pg_reads]
-    _load_state(s, h, keep=~exits, timer=ite(exits, h["timer"], s.get(TIMER)))
+    load_state(s, h, keep=~exits, timer=ite(exits, h["timer"], s.get(TIMER)))
     s.set(PEND, ite(exits, bit(h["pend"], 0), ite(interrupt, 0, s.get(PEND))))
     load_psw(
         s,

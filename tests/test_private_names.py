@@ -48,17 +48,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("fuzz/situations.py", "_ops"): "the situation watch swaps the machine's handlers in and out",
     ("fuzz/situations.py", "_env"): "the situation watch binds handlers to the machine's state",
     ("model/vmms/hardware_assisted.py", "_env"): "the VMCS state area binds to host storage",
-    # -- to fix: an owner API is due from another part of issue 17 --------
-    # the VMCS layout's helpers in model/vmms/vmcs-like module
-    ("model/vmms/hardware_assisted.py", "_state_words"): "the VMCS layout's helpers: to make public",
-    ("model/vmms/hardware_assisted.py", "_read_state"): "the VMCS layout's helpers: to make public",
-    ("model/vmms/hardware_assisted.py", "_load_state"): "the VMCS layout's helpers: to make public",
-    # ShadowPaging's state its subclass binary translation shares: to give
-    # ShadowPaging a protected API as SoftwareVMM has
-    ("model/vmms/binary_translation.py", "_walk_read"): "ShadowPaging's state: to make protected API",
-    ("model/vmms/binary_translation.py", "_pt_pages"): "ShadowPaging's state: to make protected API",
-    ("model/vmms/binary_translation.py", "_maps"): "ShadowPaging's state: to make protected API",
-    ("model/vmms/binary_translation.py", "_drop_entry"): "ShadowPaging's state: to make protected API",
 }
 
 

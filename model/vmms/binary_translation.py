@@ -132,7 +132,7 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         reads: dict[int, None] = {}  # the table words walked, in order
 
         def where(va: int) -> int | None:
-            phys, _cause, _info, read = self._walk_read(va)
+            phys, _cause, _info, read = self.guest_walk(va)
             reads.update(dict.fromkeys(read))
             return phys
 
@@ -167,9 +167,7 @@ class BinaryTranslationVMM(ShadowPagingVMM):
         self.tc[key] = entry
         self._tc_by_page.setdefault(page, set()).add(key)
         self.protect(page)
-        for pt in {a >> pb for a in table}:  # a remap must be seen: see on_guest_write
-            self._pt_pages.add(pt)
-            self.protect(pt)
+        self.watch_tables(table)  # a remap must be seen: see on_guest_write
         return entry
 
     def run_translated(self, budget: int) -> int:
@@ -196,7 +194,7 @@ class BinaryTranslationVMM(ShadowPagingVMM):
     # -- self-modifying code -------------------------------------------------------
     def on_guest_write(self, frame: int) -> None:
         super().on_guest_write(frame)
-        if frame in self._pt_pages:  # a remapped page: its translations came from elsewhere
+        if self.is_table_page(frame):  # a remapped page: its translations came from elsewhere
             W = self.window
             for key, t in list(self.tc.items()):
                 if t.reads and tuple(map(W.__getitem__, t.reads)) != t.values:
@@ -209,12 +207,6 @@ class BinaryTranslationVMM(ShadowPagingVMM):
             for key in keys:
                 self.tc.pop(key, None)
             self.counts.extra["translations_invalidated"] += len(keys)
-            if frame not in self._pt_pages:
+            if not self.is_table_page(frame):
                 self.unprotect(frame)
 
-    def unprotect(self, frame: int) -> None:
-        """Let the guest write ``frame`` directly again (its shadow entries are
-        dropped and rebuilt, writable, on the next fault)."""
-        self.protected.discard(frame)
-        for word in list(self._maps.pop(frame, ())):
-            self._drop_entry(word)

@@ -83,10 +83,10 @@ def state_area_code(arch) -> tuple[Callable, Callable]:
     `psw_word`), traced once and compiled like the machine's trap routine."""
     at = var("at", arch.word)
     save, load = Sem(arch), Sem(arch)
-    for k, word in enumerate(V._state_words(save, save.get(PC))):
+    for k, word in enumerate(V.state_words(save, save.get(PC))):
         save.store_host(at + k, word)
-    g = V._read_state(load, at)
-    V._load_state(load, g)
+    g = V.read_state_area(load, at)
+    V.load_state(load, g)
     load_psw(load, g["psw"], g["pc"], g["base"], g["bound"])
 
     def compiled(name: str, s: Sem) -> Callable:

@@ -146,7 +146,12 @@ class ShadowPagingVMM(SoftwareVMM):
     """A software VMM whose guest runs on the host through shadow page tables.
 
     Subclasses decide when the guest runs directly (`direct_allowed`) and
-    may protect guest pages for their own use (`protect`, `on_guest_write`).
+    may protect guest pages for their own use.  For subclasses, besides
+    `SoftwareVMM`'s: `protect`/`unprotect` a guest page, `on_guest_write`
+    (a protected page was written), `guest_translate`/`guest_walk` (the
+    guest's own translation), `watch_tables`/`is_table_page` (state derived
+    from guest page-table words), `forget_derived` and
+    `protected_by_design`.
     """
 
     # Host-physical shadow tables, one per virtual mode, in the reserved words.
@@ -356,14 +361,41 @@ class ShadowPagingVMM(SoftwareVMM):
         self._maps.setdefault(frame, set()).add(word)
         reads = tuple(reads) if V[PTBR] else ()
         self._sources[word] = (reads, tuple(map(self.window.__getitem__, reads)), frame)
-        if V[PTBR]:
-            for addr in reads:
-                pt = addr >> pb
-                self._pt_pages.add(pt)
-                self.protect(pt)
+        self.watch_tables(reads)
         self.counts.extra["shadow_faults"] += 1
         return True
 
+    # -- for subclasses: the guest's translation, as the shadow tables see it ----
     def guest_translate(self, vaddr: int) -> int | None:
         """Guest-physical address of a fetch or read at ``vaddr``, or None."""
         return self._walk_read(vaddr)[0]
+
+    def guest_walk(self, vaddr: int) -> tuple[int | None, int, int, tuple[int, ...]]:
+        """The guest's own translation of a read at ``vaddr``: the
+        guest-physical address (None when it faults), the fault's cause and
+        info, and the guest page-table words the walk read.  A subclass that
+        keeps something derived from a translation (binary translation's
+        code cache) passes those words to `watch_tables`."""
+        return self._walk_read(vaddr)
+
+    def watch_tables(self, words) -> None:
+        """Something the VMM keeps depends on the guest page-table words
+        ``words`` (guest-physical): their pages are write-protected, so a
+        guest write to one reaches `on_guest_write`, where `is_table_page`
+        holds for it."""
+        pb = self.host.arch.page_bits
+        for pt in {addr >> pb for addr in words}:
+            self._pt_pages.add(pt)
+            self.protect(pt)
+
+    def is_table_page(self, frame: int) -> bool:
+        """Whether guest page ``frame`` holds page-table entries a shadow
+        entry or a subclass's derived state was built from."""
+        return frame in self._pt_pages
+
+    def unprotect(self, frame: int) -> None:
+        """Let the guest write ``frame`` directly again (its shadow entries are
+        dropped and rebuilt, writable, on the next fault)."""
+        self.protected.discard(frame)
+        for word in list(self._maps.pop(frame, ())):
+            self._drop_entry(word)

@@ -284,7 +284,7 @@ class StaleShadowEntry(BinaryTranslationVMM):
     supports = PLANTED
 
     def on_guest_write(self, frame: int) -> None:
-        if frame in self._pt_pages:
+        if self.is_table_page(frame):
             return
         super().on_guest_write(frame)
 
