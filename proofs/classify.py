@@ -125,23 +125,23 @@ class Classification:
 # --------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------
-def _extra_slots(arch: Arch) -> list[int]:
+def extension_slots(arch: Arch) -> list[int]:
     """Slots past the classic ones (the vtx extension's), held at 0: a
     machine without the extension never reads them, and a vtx machine is
     classified in host mode."""
     return list(range(HALTED + 1, NSLOTS))
 
 
-def _pre(insn: Insn, st: SymState, ops: Operands, *, paging: bool = False) -> list[z3.BoolRef]:
+def about_to_run(insn: Insn, st: SymState, ops: Operands, *, paging: bool = False) -> list[z3.BoolRef]:
     """A state in which the machine is about to run ``insn``."""
     cs = [well_formed(st), fetches(insn, st, ops)]
     if not paging:
         cs.append(st.fields[PTBR] == 0)
-    cs += [st.fields[s] == 0 for s in _extra_slots(st.arch) if s in st.fields]
+    cs += [st.fields[s] == 0 for s in extension_slots(st.arch) if s in st.fields]
     return cs
 
 
-def _nice(*states: SymState) -> list[z3.BoolRef]:
+def preferred_quiet(*states: SymState) -> list[z3.BoolRef]:
     """Preferred (not required) in witnesses: the timer stopped, nothing pending."""
     out: list[z3.BoolRef] = []
     for s in states:
@@ -153,7 +153,8 @@ def _memtrap(o: Outcome) -> z3.BoolRef:
     return z3.And(o.trapped, z3.Or(*[o.cause == c for c in sorted(MEMORY_CAUSES)]))
 
 
-def _ops_of(model: z3.ModelRef, ops: Operands) -> tuple[int, int, int]:
+def operands_in(model: z3.ModelRef, ops: Operands) -> tuple[int, int, int]:
+    """The operands a Z3 model chose, as a witness shows them."""
     return tuple(model.eval(x, model_completion=True).as_long() for x in (ops.rd, ops.rs, ops.imm))  # type: ignore[return-value]
 
 
@@ -206,7 +207,7 @@ class _Classifier:
         else:
             concrete += [from_model(model, s) for s in states[1:]]
         return Witness(
-            f"{self.prefix}/{claim}", claim, self.insn.name, _ops_of(model, ops), concrete,
+            f"{self.prefix}/{claim}", claim, self.insn.name, operands_in(model, ops), concrete,
             labels, **kw,
         )
 
@@ -215,10 +216,10 @@ class _Classifier:
         st, ops = fresh_state("s", self.arch), fresh_operands("op", self.arch)
         sup, usr = _mode_pair(st)
         o_sup, o_usr = step(self.insn, sup, ops), step(self.insn, usr, ops)
-        base = _pre(self.insn, sup, ops) + _pre(self.insn, usr, ops)
+        base = about_to_run(self.insn, sup, ops) + about_to_run(self.insn, usr, ops)
         base += [z3.Not(_memtrap(o_sup)), z3.Not(_memtrap(o_usr))]
         counter = solver.check(
-            base + [z3.Or(z3.Not(o_usr.trapped), o_sup.trapped)], prefer=_nice(st)
+            base + [z3.Or(z3.Not(o_usr.trapped), o_sup.trapped)], prefer=preferred_quiet(st)
         )
         labels = ["supervisor", "user"]
         rel = "differ only in mode"
@@ -227,7 +228,7 @@ class _Classifier:
             return Fact(NO, w)
         if counter.status == solver.UNKNOWN:
             return Fact(UNKNOWN, note=counter.reason)
-        example = solver.check(base + [o_usr.trapped, z3.Not(o_sup.trapped)], prefer=_nice(st))
+        example = solver.check(base + [o_usr.trapped, z3.Not(o_sup.trapped)], prefer=preferred_quiet(st))
         if example.status == solver.UNKNOWN:
             return Fact(UNKNOWN, note=example.reason)
         if example.status == solver.UNSAT:
@@ -264,8 +265,8 @@ class _Classifier:
             changed = [o.post.fields[r] != st.fields[r] for r in RESOURCES if r in st.fields]
             if o.outputs:
                 changed.append(z3.BoolVal(True))
-            cs = _pre(self.insn, st, ops) + [z3.Not(o.trapped), z3.Or(z3.BoolVal(False), *changed)]
-            return cs, _nice(st), ops, [st], ["state"], {}, st.fields[MODE] == USER
+            cs = about_to_run(self.insn, st, ops) + [z3.Not(o.trapped), z3.Or(z3.BoolVal(False), *changed)]
+            return cs, preferred_quiet(st), ops, [st], ["state"], {}, st.fields[MODE] == USER
 
         return self._with_user("control", build)
 
@@ -274,11 +275,11 @@ class _Classifier:
             st, ops = fresh_state("s", self.arch), fresh_operands("op", self.arch)
             sup, usr = _mode_pair(st)
             o1, o2 = step(self.insn, sup, ops), step(self.insn, usr, ops)
-            cs = _pre(self.insn, sup, ops) + _pre(self.insn, usr, ops)
+            cs = about_to_run(self.insn, sup, ops) + about_to_run(self.insn, usr, ops)
             cs += [z3.Not(o1.trapped), z3.Not(o2.trapped)]
             cs.append(z3.Or(differs(o1.post, o2.post, skip=(MODE,)), outputs_differ(o1, o2)))
             kw = {"relation": "differ only in mode"}
-            return cs, _nice(st), ops, [sup, usr], ["supervisor", "user"], kw, None
+            return cs, preferred_quiet(st), ops, [sup, usr], ["supervisor", "user"], kw, None
 
         return self._with_user("mode", build)
 
@@ -291,11 +292,11 @@ class _Classifier:
             st, ops = fresh_state("s", self.arch), fresh_operands("op", self.arch)
             moved = _relocated(st, x)
             o1, o2 = step(self.insn, st, ops), step(self.insn, moved, ops)
-            cs = _pre(self.insn, st, ops) + _pre(self.insn, moved, ops)
+            cs = about_to_run(self.insn, st, ops) + about_to_run(self.insn, moved, ops)
             cs += [x != 0, z3.Not(o1.trapped), z3.Not(o2.trapped)]
             cs.append(z3.Or(differs(o1.post, o2.post, shift=x), outputs_differ(o1, o2)))
             kw = {"relation": "R.base and storage moved by x", "shift": x}
-            return cs, _nice(st), ops, [st, moved], ["state", "relocated"], kw, st.fields[MODE] == USER
+            return cs, preferred_quiet(st), ops, [st, moved], ["state", "relocated"], kw, st.fields[MODE] == USER
 
         return self._with_user("location", build)
 
@@ -315,7 +316,7 @@ class _Classifier:
         o1, o2 = apply_effects(fx, st, ins1), apply_effects(fx, moved, ins2)
         cs = [well_formed(st), well_formed(moved), st.fields[PTBR] == 0, x != 0,
               z3.Not(o1.trapped), z3.Not(o2.trapped)]
-        cs += [st.fields[s] == 0 for s in _extra_slots(arch) if s in st.fields]
+        cs += [st.fields[s] == 0 for s in extension_slots(arch) if s in st.fields]
         cs += causes_known(accesses, arch, ins1) + causes_known(accesses, arch, ins2)
         for vaddr, name, _write in accesses:
             same = Translator(st, ins1)(vaddr) == Translator(moved, ins2)(vaddr)
@@ -334,13 +335,13 @@ class _Classifier:
             other = z3.BitVec(f"{name}.other", st.fields[slot].size())
             two = st.with_fields(**{FIELD_NAMES[slot]: other})
             o1, o2 = step(self.insn, st, ops), step(self.insn, two, ops)
-            cs = _pre(self.insn, st, ops, paging=paging) + _pre(self.insn, two, ops, paging=paging)
+            cs = about_to_run(self.insn, st, ops, paging=paging) + about_to_run(self.insn, two, ops, paging=paging)
             cs += [other != st.fields[slot], z3.Not(o1.trapped), z3.Not(o2.trapped)]
             if paging:
                 cs += [st.fields[PTBR] != 0, other != 0, _same_tables(st, st.fields[PTBR], other)]
             cs.append(z3.Or(differs(o1.post, o2.post, skip=(slot,)), outputs_differ(o1, o2)))
             kw = {"relation": f"differ only in {name}", "varied": slot}
-            return cs, _nice(st), ops, [st, two], ["state", f"other {name}"], kw, st.fields[MODE] == USER
+            return cs, preferred_quiet(st), ops, [st, two], ["state", f"other {name}"], kw, st.fields[MODE] == USER
 
         return self._with_user(name, build)
 
@@ -369,7 +370,7 @@ def relocation_lemma(arch: Arch) -> bool:
         o1, o2 = apply_effects(fx, st, {"vaddr": a}), apply_effects(fx, moved, {"vaddr": a})
         p1, p2 = Translator(st, {"vaddr": a})(phys), Translator(moved, {"vaddr": a})(phys)
         cs = [st.fields[PTBR] == 0, z3.Not(o1.trapped), z3.Not(o2.trapped), p2 != p1 + x]
-        cs += [st.fields[s] == 0 for s in _extra_slots(arch) if s in st.fields]
+        cs += [st.fields[s] == 0 for s in extension_slots(arch) if s in st.fields]
         if solver.check(cs).status != solver.UNSAT:
             return False
     return True

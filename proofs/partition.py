@@ -47,7 +47,7 @@ from popek.spec.state import FIELD_NAMES, HALTED, MODE, RESOURCES, SUPERVISOR, A
 from popek.spec.trace import trace, trace_trap
 
 from . import solver
-from .classify import NO, UNKNOWN, YES, _extra_slots, _nice
+from .classify import NO, UNKNOWN, YES, extension_slots, preferred_quiet
 from .symbolic import (
     MIN_MEMSIZE,
     Outcome,
@@ -167,14 +167,14 @@ def prove_insn(profile: Profile, insn: Insn | None) -> NativeResult:
         r = apply_effects(trace(insn, part_arch), real, {**ops.as_dict(), **inputs})
         pre = [well_formed(bare_arch_state), fetches(insn, bare_arch_state, ops)]
         name = insn.name
-    pre += [real.fields[s] == 0 for s in _extra_slots(base_arch) if s in real.fields]
+    pre += [real.fields[s] == 0 for s in extension_slots(base_arch) if s in real.fields]
     pre += _configured(real, pbase, psize)
     _, parts = _differs(r, v, real, pbase, psize, base_arch)
     # One query per observable part: each is small, where their disjunction
     # is one query Z3 often cannot finish for a store under paging.
     unknown = []
     for label, part in parts:
-        answer = solver.check(pre + [part], prefer=_nice(real), portfolio=solver.ARITHMETIC_PORTFOLIO)
+        answer = solver.check(pre + [part], prefer=preferred_quiet(real), portfolio=solver.ARITHMETIC_PORTFOLIO)
         if answer.status == solver.UNKNOWN:
             unknown.append(f"{label}: {answer.reason}")
         elif answer.status == solver.SAT:
@@ -196,7 +196,7 @@ def dedicated_resources(profile: Profile) -> list[Dedicated]:
     seen: set[str] = set()
     for insn in part.insns:
         fx = trace(insn, arch)
-        targets = [s for s in RESOURCES if s in fx.field_writes and s not in _extra_slots(arch)]
+        targets = [s for s in RESOURCES if s in fx.field_writes and s not in extension_slots(arch)]
         if fx.outputs and "output port" not in seen:
             found += _output_witness(insn, fx, profile)
             seen.add("output port")
@@ -211,7 +211,7 @@ def dedicated_resources(profile: Profile) -> list[Dedicated]:
             bare = _relocated_view(real, pbase, psize, profile.arch)
             cs = [well_formed(bare), fetches(insn, bare, ops), real.fields[MODE] == SUPERVISOR, z3.Not(o.trapped),
                   o.post.fields[slot] != real.fields[slot], real.fields[HALTED] == 0]  # fmt: skip
-            cs += [real.fields[s] == 0 for s in _extra_slots(arch) if s in real.fields]
+            cs += [real.fields[s] == 0 for s in extension_slots(arch) if s in real.fields]
             cs += _configured(real, pbase, psize)
             answer = solver.check(cs, portfolio=solver.ARITHMETIC_PORTFOLIO)
             if answer.status == solver.SAT:
@@ -233,7 +233,7 @@ def _output_witness(insn: Insn, fx, profile: Profile) -> list[Dedicated]:
     o = apply_effects(fx, real, {**ops.as_dict(), PBASE: pbase, PSIZE: psize})
     bare = _relocated_view(real, pbase, psize, profile.arch)
     cs = [well_formed(bare), fetches(insn, bare, ops), real.fields[MODE] == SUPERVISOR, z3.Not(o.trapped)]
-    cs += [real.fields[s] == 0 for s in _extra_slots(arch) if s in real.fields]
+    cs += [real.fields[s] == 0 for s in extension_slots(arch) if s in real.fields]
     answer = solver.check(cs + _configured(real, pbase, psize), portfolio=solver.ARITHMETIC_PORTFOLIO)
     if answer.status != solver.SAT:
         return []

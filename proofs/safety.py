@@ -30,7 +30,7 @@ from popek.spec.profiles import Profile
 from popek.spec.state import BASE, BOUND, MODE, RESOURCES, USER
 
 from . import solver
-from .classify import YES, NO, UNKNOWN, _nice, _ops_of, _pre
+from .classify import YES, NO, UNKNOWN, preferred_quiet, operands_in, about_to_run
 from .concrete import from_model
 from .symbolic import fresh_operands, fresh_state, step
 from .witness import Witness
@@ -53,17 +53,17 @@ def check_insn(profile: Profile, insn: Insn) -> SafetyResult:
     changed = [o.post.fields[r] != st.fields[r] for r in RESOURCES if r in st.fields]
     if o.outputs:
         changed.append(z3.BoolVal(True))
-    cs = _pre(insn, st, ops) + [
+    cs = about_to_run(insn, st, ops) + [
         st.fields[MODE] == USER,
         z3.Not(o.trapped),
         z3.Or(z3.BoolVal(False), *escapes, *changed),
     ]
-    answer = solver.check(cs, prefer=_nice(st), portfolio=solver.ARITHMETIC_PORTFOLIO)
+    answer = solver.check(cs, prefer=preferred_quiet(st), portfolio=solver.ARITHMETIC_PORTFOLIO)
     if answer.status == solver.UNSAT:
         return SafetyResult(insn.name, YES)
     if answer.status == solver.UNKNOWN:
         return SafetyResult(insn.name, UNKNOWN, note=answer.reason)
-    w = Witness(f"{insn.name}/unsafe", "unsafe", insn.name, _ops_of(answer.model, ops),
+    w = Witness(f"{insn.name}/unsafe", "unsafe", insn.name, operands_in(answer.model, ops),
                 [from_model(answer.model, st)], ["user"])
     return SafetyResult(insn.name, NO, w)
 

@@ -79,7 +79,7 @@ from popek.spec.state import (
 
 from . import solver
 from .opaque import access_inputs, opaque_trace, translation
-from .classify import _extra_slots
+from .classify import extension_slots
 from .concrete import ConcreteState, array_words, from_model, run_step
 from .symbolic import (
     SymState,
@@ -99,7 +99,7 @@ PROVED, FAILED, UNKNOWN = "proved", "failed", "unknown"
 
 def kept_fields(arch: Arch) -> list[int]:
     """The virtual fields the VMM keeps (not visible in the real state)."""
-    return [MODE, IE, TIMER, PEND, HALTED, PTBR] + _extra_slots(arch)
+    return [MODE, IE, TIMER, PEND, HALTED, PTBR] + extension_slots(arch)
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def abstraction(v: SymState, alloc: Allocation, host: SymState) -> SymState:
     fields[HALTED] = z3.BitVecVal(0, 1)
     fields[TIMER] = host.fields[TIMER]
     fields[PEND] = host.fields[PEND]
-    for s in _extra_slots(arch):
+    for s in extension_slots(arch):
         if s in fields:
             fields[s] = z3.BitVecVal(0, fields[s].size())
     a = z3.BitVec("alpha.a", w)
@@ -244,7 +244,7 @@ def _setup(arch: Arch):
         z3.ULE(alloc.size, host.memsize),
         z3.ULE(alloc.base, host.memsize - alloc.size),
     ]
-    cs += [v.fields[s] == 0 for s in _extra_slots(arch) if s in v.fields]
+    cs += [v.fields[s] == 0 for s in extension_slots(arch) if s in v.fields]
     prefer = [v.fields[TIMER] == 0, v.fields[PEND] == 0, host.fields[TIMER] == 0,
               alloc.base != 0]
     return v, host, alloc, real, cs, prefer

@@ -142,8 +142,9 @@ def _all_private(cls: _Class, classes: dict[tuple[str, str], _Class]) -> set[str
 
 def offenders(paths: list[Path]) -> dict[Path, list[tuple[int, str]]]:
     """(line, name) per file for each private name it uses but does not own:
-    ``x._name`` that the module does not define, and ``self._name`` (read,
-    written or overridden) that a class inherits from another module."""
+    ``x._name`` that the module does not define, ``from m import _name``,
+    and ``self._name`` (read, written or overridden) that a class inherits
+    from another module."""
     trees = {
         _module_name(p): ast.parse(p.read_text(encoding="utf-8"), filename=str(p)) for p in paths
     }
@@ -155,6 +156,13 @@ def offenders(paths: list[Path]) -> dict[Path, list[tuple[int, str]]]:
             (node.lineno, node.attr)
             for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in own
+        }
+        found |= {  # from elsewhere import _name
+            (node.lineno, a.name)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for a in node.names
+            if _private(a.name)
         }
         for (m, _), cls in classes.items():
             if m != module:
@@ -209,6 +217,7 @@ def test_the_rule_catches_a_subclass_writing_its_bases_state(tmp_path: Path) -> 
     src = tmp_path / "m.py"
     src.write_text(
         "import os\n"
+        "from .other import _theirs, public as _alias\n"
         "_GLOBAL = 1\n"
         "class A(Base):\n"
         "    _field: int = 0\n"
@@ -223,4 +232,4 @@ def test_the_rule_catches_a_subclass_writing_its_bases_state(tmp_path: Path) -> 
         "        return other._hidden, self.__dict__\n",
         encoding="utf-8",
     )
-    assert sorted(name for _, name in offenders([src])[src]) == ["_counts", "_hidden"]
+    assert sorted(name for _, name in offenders([src])[src]) == ["_counts", "_hidden", "_theirs"]

@@ -148,7 +148,7 @@ def _classify(profiles: list[Profile], *, as_json: bool) -> int:
         print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
     unknown = solver.STATS["unknown"] - unknown_before
     if unknown:
-        print(f"note: {unknown} Z3 queries answered unknown (timeouts); their facts show '?'",
+        print(f"note: {unknown} Z3 queries answered unknown (budget spent); their facts show '?'",
               file=sys.stderr)
     return 0
 
