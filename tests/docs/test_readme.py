@@ -35,3 +35,25 @@ def test_makefile_has_the_targets_the_readme_names():
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     for target in re.findall(r"`make (\w+)`", README):
         assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def test_no_file_keeps_a_merge_conflict() -> None:
+    """A merge resolved by hand once left both sides of a conflict, markers
+    and all, in this README's reading guide; no text file of the project
+    may hold one."""
+    marker = re.compile(r"^(<{7} |>{7} |={7}$)", re.M)
+    skip = {".git", ".venv", ".popek", "build", "dist", "__pycache__"}
+    found = []
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT)
+        if not path.is_file() or skip & set(rel.parts) or rel.parts[0].endswith(".egg-info"):
+            continue
+        if path.suffix not in {".py", ".md", ".s", ".toml", ".json", ".txt", ".cfg", ".html", ""}:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if marker.search(text):
+            found.append(str(rel))
+    assert not found, f"merge conflict markers in: {found}"
