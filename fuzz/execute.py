@@ -132,6 +132,15 @@ def run_bare(case: GuestCase, *, coverage: IsaCoverage | None = None) -> Run:
     return Run(states, steps, halted, last=last)
 
 
+def situations_reached(case: GuestCase) -> set[str]:
+    """The situations ``case`` reaches on the bare machine, from a run of
+    its own (a campaign counts them on the bare run it makes anyway)."""
+    cov = IsaCoverage()
+    run_bare(case, coverage=cov)
+    cov.settle()
+    return set(cov.situations)
+
+
 # --------------------------------------------------------------------------
 # Under a VMM
 # --------------------------------------------------------------------------

@@ -468,18 +468,6 @@ def observation_for(holder, machine) -> Observation:
     return obs
 
 
-def reached(case, profile: Profile | None = None) -> set[str]:
-    """The situations ``case`` reaches on the bare machine (a run of its
-    own; campaigns get the same from the bare run they already make)."""
-    from . import execute
-    from .isa_coverage import IsaCoverage
-
-    cov = IsaCoverage()
-    execute.run_bare(case, coverage=cov)
-    cov.settle()
-    return set(cov.situations)
-
-
 def shares(counts: dict[str, int], cases: int, profile: Profile) -> dict[str, float]:
     """Share of ``cases`` reaching each situation of the catalogue."""
     return {n: (counts.get(n, 0) / cases if cases else 0.0) for n in names(profile)}

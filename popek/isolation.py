@@ -39,6 +39,7 @@ from typing import Any, Callable
 from popek import guard, registry
 from popek.plugin_channel import Channel, Ref, channel
 from popek.plugin_process import MEMORY_ENV, find_class
+from popek.session_errors import ContractBroken
 from popek.spec import profiles as profile_table
 from popek.spec.profiles import Profile
 from popek.vmm import CAPABILITIES, VMM, GuestRefused
@@ -93,7 +94,7 @@ def load(spec: str, *, timeout: float | None = guard.DEFAULT_TIMEOUT, isolate: b
     ch.label = decl.get("name") or spec  # errors name it as the session's do
     _register_plugin_profiles(spec, decl.pop("__profiles__", ()))
     attrs = dict(decl)
-    attrs.update(popek_plugin_spec=spec, __init__=_not_here, __module__=decl["__module__"])
+    attrs.update(popek_plugin_spec=spec, popek_remote_session=RemoteSession, __init__=_not_here, __module__=decl["__module__"])
     for cap in decl.get("capabilities", ()):  # the methods each declared capability promises
         attrs.update(dict.fromkeys(CAPABILITIES.get(cap, ()), _not_here))
     stand_in = type(decl["__name__"], (_StandIn,), attrs)
@@ -199,9 +200,7 @@ class RemoteSession:
         return guard.call(self.label, method, fn, *args, timeout=self.timeout, returns=returns, **kw)
 
     def fail(self, message: str, kind: type | None = None) -> Exception:
-        from popek import session
-
-        return (kind or session.ContractBroken)(f"VMM {self.label!r}: {message}")
+        return (kind or ContractBroken)(f"VMM {self.label!r}: {message}")
 
     def load(self, image, *, memsize: int) -> None:
         self._op("load", image, memsize=memsize)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from popek import guard
+from popek.session_errors import ContractBroken, PluginCrashed, UnsafeRun
 from popek.vmm import GuestRefused
 
 SLACK = 1.0  # seconds the watchdog adds to a call's wall-clock limit
@@ -216,17 +217,13 @@ class Channel:
         if tag == "refused":
             raise GuestRefused(msg[1])
         if tag == "error":  # a SessionError in the child: the same error here
-            from popek import session
-
-            kind = {"crash": session.PluginCrashed, "safety": session.UnsafeRun}.get(msg[1], session.ContractBroken)
+            kind = {"crash": PluginCrashed, "safety": UnsafeRun}.get(msg[1], ContractBroken)
             raise kind(msg[2], method=msg[3], detail=msg[4])
         raise _crash(self.label, f"{method}(): {msg[1]}", method=method)
 
 
 def _crash(spec: str, what: str, method: str = "") -> Exception:
-    from popek import session
-
-    return session.PluginCrashed(f"VMM {spec!r}: {what}", method=method)
+    return PluginCrashed(f"VMM {spec!r}: {what}", method=method)
 
 
 _channels: dict[tuple[str, int], Channel] = {}

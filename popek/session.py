@@ -32,9 +32,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 from popek import guard
+from popek.session_errors import ContractBroken, PluginCrashed, SessionError, UnsafeRun
 from popek.model.machine import Machine, RunResult
 from popek.spec import state as st
 from popek.spec.image import Image
@@ -49,38 +50,6 @@ __all__ = [
 # The real resources only the VMM may change (guest code running on the host must not).
 WATCHED = (st.MODE, st.BASE, st.BOUND, st.PTBR, st.IE)
 _watched_slots = itemgetter(*WATCHED)
-
-
-# --------------------------------------------------------------------------
-# Errors: one family, named by the requirement broken
-# --------------------------------------------------------------------------
-class SessionError(Exception):
-    """A plug-in failed a call or broke the contract; ``str()`` is one line."""
-
-    kind: ClassVar[str] = "contract"
-
-    def __init__(self, message: str, *, method: str = "", detail: str = ""):
-        super().__init__(message)
-        self.method, self.detail = method, detail
-
-
-class PluginCrashed(SessionError):
-    """The plug-in raised, did not return in time, or returned the wrong type."""
-
-    kind = "crash"
-
-
-class ContractBroken(SessionError):
-    """The plug-in returned a value the contract does not allow."""
-
-    kind = "contract"
-
-
-class UnsafeRun(SessionError):
-    """``run(n)`` ran more than ``n`` guest steps: the VMM did not regain
-    control within the bound it was given (a safety failure)."""
-
-    kind = "safety"
 
 
 # --------------------------------------------------------------------------
@@ -344,10 +313,11 @@ class Session:
     in the plug-in's own process."""
 
     def __new__(cls, vmm_cls: type[VMM], profile: Profile, **kw: Any) -> Any:
-        if cls is Session and getattr(vmm_cls, "popek_plugin_spec", None):
-            from popek.isolation import RemoteSession
-
-            return RemoteSession(vmm_cls, profile, **kw)
+        # an isolated plug-in's stand-in class names the session that runs it
+        # in its own process (`popek.isolation.RemoteSession`)
+        remote = getattr(vmm_cls, "popek_remote_session", None)
+        if cls is Session and remote is not None:
+            return remote(vmm_cls, profile, **kw)
         return super().__new__(cls)
 
     def __init__(

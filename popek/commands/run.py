@@ -1,8 +1,8 @@
 """`popek run FILE --profile P`: run a program and print where it ended.
 
-The bare-machine run is one function, `run_bare`; printing is another,
-`format_state`, which takes plain register values so that a run under a VMM
-(the guest's view, ``popek.vmm.GuestState.regs``) prints the same way.  A
+The bare-machine run is one function, `run_bare`; printing is
+`state_text.format_state`, shared with the other ways to run (several
+guests, host types, snapshots), which all print a guest's final state alike.  A
 run under a VMM (``--vmm``) goes through `popek.vmm_runner`, which guards
 every call into the plug-in; its options and printing are here.
 """
@@ -10,18 +10,17 @@ every call into the plug-in; its options and printing are here.
 from __future__ import annotations
 
 import argparse
-from typing import Mapping, Sequence
 
 from popek import guard
 from popek.cli import UserError
 from popek.model.machine import Machine, RunResult
 from popek.program_files import load_program, profile_named
-from popek.spec import state as st
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
 from popek.vmm_runner import format_counters, format_support, run_under_vmm
 
 from . import snapshot_run, storage_view
+from .state_text import format_state
 from .snapshot_run import add_snapshot_options
 
 DEFAULT_STEPS = 1_000_000
@@ -64,47 +63,6 @@ def run_bare(
     except ValueError as e:
         raise UserError(str(e)) from None
     return machine, machine.run(steps)
-
-
-def flag_letters(flags: int) -> str:
-    """N Z C V, a letter for each flag set and '-' for each clear."""
-    masks = ((st.FLAG_N, "N"), (st.FLAG_Z, "Z"), (st.FLAG_C, "C"), (st.FLAG_V, "V"))
-    return "".join(letter if flags & mask else "-" for mask, letter in masks)
-
-
-def _output_text(out: Sequence[int]) -> str:
-    text = "".join(chr(w) for w in out) if all(32 <= w < 127 or w == 10 for w in out) else ""
-    return f"  {text!r}" if text else ""
-
-
-def format_state(
-    regs: Mapping[str, int], out: Sequence[int], *, steps: int, halted: bool, word: int
-) -> str:
-    """The final state as a short report; ``regs`` is keyed by state field name."""
-    digits = (word + 3) // 4
-
-    def hx(v: int) -> str:
-        return f"{v:#0{digits + 2}x}"
-
-    mode = "supervisor" if regs["mode"] == st.SUPERVISOR else "user"
-    pending = ", tick pending" if regs["pend"] else ""
-    rows = [
-        f"steps   {steps}" + (" (halted)" if halted else " (not halted)"),
-        f"pc      {hx(regs['pc'])}",
-        f"flags   {flag_letters(regs['flags'])}  (NZCV)",
-        f"ie      {regs['ie']}",
-        f"mode    {mode}",
-        f"R       base {hx(regs['base'])}  bound {hx(regs['bound'])}",
-        f"ptbr    {hx(regs['ptbr'])}" + ("" if regs["ptbr"] else "  (paging off)"),
-        f"timer   {regs['timer']}{pending}",
-        f"halted  {'yes' if regs['halted'] else 'no'}",
-    ]
-    names = [st.FIELD_NAMES[i] for i in range(st.SP + 1)]
-    for k in range(0, len(names), 4):
-        rows.append("   ".join(f"{n:<2} {hx(regs[n])}" for n in names[k : k + 4]))
-    shown = " ".join(str(w) for w in out) if out else "(empty)"
-    rows.append(f"output  {shown}{_output_text(out)}")
-    return "\n".join(rows)
 
 
 def run(args: argparse.Namespace) -> int:

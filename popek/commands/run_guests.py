@@ -31,7 +31,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_guests_command(args: argparse.Namespace) -> int:
-    from popek.commands.run import format_state  # the one-guest printer
+    from popek.commands.state_text import format_state  # the one-guest printer
 
     profile = profile_named(args.profile)
     files = [f for f in args.guests.split(",") if f.strip()]

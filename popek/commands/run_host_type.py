@@ -49,7 +49,7 @@ def host_type(value: str) -> int:
 
 
 def run_host_type_command(args: argparse.Namespace) -> int:
-    from popek.commands.run import format_state  # the one-guest printer
+    from popek.commands.state_text import format_state  # the one-guest printer
 
     kind = host_type(args.host_type)
     if snapshot_run.wanted(args):

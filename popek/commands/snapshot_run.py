@@ -30,7 +30,7 @@ def run_lifecycle(args: argparse.Namespace) -> int:
     from popek.vmm import GuestRefused
     from popek.vmm_runner import format_counters, load_vmm
 
-    from .run import format_state
+    from popek.commands.state_text import format_state  # the one-guest printer
 
     try:
         if args.restore is not None:

@@ -18,7 +18,7 @@ HALT = (Op("halt"),)
 
 
 def reached(case: GuestCase) -> set[str]:
-    return situations.reached(case)
+    return execute.situations_reached(case)
 
 
 def scenario(name: str, memsize: int = 0x400) -> tuple[Op, ...]:
