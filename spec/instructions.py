@@ -14,10 +14,9 @@ Operand syntax names the encoding fields: ``rd`` and ``rs`` are registers,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .bits import FALSE, TRUE, Expr, bit, eq, extract, ite, ne, ult, zext
-from .sem import Operands, Sem
 from .state import (
     BASE,
     BOUND,
@@ -38,7 +37,10 @@ from .state import (
 )
 from .trap import psw_word, return_from_trap
 
-Definition = Callable[[Sem, Operands], None]
+if TYPE_CHECKING:  # annotations only
+    from .sem import Operands, Sem
+
+Definition = Callable[["Sem", "Operands"], None]
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,6 @@ class Insn:
     def fields(self) -> tuple[str, ...]:
         """The encoding fields the syntax uses, in operand order."""
         return tuple(f for f in ("rd", "rs", "imm") if f in self.syntax)
-
-    def __reduce_ex__(self, protocol: int):  # type: ignore[override]
-        """A shipped profile's row pickles by name (its definition is often a
-        closure), so that a profile derived from shipped rows travels between
-        processes: a plug-in's registered profile reaches the parent."""
-        from .profiles import insn_reference, shipped_insn
-
-        ref = insn_reference(self)
-        return (shipped_insn, ref) if ref else super().__reduce_ex__(protocol)
-
 
 def insn(
     name: str, opcode: int, syntax: str = "", *, doc: str = ""

@@ -12,9 +12,13 @@ table as well (``Sem.host_physical``, spec/vtx.py): two-dimensional paging.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .bits import Expr, any_of, bit, ite, ne, uge, ult
-from .sem import Sem
 from .state import BASE, BOUND, PTBR, Cause
+
+if TYPE_CHECKING:  # annotations only: sem.py imports this module at run time
+    from .sem import Sem
 
 
 def translate(s: Sem, vaddr: Expr, *, write: bool) -> Expr:

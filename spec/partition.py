@@ -35,11 +35,15 @@ to any profile without the `vtx` extension.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import replace
 from functools import lru_cache
 
 from .bits import Expr, ite, ult, var
-from .sem import Sem
+
+if TYPE_CHECKING:  # annotations only: sem.py imports this module at run time
+    from .sem import Sem
 
 # The partition register, as the spec's free inputs (bound by the concrete
 # machine to its `partition` list, by the proofs to Z3 constants).

@@ -18,11 +18,13 @@ See docs/isa.md for the instruction table of every profile.
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Mapping
 
-from . import instructions as I
+from . import instructions as I, vtx
 from .instructions import Insn, privileged
 from .state import ARCH, Arch
 
@@ -170,7 +172,18 @@ def all_profiles() -> list[Profile]:
     return list(_REGISTRY.values())
 
 
-from .vtx import VTX  # noqa: E402  (x86 plus the virtualization extension)
+# x86 plus the virtualization extension (spec/vtx.py): its exit controls
+# make x86's instructions exit in guest mode, and it adds vmrun.
+VTX = dataclasses.replace(
+    X86.derive(
+        "vtx",
+        "x86 plus guest mode with VM exits chosen in a VMCS, and nested paging",
+        replace=[vtx.exiting(bit, X86[name]) for name, bit in vtx.EXIT_CONTROL.items()],
+        add=[vtx.vmrun],
+        features={"vtx", "nested-paging"},
+    ),
+    arch=vtx.VTX_ARCH,
+)
 
 for _p in (PG, HYBRID, X86, VTX):
     register(_p)
@@ -188,3 +201,15 @@ def insn_reference(insn: Insn) -> tuple[str, str] | None:
 def shipped_insn(profile: str, name: str) -> Insn:
     """The row `insn_reference` named."""
     return {p.name: p for p in SHIPPED}[profile].by_name[name]
+
+
+def _pickled_insn(insn: Insn) -> tuple:
+    """A shipped profile's row pickles by name (its definition is often a
+    closure), so that a profile derived from shipped rows travels between
+    processes: a plug-in's registered profile reaches the parent.  Any
+    other row pickles as a plain dataclass."""
+    ref = insn_reference(insn)
+    return (shipped_insn, ref) if ref else object.__reduce_ex__(insn, 2)
+
+
+copyreg.pickle(Insn, _pickled_insn)

@@ -8,12 +8,14 @@ falls through to the next one.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
-from .bits import var
+from .bits import Expr, var
 from .instructions import Insn
 from .sem import Effects, Sem, operands
 from .state import ARCH, PC, PEND, Arch, Cause
 from .trap import enter_trap, interrupt_due, tick, undecodable
+from .vtx import enter_trap_or_exit
 
 
 @lru_cache(maxsize=None)
@@ -31,11 +33,17 @@ def run_definition(insn: Insn, s: Sem) -> Effects:
     return s.fx
 
 
+def trap_mechanism(arch: Arch) -> Callable[[Sem, Expr, Expr], None]:
+    """What a trap does on ``arch``: P&G's mechanism, or on a vtx machine
+    the one that may exit guest mode instead."""
+    return enter_trap_or_exit if arch.vtx else enter_trap
+
+
 @lru_cache(maxsize=None)
 def trace_trap(arch: Arch = ARCH) -> Effects:
     """The trap mechanism, with the cause and info as free inputs."""
     s = Sem(arch)
-    enter_trap(s, var("cause", arch.word), var("info", arch.word))
+    trap_mechanism(arch)(s, var("cause", arch.word), var("info", arch.word))
     return s.fx
 
 

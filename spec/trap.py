@@ -10,8 +10,9 @@ instructions, and saves the PC of the instruction not yet run.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .bits import TRUE, Expr, eq, extract, ite, zext
-from .sem import Sem
 from .state import (
     BASE,
     BOUND,
@@ -38,6 +39,9 @@ from .state import (
     field_width,
 )
 
+if TYPE_CHECKING:  # annotations only
+    from .sem import Sem
+
 
 def psw_word(s: Sem, flags: Expr, ie: Expr, mode: Expr) -> Expr:
     w = s.arch.word
@@ -59,11 +63,7 @@ def load_psw(s: Sem, psw: Expr, pc: Expr, base: Expr, bound: Expr) -> None:
 
 def enter_trap(s: Sem, cause: Expr, info: Expr) -> None:
     """Save the old PSW at OLD_PSW and load the new one from NEW_PSW.
-    (A vtx machine's mechanism may instead exit guest mode: spec/vtx.py.)"""
-    if s.arch.vtx:
-        from .vtx import enter_trap_or_exit
-
-        return enter_trap_or_exit(s, cause, info)
+    (On a vtx machine a trap may instead exit guest mode: spec/vtx.py.)"""
     for addr, value in (
         (OLD_PSW, current_psw(s)),
         (OLD_PC, s.get(PC)),

@@ -45,11 +45,12 @@ counted (a saved timer of 0 stays 0; one of 2**word - 1 loses one tick).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import replace
 
 from .bits import Expr, any_of, bit, eq, ite, ne, uge, ult, zext
 from .instructions import Insn
-from .sem import Operands, Sem
 from .state import (
     ARCH,
     BASE,
@@ -75,6 +76,9 @@ from .state import (
     Cause,
 )
 from .trap import current_psw, load_psw
+
+if TYPE_CHECKING:  # annotations only: sem.py imports this module at run time
+    from .sem import Operands, Sem
 
 VTX_ARCH = replace(ARCH, vtx=True)
 
@@ -290,19 +294,3 @@ def enter_trap_or_exit(s: Sem, cause: Expr, info: Expr) -> None:
         ite(exits, h["bound"], new[3]),
     )
     s.set(GUEST, ite(exits, 0, s.get(GUEST)))
-
-
-def _vtx_profile():
-    from .profiles import X86
-
-    table = X86.derive(
-        "vtx",
-        "x86 plus guest mode with VM exits chosen in a VMCS, and nested paging",
-        replace=[exiting(bit_, X86[name]) for name, bit_ in EXIT_CONTROL.items()],
-        add=[vmrun],
-        features={"vtx", "nested-paging"},
-    )
-    return replace(table, arch=VTX_ARCH)
-
-
-VTX = _vtx_profile()

@@ -127,6 +127,110 @@ def test_the_rule_catches_a_lazy_import(tmp_path: Path) -> None:
     assert "popek.commands.run" in got and "popek.cli" in got
 
 
+def _runtime_edges(module: str, path: Path) -> dict[str, int]:
+    """The modules ``module`` needs to run, each with the first line that
+    imports it: every import that executes (at the top or inside a
+    function), but not one under ``if TYPE_CHECKING:`` (annotations only),
+    and ``from P import m`` of a submodule counts ``P.m``, not ``P``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    edges: dict[str, int] = {}
+
+    def add(target: str, line: int) -> None:
+        parts = target.split(".")
+        for i in range(len(parts), 0, -1):  # the module itself, or the package holding it
+            name = ".".join(parts[:i])
+            if name in MODULES:
+                if name != module:
+                    edges.setdefault(name, line)
+                return
+
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                add(a.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                target = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in MODULES]
+            for s in subs:
+                add(s, node.lineno)
+            if len(subs) < len(node.names):
+                add(target, node.lineno)
+    return edges
+
+
+def _circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_circle() -> None:
+    """No two modules need each other, however indirectly: a circle is where
+    "data flows one way" stops being true inside a layer, and where a lazy
+    import hides a dependency that a change then trips over."""
+    graph = {m: _runtime_edges(m, p) for m, p in MODULES.items()}
+    circles = _circles(graph)
+    text = [
+        " <-> ".join(c) + "\n" + "\n".join(
+            f"    {MODULES[a].relative_to(ROOT)}:{graph[a][b]}: {a} imports {b}"
+            for a in c for b in c if b in graph[a]
+        )
+        for c in circles
+    ]
+    assert not circles, "import circles:\n" + "\n".join(text)
+
+
+def test_the_circle_rule_sees_a_lazy_import_and_not_a_typing_one(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("def f():\n    from popek.spec import sem\n", encoding="utf-8")
+    b.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from popek.spec import sem\n", encoding="utf-8")
+    assert "popek.spec.sem" in _runtime_edges("popek.spec.a", a)
+    assert "popek.spec.sem" not in _runtime_edges("popek.spec.b", b)
+    assert _circles({"x": {"y": 1}, "y": {"z": 1}, "z": {"x": 1}, "w": {"x": 1}}) == [["x", "y", "z"]]
+
+
 def test_the_wheel_finds_every_package() -> None:
     """setup.py finds the packages through pyproject.toml's package-dir: each
     folder of the distribution that is a package must be found there (a
