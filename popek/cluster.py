@@ -99,12 +99,29 @@ def _probe(address: str) -> None:
         if scheme not in ("tcp", "tls"):
             return  # another transport: the client's connection says
         host, port = parse_host_port(location)
-        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT) as conn:
+            # a Dask scheduler speaks first (its handshake); something else
+            # on that port (a web server, the dashboard) waits for us, and
+            # Dask's client would then wait for ever, whatever its timeout
+            greeting = _first_bytes(conn) if scheme == "tcp" else b"(tls)"
+        if not greeting:
+            raise UserError(f"--cluster {address}: something listens there, but not a Dask scheduler "
+                            f"(it sent no handshake within {PROBE_TIMEOUT:g} s); the scheduler's port is "
+                            "usually 8786, its dashboard's 8787")  # fmt: skip
     except (ValueError, TypeError) as e:
         raise UserError(f"--cluster {address}: not a scheduler address ({e}); expected e.g. "
                         "tcp://10.0.0.5:8786") from None  # fmt: skip
     except OSError as e:
         raise UserError(f"--cluster {address}: cannot reach the Dask scheduler: {e}") from None
+
+
+def _first_bytes(conn: socket.socket) -> bytes:
+    """What the other end sends of its own accord within the probe time."""
+    conn.settimeout(PROBE_TIMEOUT)
+    try:
+        return conn.recv(16)
+    except OSError:  # a timeout, or a reset
+        return b""
 
 
 def _distributed():

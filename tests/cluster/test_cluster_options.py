@@ -49,3 +49,22 @@ def test_a_bad_scheduler_address_is_one_line(capsys, address, says):
 
 def test_the_opt_out_goes_with_cluster(capsys):
     assert "--cluster-private-db goes with --cluster" in _one_line_error(capsys, [*FUZZ, "--cluster-private-db"])
+
+
+def test_a_port_that_is_not_a_scheduler_is_one_line(capsys, monkeypatch):
+    """A web server (say the dashboard, 8787) accepts the connection but never
+    speaks first; Dask's client would wait on it for ever."""
+    import socket
+    import threading
+
+    import popek.cluster
+
+    monkeypatch.setattr(popek.cluster, "PROBE_TIMEOUT", 0.5)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        accepted: list[socket.socket] = []
+        threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
+        line = _one_line_error(capsys, [*FUZZ, "--cluster", f"tcp://127.0.0.1:{port}", "--cluster-private-db"])
+        for conn in accepted:
+            conn.close()
+    assert "not a Dask scheduler" in line and "8786" in line
