@@ -119,8 +119,11 @@ class EmulatedInnocuous:
 
     insn: str
     modes: tuple[str, ...]  # the virtual modes the guest executed it in
-    direct: int  # times the host retired it
-    executions: int  # times the guest retired it on the bare machine, in those modes
+    # times the host retired it, and times the guest retired it on the bare
+    # machine in those modes: counts in one case, weighted ones (`CASE_WEIGHT`:
+    # the direct count a fraction) over a campaign's `DirectLedger`
+    direct: float
+    executions: float
     late: bool = False  # counted in the last chunk of long runs only (`DirectLedger`)
 
     @property
@@ -129,7 +132,7 @@ class EmulatedInnocuous:
         return f"in virtual {' or '.join(self.modes)} mode" + (" late in long runs" if self.late else "")
 
     def describe(self) -> str:
-        return f"{self.insn} {self.where} ran emulated ({self.direct} of {self.executions} executions direct)"
+        return f"{self.insn} {self.where} ran emulated ({self.direct:g} of {self.executions:g} executions direct)"
 
 
 def paged(bare: IsaCoverage) -> bool:
@@ -171,12 +174,23 @@ def emulated_innocuous(
     return out
 
 
-# Fewer executions of an instruction than this, over a campaign, are no
-# sample to judge its direct share by.
+# Fewer (weighted: `CASE_WEIGHT`) executions of an instruction than this,
+# over a campaign, are no sample to judge its direct share by: at least 5
+# cases that executed it.
 ENOUGH_EXECUTIONS = 20
 
 
-MODE_CASE_WEIGHT = 4  # most executions one case adds to a per-mode share (`DirectLedger.add`)
+# Most executions of one instruction that one case adds to a share (per
+# instruction and per mode), its direct ones in proportion (`DirectLedger.add`)
+CASE_WEIGHT = 4
+
+
+def weighted(executions: int, direct: int) -> tuple[int, float]:
+    """One case's ``executions`` of an instruction, ``direct`` of them run
+    directly, as they count toward a campaign's share: at most `CASE_WEIGHT`
+    executions, the direct ones in proportion."""
+    k = min(executions, CASE_WEIGHT)
+    return k, direct * k / executions
 
 
 def mode_key(name: str, mode: str) -> str:
@@ -189,7 +203,11 @@ class DirectLedger:
     often the guest executed it in the declared modes (bare run) and how
     many of those the host retired directly (its own record, capped per
     case at the executions, so that direct runs in other modes cannot make
-    up for emulated ones).
+    up for emulated ones).  Each case counts at most `CASE_WEIGHT`
+    executions of an instruction, its direct ones in proportion (a float):
+    a share is over cases, so that one guest looping through a path a
+    design emulates by necessity (a nested guest a design interprets for
+    398 steps, most of them `mov`) cannot decide it alone.
 
     And per instruction *and declared mode*: the host's record does not say
     in which virtual mode it ran an instruction, so the campaign-wide count
@@ -236,19 +254,18 @@ class DirectLedger:
                 ran_in.setdefault(name, set()).add(mode)
         for name, modes in declared_executions(self.rule, bare).items():
             n = sum(modes.values())
-            got = min(n, host_direct.get(name, 0))
-            self.executions[name] += n
+            # at most CASE_WEIGHT executions a case, the direct ones in
+            # proportion: one guest looping through a path the design
+            # emulates by necessity (a handler pushing onto a write-protected
+            # page, 23 times; a nested guest interpreted for 398 steps) must
+            # not decide a share alone
+            k, got = weighted(n, min(n, host_direct.get(name, 0)))
+            self.executions[name] += k
             self.direct[name] += got
             if len(ran_in.get(name, ())) == 1:  # one mode only: the host's count is that mode's
-                # at most MODE_CASE_WEIGHT executions a case, the direct ones
-                # in proportion: the cases of one mode are few, and one guest
-                # looping through a path the design emulates by necessity (a
-                # handler pushing onto a write-protected page, 23 times) must
-                # not decide the share alone
                 key = mode_key(name, next(iter(modes)))
-                k = min(n, MODE_CASE_WEIGHT)
                 self.mode_executions[key] += k
-                self.mode_direct[key] += got * k // n
+                self.mode_direct[key] += got
 
     def merge(self, other: "DirectLedger") -> None:
         self.executions.update(other.executions)
@@ -321,7 +338,7 @@ class DirectLedger:
             return f"innocuous instructions: none executed {ENOUGH_EXECUTIONS} times in {self.cases} faithful cases"
         low = self.emulated(threshold)
         if low:
-            worst = ", ".join(f"{self.label(e)} {e.direct}/{e.executions}" for e in low[:4])
+            worst = ", ".join(f"{self.label(e)} {e.direct:g}/{e.executions:g}" for e in low[:4])
             return (
                 f"innocuous instructions: {len({e.insn for e in low})} of {judged} ran directly in under {threshold:.0%} "
                 f"of their executions ({worst}): NOT efficient"
@@ -343,9 +360,10 @@ class DirectLedger:
         ledger = cls(rule)
         ledger.cases = int(d.get("cases", 0))
         ledger.executions.update({str(k): int(v) for k, v in d.get("executions", {}).items()})
-        ledger.direct.update({str(k): int(v) for k, v in d.get("direct", {}).items()})
+        # direct counts are weighted (`CASE_WEIGHT`): fractions
+        ledger.direct.update({str(k): float(v) for k, v in d.get("direct", {}).items()})
         ledger.mode_executions.update({str(k): int(v) for k, v in d.get("mode_executions", {}).items()})
-        ledger.mode_direct.update({str(k): int(v) for k, v in d.get("mode_direct", {}).items()})
+        ledger.mode_direct.update({str(k): float(v) for k, v in d.get("mode_direct", {}).items()})
         ledger.late_executions.update({str(k): int(v) for k, v in d.get("late_executions", {}).items()})
         ledger.late_direct.update({str(k): int(v) for k, v in d.get("late_direct", {}).items()})
         return ledger

@@ -89,4 +89,4 @@ def efficiency_witness(
 def describe_share(e: EmulatedInnocuous) -> str:
     """The campaign's figure for an instruction judged emulated."""
     share = e.direct / e.executions if e.executions else 0.0
-    return f"{e.insn} {e.where} ran directly in {e.direct} of {e.executions} executions ({share:.0%})"
+    return f"{e.insn} {e.where} ran directly in {e.direct:g} of {e.executions:g} executions ({share:.0%})"

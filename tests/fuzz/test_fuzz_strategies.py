@@ -82,6 +82,31 @@ def test_excluded_instructions_are_not_drawn(case: GuestCase):
         assert not {op.name for op in section} & {"rdmode", "popf"}
 
 
+def test_user_system_scenario_is_drawn_and_excluded_like_the_others():
+    """The drawn scenario that starts the user program with a system
+    instruction: three times as likely as a fixed one, gone when its whole
+    family is excluded or left out; drawn only from what is not excluded."""
+    from hypothesis import find
+
+    prof = profiles.get("vtx")
+    system = {s.insn.name for s in by_family(prof)["system"]}
+
+    def names(families=FAMILIES, exclude=()) -> list[str]:
+        return [n for n, _ in strategies._Plan(prof, families, 0x400, frozenset(exclude)).scenarios]
+
+    assert names().count(strategies.USER_SYSTEM) == strategies.USER_SYSTEM_WEIGHT == 3
+    assert strategies.USER_SYSTEM not in names(exclude=system)
+    assert strategies.USER_SYSTEM not in names(families=("alu", "memory"))
+    assert strategies.USER_SYSTEM in names(exclude=system - {"rdbound"})
+    # with every other system instruction excluded, a user program starts with the one left
+    case = find(
+        strategies.from_profile("vtx", exclude=sorted(system - {"rdbound"})),
+        lambda c: bool(c.user) and c.user[0].name == "rdbound",
+        settings=settings(database=None, max_examples=2000),
+    )
+    assert not {op.name for op in case.user} & (system - {"rdbound"})
+
+
 @pytest.mark.parametrize("name", ["pg", "hybrid", "x86"])
 def test_every_instruction_is_reached_in_both_modes(name):
     """ISA coverage on the bare machine: generated guests reach every
