@@ -13,20 +13,21 @@ Detection rides on the bare run that ISA coverage already makes
 (`isa_coverage.run_observed`, which runs the machine with its ``census``
 on, one instruction at a time).  Nothing is added to the machine's loop:
 for the length of that run, `observe` wraps a few of the machine's own
-per-instance routines, and restores them afterwards:
+per-instance routines (and its fetch cache's), and restores them afterwards:
 
-* ``_fill``, the decode-cache miss (once per instruction address and
+* ``cache.fill``, the decode-cache miss (once per instruction address and
   translation context, and again after a store invalidates it): which
   code ran under which base, page-table entry and mode, and whether the
   words fetched still hold what the image loaded there;
 * ``_trap``, the P&G trap mechanism: each trap's cause and mode, its info
   (the faulting address), and the R the new PSW loads;
-* the per-opcode operations of the instructions that touch storage
-  through translation, write IE or R, or are sensitive (the ``system``
-  family): the virtual addresses they access (compiled from the spec's own
-  ``load``/``store`` calls, `_access_function`), the page-table entries
-  those accesses use, an unmasking with a tick pending, a tick that becomes
-  pending on a sensitive instruction, an R loaded at or past memsize.
+* the per-opcode operations (``cache.ops``) of the instructions that
+  touch storage through translation, write IE or R, or are sensitive (the
+  ``system`` family): the virtual addresses they access (compiled from
+  the spec's own ``load``/``store`` calls, `_access_function`), the
+  page-table entries those accesses use, an unmasking with a tick pending,
+  a tick that becomes pending on a sensitive instruction, an R loaded at or
+  past memsize.
 
 The rest of the instructions run exactly as before.  Per case, the facts
 seen are reduced to the set of situation names reached
@@ -360,15 +361,12 @@ class _Watch:
         self.obs: Observation | None = None  # wrapped operations left in cached lines check this
         S = machine.S
         M = machine.M
-        self.real_fill = machine._fill
+        self.real_fill = machine.cache.fill
         self.real_trap = machine._trap
         self.real_ops: dict[int, Callable | None] = {}
         self.ops: dict[int, Callable] = {}
-        book = machine.book
         for opcode, (name, acc, ie, writes_r, sensitive) in _opcode_plan(machine.profile).items():
-            real = machine._ops.get(opcode)
-            if real is None:
-                real = book.op(machine.profile.by_opcode[opcode])(*machine._env)
+            real = machine.cache.op(machine.profile.by_opcode[opcode])
             self.real_ops[opcode] = real
             access = acc(S, M, machine.memsize) if acc else None
             self.ops[opcode] = self._wrap(real, name, access, ie, writes_r, sensitive)
@@ -419,16 +417,16 @@ class _Watch:
     def install(self, obs: Observation) -> None:
         m = self.machine
         self.obs = obs
-        m._fill = self.fill
+        m.cache.fill = self.fill
         m._trap = self.trap
-        m._ops.update(self.ops)
+        m.cache.ops.update(self.ops)
 
     def remove(self) -> None:
         m = self.machine
         self.obs = None
-        m.__dict__.pop("_fill", None)
+        m.cache.__dict__.pop("fill", None)
         m._trap = self.real_trap
-        m._ops.update(self.real_ops)
+        m.cache.ops.update(self.real_ops)
 
 
 def _watch_for(machine) -> _Watch:

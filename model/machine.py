@@ -15,45 +15,32 @@ where a VMM sits.  One cycle is one *step*: an instruction retired, an
 instruction trapped, or an interrupt taken.
 
 Speed comes from caching, never from a second definition: decoded
-instructions are cached per virtual PC (dropped when the translation
-context changes or their page is written), and code that runs more than
-once is compiled into straight-line blocks (``popek.model.codegen``).
+instructions are cached per virtual PC and translation context (dropped
+when a word they were read from is written), and code that runs more than
+once is compiled into straight-line blocks (``popek.model.codegen``).  What
+the machine remembers of fetched code is its `FetchCache`
+(``popek.model.fetch_cache``); this module is the cycle that uses it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from operator import itemgetter
-from typing import Callable, Protocol
+from typing import Protocol
 
 from popek.spec import state as st
 from popek.spec.image import Image
 from popek.spec.profiles import Profile
-from popek.spec.sem import ILEN
-from popek.spec.state import (
-    BASE,
-    BOUND,
-    HALTED,
-    IE,
-    MODE,
-    NSLOTS,
-    PC,
-    PEND,
-    PTBR,
-    TIMER,
-    Cause,
-)
+from popek.spec.state import BOUND, HALTED, IE, MODE, NSLOTS, PC, PEND, TIMER, Cause
 from popek.spec.trap import INTERRUPT_INFO
 
 from .codebook import Codebook
+from .fetch_cache import FetchCache
 
 
 HOT = 2  # by default a line is compiled into a block on its second run
 # What `Machine.census` counts a step as when no instruction ran.
 INTERRUPT, FETCH_FAULT, ILLEGAL = "<interrupt>", "<fetch-fault>", "<illegal>"
-MAX_BLOCK = 32  # instructions
-MAX_CONTEXTS = 8  # translation contexts whose decodes a machine keeps at once
 
 
 class TrapHook(Protocol):
@@ -78,11 +65,6 @@ class RunResult:
 # --------------------------------------------------------------------------
 # The machine
 # --------------------------------------------------------------------------
-# S -> the translation context a cached decode depends on, as a tuple
-# (`Machine.forget_entry` unpacks it in this order)
-_CONTEXT = itemgetter(BASE, BOUND, PTBR, MODE, st.GUEST, st.NPTBR)
-
-
 def _count_block(census: Counter, decoded: list, n: int, mode: int, r: tuple | None) -> None:
     """Count a block's run in ``census`` as its instructions one by one: all
     ``n`` retired, or (``r`` = (k, cause, info)) the first k retired and, with
@@ -93,20 +75,6 @@ def _count_block(census: Counter, decoded: list, n: int, mode: int, r: tuple | N
         census[(d.insn.name, mode, False)] += 1
     if r is not None and r[1]:
         census[(decoded[k].insn.name, mode, True)] += 1
-
-
-def _spans(linear: int, n: int, page: int, mask: int, pb: int) -> bool:
-    """Do the words of ``n`` instructions from ``linear`` reach linear page ``page``?"""
-    first, last = (linear & mask) >> pb, ((linear + ILEN * n - 1) & mask) >> pb
-    return first <= page <= last if first <= last else (page >= first or page <= last)
-
-
-class _Line:
-    """What the fetch cache holds for one virtual PC."""
-
-    # ``held``: the decoded run ``block`` holds (the census counts a block's
-    # run by it; a chooser's block may differ from what storage holds now)
-    __slots__ = ("phys", "op", "rd", "rs", "imm", "insn", "hits", "block", "n", "ctx", "decoded", "held")
 
 
 class Machine:
@@ -124,30 +92,16 @@ class Machine:
         self.arch = arch
         self.memsize = memsize
         self.S: list[int] = [0] * NSLOTS
-        self._windows: list = []  # windows onto this machine's storage (see model.window)
-        self._window = None  # the window this machine's storage is, if any
         self.M: list[int] = [0] * (1 << arch.word) if storage is None else storage
         if len(self.M) != 1 << arch.word:
             raise ValueError("storage must span the whole address space (2**word words)")
         attach = getattr(self.M, "attach", None)
         if attach is not None:
             attach(self)
-            self._window = self.M
         self.out: list[int] = []
-        # Storage a cached decode read: ``_words`` exactly, ``_watched`` their
-        # pages (the generated code's quick test before calling ``INV``).
-        self._watched: set[int] = set()
-        self._words: set[int] = set()
-        self._lines: dict[int, _Line] = {}
-        self._ctx: tuple = ()
-        # Decodes are kept per translation context (a VMM switching between
-        # a guest's kernel and user R comes back to what it had decoded);
-        # ``_lines`` is the current context's.
-        self._ctx_lines: dict[tuple, dict[int, _Line]] = {}
         # A caller (a binary translator) may set ``blocks`` to choose what each
         # block holds; its blocks then run through this machine's own loop.
         self.blocks: BlockChooser | None = None
-        self._blocks: BlockChooser | None = None  # the chooser the cached lines were made for
         # Runs of a line before its block is compiled.  Compiling costs about
         # a millisecond; a harness of short guests, whose code seldom runs
         # that often, raises this so as to compile only loops.
@@ -163,14 +117,14 @@ class Machine:
         # a profile with the partition feature; the whole storage until
         # `set_partition` says otherwise.
         self.partition: list[int] = [0, memsize]
-        env = (self.S, self.M, self.out, self._watched, self._invalidate, memsize, self.partition)
+        # What this machine remembers of the code it fetched: decodes,
+        # the words they were read from, compiled blocks.
+        self.cache = cache = FetchCache(self, self.M if attach is not None else None)
+        env = (self.S, self.M, self.out, cache.watched, cache.invalidate, memsize, self.partition)
         self._env = env
-        self._ops: dict[int, Callable] = {}
         self._trap = self.book.trap(*env)
         self._tick = self.book.tick(*env)
-        self._undecodable = self.book.undecodable(*env)
-        self._fetch = self.book.fetch(*env)
-        self._table_reads = self.book.table_reads(*env) if self.book.table_reads else None
+        cache.bind(env)
         self.reset()
 
     # -- state access for loaders, VMMs and tests ---------------------------
@@ -221,8 +175,8 @@ class Machine:
         if not 0 <= addr < len(self.M):
             raise IndexError(f"physical address {addr:#x} does not exist")
         self.M[addr] = value & self.arch.mask
-        if (addr >> self.arch.page_bits) in self._watched:
-            self._invalidate(addr)
+        if (addr >> self.arch.page_bits) in self.cache.watched:
+            self.cache.invalidate(addr)
 
     def write_words(self, addr: int, values: list[int]) -> None:
         """`write` for a run of consecutive physical words, in one go."""
@@ -231,23 +185,11 @@ class Machine:
             raise IndexError(f"physical words [{addr:#x}, {end:#x}) do not exist")
         mask = self.arch.mask
         self.M[addr:end] = [v & mask for v in values]
-        pb, words = self.arch.page_bits, self._words
-        for page in range(addr >> pb, ((end - 1) >> pb) + 1 if values else 0):
-            if page in self._watched:  # some word of this page was decoded: which?
-                lo, hi = max(addr, page << pb), min(end, (page + 1) << pb)
-                hit = next((a for a in range(lo, hi) if a in words), None)
-                if hit is not None:
-                    self._invalidate(hit)
-                    break
+        self.cache.written(addr, end)
 
     def flush(self) -> None:
         """Drop every cached decode; call after changing storage by other means."""
-        self._forget()
-        self._watched.clear()
-        self._words.clear()
-        self._ctx = self._context()
-        self._ctx_lines = {self._ctx: self._lines}
-        self._flush_windows()
+        self.cache.flush()
 
     def forget_entry(self, addr: int) -> None:
         """Drop the cached decodes fetched through the page-table entry at
@@ -257,58 +199,7 @@ class Machine:
         decodes of that one linear page stale, where `flush` would drop them
         all.  The caller then writes the entry into ``M`` itself: `write`
         would drop every decode, since a cached decode read that word."""
-        mask, pb = self.arch.mask, self.arch.page_bits
-        for (base, _bound, ptbr, _mode, guest, nptbr), lines in self._ctx_lines.items():
-            if not ptbr:
-                continue  # paging off: no entry read
-            if guest and nptbr:  # the entry's address is guest-physical here
-                lines.clear()
-                continue
-            page = (addr - ptbr) & mask
-            if page >> (self.arch.word - pb):
-                continue  # not in this context's table
-            for pc in [pc for pc, line in lines.items() if _spans(base + pc, line.n, page, mask, pb)]:
-                del lines[pc]
-
-    def _forget(self) -> None:
-        """Drop the cached decodes of every context (what they watch stays)."""
-        self._lines.clear()
-        for lines in self._ctx_lines.values():
-            lines.clear()
-
-    def _invalidate(self, addr: int) -> None:
-        """A watched page was written: if a cached decode read this very word,
-        forget every cached decode here and in any machine whose storage is
-        a window onto this one.  (Other words of the page, such as the old
-        PSW area beside a kernel's code, leave the decodes as they are.)"""
-        if addr not in self._words:
-            return
-        self._forget()
-        self._watched.clear()
-        self._words.clear()
-        self._flush_windows()
-
-    def _flush_windows(self) -> None:
-        # Only the decodes: the owner may be inside a compiled block whose
-        # store just got here, and that block's own "was it a watched page?"
-        # check must still see the page watched, so that it stops.
-        for window in self._windows:
-            if window.owner is not None:
-                window.owner._forget()
-
-    def _context(self) -> tuple:
-        return _CONTEXT(self.S)
-
-    def _check_context(self) -> None:
-        ctx = _CONTEXT(self.S)  # checked after every trap and resource write
-        if ctx != self._ctx:  # decodes depend on the context; watched words do not
-            lines = self._ctx_lines.get(ctx)
-            if lines is None:
-                if len(self._ctx_lines) >= MAX_CONTEXTS:
-                    self._ctx_lines.clear()
-                lines = self._ctx_lines[ctx] = {}
-            self._lines = lines
-            self._ctx = ctx
+        self.cache.forget_entry(addr)
 
     @property
     def halted(self) -> bool:
@@ -318,7 +209,7 @@ class Machine:
     def trap(self, cause: int, info: int = 0) -> None:
         """Run the P&G trap mechanism (what a bare machine does on a trap)."""
         self._trap(cause, info)
-        self._check_context()
+        self.cache.check_context()
 
     def step(self, on_trap: TrapHook | None = None) -> RunResult:
         return self.run(1, on_trap, compiled=False)
@@ -332,11 +223,12 @@ class Machine:
         the block to run there; where it declines a pc the run ends, not
         ``stopped``."""
         S = self.S
+        cache = self.cache
         census = self.census  # counting never changes what runs: a block is counted by what it holds
-        if self.blocks != self._blocks:  # lines made for another chooser are not these
-            self._blocks = self.blocks
-            self._forget()
-        self._check_context()  # the host may have set R, PTBR or mode since the last run
+        if self.blocks != cache.chooser:  # lines made for another chooser are not these
+            cache.chooser = self.blocks
+            cache.forget()
+        cache.check_context()  # the host may have set R, PTBR or mode since the last run
         steps = 0
         while steps < max_steps:
             if S[HALTED]:
@@ -350,9 +242,9 @@ class Machine:
                     return RunResult(steps, bool(S[HALTED]), True)
                 continue
             pc = S[PC]
-            line = self._lines.get(pc)  # not kept in a local: a trap may switch context
+            line = cache.lines.get(pc)  # not kept in a local: a trap may switch context
             if line is None:
-                line = self._fill(pc)
+                line = cache.fill(pc)
                 if line is None:  # the block chooser declined pc
                     return RunResult(steps, bool(S[HALTED]))
                 if type(line) is tuple:  # fetch or decode trapped
@@ -378,7 +270,7 @@ class Machine:
                         if timer:
                             S[TIMER] = timer - n
                         if line.ctx:
-                            self._check_context()
+                            cache.check_context()
                         continue
                     k, cause, info = r
                     steps += k
@@ -399,10 +291,10 @@ class Machine:
             if r is None:
                 self._tick()
                 if line.ctx:
-                    self._check_context()
+                    cache.check_context()
                 line.hits += 1
                 if line.hits >= self.hot and line.block is None and compiled:
-                    self._compile(line, pc)
+                    cache.compile(line, pc)
             else:
                 if self._trapped(on_trap, r[1], r[2]):
                     return RunResult(steps, bool(S[HALTED]), True)
@@ -411,103 +303,14 @@ class Machine:
     def _trapped(self, on_trap: TrapHook | None, cause: int, info: int) -> bool:
         if on_trap is None:
             self._trap(cause, info)
-            self._check_context()
+            self.cache.check_context()
             return False
         return self._hook(on_trap, cause, info)
 
     def _hook(self, on_trap: TrapHook, cause: int, info: int) -> bool:
         stop = on_trap(self, int(cause), int(info))
-        self._check_context()
+        self.cache.check_context()
         return bool(stop)
-
-    def _fill(self, pc: int) -> _Line | tuple | None:
-        chosen = None
-        if self._blocks is not None:  # asked first: choosing may write storage
-            chosen = self._blocks(pc)
-            if not chosen:
-                return None
-        p0, p1, _ = r = self._fetch()
-        if p0 is None:
-            return r
-        d = self.book.decode(self.M[p0], self.M[p1])
-        if d is None:  # the spec's trap for words that are no instruction
-            return self._undecodable()
-        line = _Line()
-        line.phys = p0
-        line.insn = d.insn
-        line.decoded = d
-        line.rd, line.rs, line.imm = d.rd, d.rs, d.imm
-        op = self._ops.get(d.insn.opcode)
-        if op is None:
-            op = self._ops[d.insn.opcode] = self.book.op(d.insn)(*self._env)
-        line.op = op
-        line.hits = 0
-        line.block = None
-        line.held = None
-        line.n = 1
-        line.ctx = self.book.kind(d.insn)[0]
-        self._watch(p0)
-        self._watch(p1)
-        if self.S[st.GUEST]:  # vtx guest mode: guest and nested table words, from the spec
-            for addr in self._table_reads():
-                self._watch(addr)
-        elif self.S[PTBR]:
-            self._watch_table(pc)
-        if chosen:
-            self._install(line, pc, chosen)
-        self._lines[pc] = line
-        return line
-
-    def _watch(self, addr: int) -> None:
-        self._words.add(addr)
-        self._watched.add(addr >> self.arch.page_bits)
-        window = self._window
-        if window is not None:  # the host must tell us when it writes this word
-            window.host._watch(window.offset + addr)
-
-    def _watch_table(self, vaddr: int) -> None:
-        """With paging on, a cached decode also depends on its page-table entries."""
-        S, pb = self.S, self.arch.page_bits
-        moved = self.partition[0] if self.arch.partition else 0  # the entry's host word
-        for v in (vaddr, vaddr + 1):
-            linear = (S[BASE] + (v & self.arch.mask)) & self.arch.mask
-            self._watch(moved + ((S[PTBR] + (linear >> pb)) & self.arch.mask))
-
-    def _compile(self, line: _Line, pc: int) -> None:
-        """Gather the straight run from ``pc`` and build its block."""
-        arch, mask = self.arch, self.arch.mask
-        decoded = []
-        page = arch.page_size
-        start, end = (self.partition[0], sum(self.partition)) if self.arch.partition else (0, self.memsize)
-        room = (page - ((line.phys - start) % page)) // ILEN  # whole instructions left in this (guest) page
-        bound_room = (self.S[BOUND] - pc) // ILEN if self.S[BOUND] > pc else 0
-        limit = min(MAX_BLOCK, room, bound_room, (end - line.phys) // ILEN)
-        for k in range(limit):
-            p = line.phys + ILEN * k
-            d = self.book.decode(self.M[p], self.M[p + 1])
-            if d is None:
-                break
-            if (pc + ILEN * k) & mask != pc + ILEN * k:
-                break
-            _ctx, alone, ends = self.book.kind(d.insn)
-            if alone:
-                break
-            decoded.append(d)
-            if ends:
-                break
-        if decoded:
-            self._install(line, pc, decoded)
-
-    def _install(self, line: _Line, pc: int, decoded: list) -> None:
-        """Make ``decoded``, a straight run from ``pc``, the block ``line`` runs."""
-        maker, n, ctx = self.book.block(pc, decoded)
-        line.block = maker(*self._env)
-        line.held = decoded
-        line.n = n
-        line.ctx = ctx or line.ctx
-        for k in range(n):
-            self._watch(line.phys + ILEN * k)
-            self._watch(line.phys + ILEN * k + 1)
 
     # -- a readable view of the state ----------------------------------------
     def snapshot(self) -> dict:

@@ -23,7 +23,7 @@ class Window:
         self.host, self.offset, self.size = host, offset, size
         self._space = len(host.M)  # the address space the generated code may index
         self.owner: "Machine | None" = None  # the machine using this as storage
-        host._windows.append(self)
+        host.cache.windows.append(self)
 
     def attach(self, owner: "Machine") -> None:
         """Called by the `Machine` built over this window.  The owner's cached

@@ -44,9 +44,6 @@ PUBLIC_ANYWHERE = frozenset(
 # (module path relative to the root, private name): why it may be used there.
 ALLOWED: dict[tuple[str, str], str] = {
     # -- by design: the machine's own collaborators share its state --------
-    ("model/window.py", "_windows"): "a Window registers with its host Machine (one pair)",
-    ("fuzz/situations.py", "_ops"): "the situation watch swaps the machine's handlers in and out",
-    ("fuzz/situations.py", "_env"): "the situation watch binds handlers to the machine's state",
     ("model/vmms/hardware_assisted.py", "_env"): "the VMCS state area binds to host storage",
 }
 

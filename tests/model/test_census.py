@@ -141,7 +141,7 @@ def test_compiled_blocks_are_counted_as_the_instructions_they_hold() -> None:
         m.run(1000, compiled=compiled)
         counts.append(m.census)
         if compiled:
-            assert any(line.block is not None for line in m._lines.values())  # it did compile
+            assert any(line.block is not None for line in m.cache.lines.values())  # it did compile
     assert counts[0] == counts[1] == Counter(
         {("li", S, False): 1, ("addi", S, False): 80, ("jnz", S, False): 40, ("halt", S, False): 1}
     )

@@ -61,10 +61,10 @@ def test_only_the_remapped_pages_decodes_go() -> None:
     m = _paged()
     m.run(10 * ITERATION)
     assert m.S[5] == 10
-    kept = {pc: m._lines[pc] for pc in (0x100, 0x102)}
+    kept = {pc: m.cache.lines[pc] for pc in (0x100, 0x102)}
     _remap(m, 0x847)
-    assert 0x3C0 not in m._lines and 0x3C2 not in m._lines
-    assert all(m._lines.get(pc) is line for pc, line in kept.items())
+    assert 0x3C0 not in m.cache.lines and 0x3C2 not in m.cache.lines
+    assert all(m.cache.lines.get(pc) is line for pc, line in kept.items())
     m.run(10 * ITERATION)
     assert m.S[5] == 10 + 10 * 100  # the new frame's code, compiled blocks and all
 
@@ -72,14 +72,14 @@ def test_only_the_remapped_pages_decodes_go() -> None:
 def test_every_context_using_the_table_forgets_it() -> None:
     m = _paged(base=64)  # virtual 0x380 is linear page 15 here
     m.run(5 * ITERATION)
-    moved = m._ctx_lines[m._ctx]
+    moved = m.cache.ctx_lines[m.cache.ctx]
     assert 0x380 in moved and 0xC0 in moved
     _enter(m, 0)  # another context, the same table
     m.run(5 * ITERATION)
-    assert m._lines is not moved and 0x3C0 in m._lines
+    assert m.cache.lines is not moved and 0x3C0 in m.cache.lines
     _remap(m, 0x847)
-    assert 0x3C0 not in m._lines and 0x380 not in moved
-    assert 0x100 in m._lines and 0xC0 in moved
+    assert 0x3C0 not in m.cache.lines and 0x380 not in moved
+    assert 0x100 in m.cache.lines and 0xC0 in moved
     _enter(m, 64)
     m.run(5 * ITERATION)
     assert m.S[5] == 5 + 5 + 5 * 100
@@ -88,6 +88,6 @@ def test_every_context_using_the_table_forgets_it() -> None:
 def test_an_entry_of_another_table_drops_nothing() -> None:
     m = _paged()
     m.run(5 * ITERATION)
-    lines = dict(m._lines)
+    lines = dict(m.cache.lines)
     m.forget_entry(0x400 + 15)  # the same page, in a table this machine does not use
-    assert m._lines == lines
+    assert m.cache.lines == lines

@@ -36,7 +36,7 @@ def next_insn(vmm: SoftwareVMM) -> str | None:
     v = vmm.vcpu
     if v.S[st.PEND] and v.S[st.IE]:
         return None
-    p0, p1, _ = v._fetch()
+    p0, p1, _ = v.cache.fetch()
     if p0 is None:
         return None
     d = decode(v.profile, v.M[p0], v.M[p1])

@@ -46,8 +46,8 @@ def test_a_remap_keeps_the_other_pages_decodes(design: str, profile: str) -> Non
     _, steps, _ = run_bare(img, profile)
     vmm = vmm_for(design, img, profile)
     fills: list[int] = []
-    fill = vmm.host._fill
-    vmm.host._fill = lambda pc: fills.append(pc) or fill(pc)
+    fill = vmm.host.cache.fill
+    vmm.host.cache.fill = lambda pc: fills.append(pc) or fill(pc)
     vmm.run(steps)
     loop = [pc for pc in fills if img.symbols["round"] <= pc < img.symbols["report"]]
     assert loop and len(loop) == len(set(loop)), sorted(loop)
