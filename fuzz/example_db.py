@@ -1,14 +1,22 @@
 """The example database: where a campaign's findings come back from.
 
 Hypothesis saves every failing example in its example database and replays
-the database first on every run, so a campaign's workers, its earlier runs
-and other machines sharing one Redis server see each other's findings at
-once.  A campaign lives on that database, so it is checked before the first
-case (`check_database`: a ``--db`` the user named is used or refused with
-one line, never replaced by a local directory nobody else shares), read
-defensively (a damaged directory entry is skipped and counted, not fed to
-Hypothesis), and handed over in sorted order (`ordered_database`), so the
-same seed replays the same entries from any database.
+the database first on every run, so a campaign replays what its earlier
+runs and other machines sharing one Redis server found.  A campaign lives on
+that database, so it is checked before the first case (`check_database`: a
+``--db`` the user named is used or refused with one line, never replaced by
+a local directory nobody else shares), read defensively (a damaged entry is
+skipped and counted, not fed to Hypothesis), and handed over in sorted order
+(`ordered_database`), so the same seed replays the same entries from any
+database.
+
+Within one campaign each worker sees the database as the campaign found it,
+plus what it saved itself (`campaign_view`).  Every save reaches the shared
+database at once (a killed campaign loses nothing); but a worker that
+replayed another worker's fresh finding would draw its cases from whichever
+of that finding's shrinking steps had been saved when its next batch began,
+which depends on the machine's load, and a seed with a case budget must
+give the same cases and the same counterexamples on any machine.
 """
 
 from __future__ import annotations
@@ -95,7 +103,7 @@ def _checked_directory_database(path: str):
     written: an entry that is not a regular file (a FIFO would block the
     campaign), is larger than `MAX_DB_ENTRY`, or does not decode as a choice
     sequence is skipped, counted in ``skipped`` and named in ``warnings``."""
-    from hypothesis.database import DirectoryBasedExampleDatabase, choices_from_bytes
+    from hypothesis.database import DirectoryBasedExampleDatabase
 
     class CheckedDirectoryDatabase(DirectoryBasedExampleDatabase):
         def __init__(self, path: str):
@@ -120,8 +128,7 @@ def _checked_directory_database(path: str):
                         raise ValueError(f"{info.st_size} bytes, more than {MAX_DB_ENTRY}")
                     with open(entry, "rb") as f:
                         data = f.read(MAX_DB_ENTRY + 1)
-                    if len(data) > MAX_DB_ENTRY or choices_from_bytes(data) is None:
-                        raise ValueError("not an entry Hypothesis wrote")
+                    _check_entry(data)
                 except FileNotFoundError:
                     continue  # deleted meanwhile (another worker shrank it)
                 except (OSError, ValueError) as e:
@@ -134,14 +141,52 @@ def _checked_directory_database(path: str):
     return CheckedDirectoryDatabase(path)
 
 
+def _check_entry(data: object) -> None:
+    """Raise ValueError unless ``data`` is an entry Hypothesis could have
+    written: bytes, at most `MAX_DB_ENTRY` of them, a choice sequence."""
+    from hypothesis.database import choices_from_bytes
+
+    if not isinstance(data, bytes):
+        raise ValueError(f"a {type(data).__name__}, not bytes")
+    if len(data) > MAX_DB_ENTRY:
+        raise ValueError(f"{len(data)} bytes, more than {MAX_DB_ENTRY}")
+    if choices_from_bytes(data) is None:
+        raise ValueError("not an entry Hypothesis wrote")
+
+
+def _checked_redis_database(client):
+    """Hypothesis's Redis database, reading only what it could have written:
+    anyone who reaches the server can store anything under its keys, and
+    Hypothesis would be fed it; such an entry is skipped, counted in
+    ``skipped`` and named in ``warnings``, as a damaged file is."""
+    from hypothesis.extra.redis import RedisExampleDatabase
+
+    class CheckedRedisDatabase(RedisExampleDatabase):
+        def __init__(self, client):
+            super().__init__(client, key_prefix=b"popek-example:")
+            self.skipped = 0
+            self.warnings: list[str] = []
+
+        def fetch(self, key: bytes):
+            for data in super().fetch(key):
+                try:
+                    _check_entry(data)
+                except ValueError as e:
+                    self.skipped += 1
+                    if len(self.warnings) < 5:
+                        self.warnings.append(f"example database entry under {key[:40]!r} skipped: {e}")
+                    continue
+                yield data
+
+    return CheckedRedisDatabase(client)
+
+
 def make_database(spec: str | None) -> ExampleDatabase:
     """A Hypothesis example database for ``--db`` (`check_database` first:
     a `DatabaseError` for one popek cannot use)."""
     check_database(spec)
     if is_redis(spec):
-        from hypothesis.extra.redis import RedisExampleDatabase
-
-        return ordered_database(RedisExampleDatabase(_redis_client(spec), key_prefix=b"popek-example:"))
+        return ordered_database(_checked_redis_database(_redis_client(spec)))
     return ordered_database(_checked_directory_database(spec or DEFAULT_DB))
 
 
@@ -177,6 +222,61 @@ def ordered_database(inner: ExampleDatabase) -> ExampleDatabase:
         warnings = property(lambda self: getattr(inner, "warnings", []))
 
     return Ordered()
+
+
+def campaign_view(inner: ExampleDatabase, campaign: str, worker: str) -> ExampleDatabase:
+    """``inner`` as one worker of campaign ``campaign`` sees it: without the
+    entries the campaign's other workers saved (see the module's docstring).
+
+    Each save of a new entry is first recorded under a key of the
+    campaign's own (a digest of the entry, not a copy), then made; a fetch
+    leaves out what that record names and this worker did not save.  An
+    entry that was there before the campaign stays visible to every worker
+    whoever saves it again.  (Deletions are Hypothesis's housekeeping and
+    go through: they remove only entries that no longer fail, so with an
+    unchanged VMM they touch nothing another worker replays.)"""
+    from hypothesis.database import ExampleDatabase, choices_to_bytes
+
+    def written(key: bytes) -> bytes:
+        return b"popek-campaign-saves:" + campaign.encode() + b":" + key
+
+    def digest(value: bytes) -> bytes:
+        # stored as a choice sequence of one, so every store's checks take it
+        return choices_to_bytes((hashlib.blake2b(value, digest_size=16).digest(),))
+
+    own: dict[bytes, set[bytes]] = {}
+
+    class CampaignView(ExampleDatabase):
+        def fetch(self, key: bytes):
+            entries = list(inner.fetch(key))
+            theirs = set(inner.fetch(written(key))) - {digest(v) for v in own.get(key, ())}
+            return iter([v for v in entries if digest(v) not in theirs])
+
+        def save(self, key: bytes, value: bytes) -> None:
+            if value not in set(inner.fetch(key)):  # new: the campaign's (an old entry stays everyone's)
+                inner.save(written(key), digest(value))  # recorded before it can be fetched
+            own.setdefault(key, set()).add(value)
+            inner.save(key, value)
+
+        def delete(self, key: bytes, value: bytes) -> None:
+            own.get(key, set()).discard(value)
+            inner.delete(key, value)
+
+        def move(self, src: bytes, dest: bytes, value: bytes) -> None:
+            if value in own.get(src, ()):
+                self.save(dest, value)
+                self.delete(src, value)
+            else:
+                inner.move(src, dest, value)
+
+        def __repr__(self) -> str:
+            return f"campaign_view({inner!r}, {campaign!r}, {worker!r})"
+
+        wrapped = property(lambda self: getattr(inner, "wrapped", inner))
+        skipped = property(lambda self: getattr(inner, "skipped", 0))
+        warnings = property(lambda self: getattr(inner, "warnings", []))
+
+    return CampaignView()
 
 
 def register_settings_profile(database: ExampleDatabase, batch: int, reuse_only: bool = False) -> settings:

@@ -8,8 +8,9 @@ deadline passes, or every requirement it can break has a finding.
 
 Why batches: a Hypothesis test runs to ``max_examples``; a campaign runs to a
 budget and a clock.  Each batch is one ``@given`` run that replays the
-database first, which is how findings of other workers, earlier runs and
-other machines come back at once.  The batches' random seeds come from one
+database first, which is how findings of earlier runs and other machines
+come back at once (not the fresh findings of this campaign's other workers:
+`popek.fuzz.example_db.campaign_view`).  The batches' random seeds come from one
 generator seeded by the campaign seed, the shard and the worker, so shards
 and workers draw different sequences and a campaign with ``--seed`` can be
 repeated: batch sizes are fixed, never sized from the clock, and the
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import findings as fnd
 from .campaign_config import CampaignConfig, breakable, new_campaign_id, requirement_of, split_cases
-from .example_db import make_database, register_settings_profile
+from .example_db import campaign_view, make_database, register_settings_profile
 from .worker_findings import (
     conclude, efficiency_finding, finding_path, keep_late_witness, keep_unconcluded, long_run,
 )
@@ -106,7 +107,9 @@ def run_worker(config: CampaignConfig, index: int) -> dict:
             status.ledger = DirectLedger(DirectRule.from_json(config.direct))
         if not config.campaign_id:  # run in-process (a verdict cell): an id of its own
             config.campaign_id = new_campaign_id()
-        database = make_database(config.db)
+        # what the campaign's other workers save stays out of this worker's
+        # replays: the same cases on a quiet and on a loaded machine
+        database = campaign_view(make_database(config.db), config.campaign_id, f"{config.shard[0]}.{index}")
         deadline = status.deadline
         budget = config.max_cases
         if config.cases is not None:

@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+from hypothesis.database import choices_to_bytes
 
 from campaign_helpers import popek
 
@@ -97,3 +98,21 @@ def test_two_campaigns_share_findings_through_redis(tmp_path, redis_url):
     assert report["findings"] and report["findings"][0]["kind"] == "fidelity"
     assert report["shard"] == "2/2"
     assert list((b / ".popek" / "findings").glob("*.json"))
+
+
+def test_entries_hypothesis_never_wrote_are_skipped_and_counted(redis_url):
+    """Anyone who reaches the server can store anything under popek's keys;
+    a campaign skips it, as it skips a damaged file, and says so."""
+    import redis
+
+    from popek.fuzz.example_db import MAX_DB_ENTRY, make_database
+
+    db = make_database(redis_url)
+    good = choices_to_bytes((7, b"guest"))
+    db.save(b"entries-test", good)
+    redis.Redis.from_url(redis_url).sadd(
+        b"popek-example:entries-test", b"\xff\xfe not a choice sequence", choices_to_bytes((b"x" * MAX_DB_ENTRY,))
+    )  # fmt: skip
+    assert list(db.fetch(b"entries-test")) == [good]
+    assert db.skipped == 2
+    assert any("more than" in w for w in db.warnings) and any("not an entry" in w for w in db.warnings)

@@ -83,7 +83,7 @@ def test_verify_on_the_cluster_gives_the_local_table(tmp_path, dask_cluster, red
 def test_a_lost_worker_loses_no_finding(tmp_path, dask_cluster, redis_server):
     host, port = redis_server
     proc = start_popek(
-        "fuzz", "--vmm", "trap-and-emulate", "--profile", "hybrid", "--workers", "2", "--cases", "200", "--seed", "3",
+        "fuzz", "--vmm", "trap-and-emulate", "--profile", "hybrid", "--workers", "2", "--cases", "200", "--seed", "4",
         "--cluster", dask_cluster.address, "--db", f"redis://{host}:{port}/2", "--json", "report.json",
         cwd=tmp_path,
     )  # fmt: skip

@@ -76,7 +76,10 @@ def test_monitor_is_caught_on_x86_through_pushf_by_fuzzing():
         exclude=("rdmode", "rdbase", "rdbound"),
     )  # fmt: skip
     f = result.finding
-    assert f is not None and f.kind == "fidelity" and f.case.instructions <= 4
+    assert f is not None and f.kind == "fidelity"
+    # shrunk, counted as above: the layout's fixed handler is not the guest's
+    generated = sum(len(sec or ()) for sec in (f.case.kernel, f.case.handler, f.case.user))
+    assert generated <= 4, f.case
     assert "pushf" in f.report() or "popf" in f.report()
 
 
