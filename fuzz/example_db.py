@@ -98,6 +98,19 @@ def check_directory(path: Path, name: str, *, not_dir: str = "not a directory",
         raise DatabaseError(f"{name} {path}: {cannot}: {e.strerror or e}") from None
 
 
+class _Skips:
+    """What a checked store skipped: a count, and the first few named."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.warnings: list[str] = []
+
+    def skip(self, where: str, why: Exception) -> None:
+        self.skipped += 1
+        if len(self.warnings) < 5:
+            self.warnings.append(f"example database entry {where} skipped: {why}")
+
+
 def _checked_directory_database(path: str):
     """Hypothesis's directory database, reading only what it could have
     written: an entry that is not a regular file (a FIFO would block the
@@ -105,11 +118,10 @@ def _checked_directory_database(path: str):
     sequence is skipped, counted in ``skipped`` and named in ``warnings``."""
     from hypothesis.database import DirectoryBasedExampleDatabase
 
-    class CheckedDirectoryDatabase(DirectoryBasedExampleDatabase):
+    class CheckedDirectoryDatabase(DirectoryBasedExampleDatabase, _Skips):
         def __init__(self, path: str):
-            super().__init__(path)
-            self.skipped = 0
-            self.warnings: list[str] = []
+            DirectoryBasedExampleDatabase.__init__(self, path)
+            _Skips.__init__(self)
 
         def fetch(self, key: bytes):
             # where Hypothesis keeps ``key`` (its own `_key_path`, not ours to call)
@@ -132,9 +144,7 @@ def _checked_directory_database(path: str):
                 except FileNotFoundError:
                     continue  # deleted meanwhile (another worker shrank it)
                 except (OSError, ValueError) as e:
-                    self.skipped += 1
-                    if len(self.warnings) < 5:
-                        self.warnings.append(f"example database entry {entry} skipped: {e}")
+                    self.skip(str(entry), e)
                     continue
                 yield data
 
@@ -161,20 +171,17 @@ def _checked_redis_database(client):
     ``skipped`` and named in ``warnings``, as a damaged file is."""
     from hypothesis.extra.redis import RedisExampleDatabase
 
-    class CheckedRedisDatabase(RedisExampleDatabase):
+    class CheckedRedisDatabase(RedisExampleDatabase, _Skips):
         def __init__(self, client):
-            super().__init__(client, key_prefix=b"popek-example:")
-            self.skipped = 0
-            self.warnings: list[str] = []
+            RedisExampleDatabase.__init__(self, client, key_prefix=b"popek-example:")
+            _Skips.__init__(self)
 
         def fetch(self, key: bytes):
             for data in super().fetch(key):
                 try:
                     _check_entry(data)
                 except ValueError as e:
-                    self.skipped += 1
-                    if len(self.warnings) < 5:
-                        self.warnings.append(f"example database entry under {key[:40]!r} skipped: {e}")
+                    self.skip(f"under {key[:40]!r}", e)
                     continue
                 yield data
 
