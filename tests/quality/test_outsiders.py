@@ -79,7 +79,7 @@ def test_outsider_bug_is_caught(cls, requirement, tmp_path):
 SOMETIMES = ["OutPortAllOnesDropped", "PopfLosesOverflow"]
 
 
-@pytest.mark.campaign
+@pytest.mark.slow  # three default checks each: about a minute
 @pytest.mark.parametrize("cls", SOMETIMES)
 def test_outsider_bug_is_caught_at_most_seeds(cls, tmp_path):
     caught = []
