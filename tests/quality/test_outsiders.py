@@ -74,8 +74,8 @@ def test_outsider_bug_is_caught(cls, requirement, tmp_path):
 
 # Found at most seeds, not all: a primed operand must meet the one value that
 # matters (0xFFFF for `out`; a popped V kept until a checkpoint for `popf`).
-# Seeds 1-5 at 17945c6: `out` found at 4 (not seed 1), `popf` at 2 (seeds 2
-# and 4) (docs/fuzzing.md); here, found at 2 of the 3 seeds 2-4 at least.
+# Seeds 1-5 at c2a5350: `out` found at all 5, `popf` at 3 (seeds 1, 2 and 4;
+# docs/fuzzing.md); here, found at 2 of the 3 seeds 2-4 at least.
 SOMETIMES = ["OutPortAllOnesDropped", "PopfLosesOverflow"]
 
 
